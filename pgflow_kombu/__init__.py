@@ -1,0 +1,1 @@
+"""pgflow-kombu."""
