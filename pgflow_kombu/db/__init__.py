@@ -1,0 +1,1 @@
+"""Database layer: locating SQL files, named queries, connections, migrations, embedded server."""

@@ -1,0 +1,64 @@
+"""Shared fixtures.
+
+The suite runs against the embedded PostgreSQL (started in ``.pgdata`` of the checkout) unless
+``PGFLOW_TEST_DATABASE_URL`` names a server (any database on it; tests create their own).
+Each integration test gets a fresh database cloned from a template that holds our schema.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgflow_kombu.db import embedded, migrations
+from pgflow_kombu.db.connect import connect
+from tests.support.databases import clone_database, drop, ensure_template
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    """URL of a server where tests may create databases."""
+    url = os.environ.get("PGFLOW_TEST_DATABASE_URL")
+    if url:
+        return url
+    os.environ.setdefault(embedded.DATA_DIR_ENV, str(ROOT / ".pgdata"))
+    return embedded.server_url(announce=False)
+
+
+@pytest.fixture(scope="session")
+def schema_template(pg_admin_url: str) -> str:
+    """Name of the template database holding our full schema (rebuilt when the SQL changes)."""
+    fingerprint = migrations.schema_fingerprint()
+    name = f"pgflow_kombu_tpl_{fingerprint}"
+    ensure_template(pg_admin_url, name, migrations.upgrade, fingerprint=fingerprint)
+    return name
+
+
+@pytest.fixture
+def db_url(pg_admin_url: str, schema_template: str) -> Iterator[str]:
+    """A fresh database with our schema, dropped after the test."""
+    url = clone_database(pg_admin_url, schema_template, prefix="t")
+    yield url
+    drop(pg_admin_url, url)
+
+
+@pytest.fixture
+def empty_db_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh database with nothing installed (for migration tests)."""
+    url = clone_database(pg_admin_url, "template0", prefix="e")
+    yield url
+    drop(pg_admin_url, url)
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection to the test's database."""
+    with connect(db_url) as connection:
+        yield connection
