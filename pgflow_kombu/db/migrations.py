@@ -72,8 +72,11 @@ def schema_fingerprint() -> str:
     return digest.hexdigest()[:12]
 
 
-def upgrade(url: str) -> list[Migration]:
-    """Bring the database at ``url`` up to date; return the migrations that were applied."""
+def upgrade(url: str, *, target: int | None = None) -> list[Migration]:
+    """Bring the database at ``url`` up to date (or up to version ``target``).
+
+    Returns the migrations that were applied (an adopted upstream schema is not among them).
+    """
     with connect(url, autocommit=False) as conn:
         try:
             with conn.transaction():
@@ -86,6 +89,8 @@ def upgrade(url: str) -> list[Migration]:
                 for migration in available_migrations():
                     if migration.version in recorded:
                         continue
+                    if target is not None and migration.version > target:
+                        break
                     how = _apply(conn, migration)
                     conn.execute(
                         query("migrations.record"),

@@ -1,0 +1,7 @@
+"""``python -m pgflow_kombu`` runs the CLI."""
+
+from __future__ import annotations
+
+from pgflow_kombu.cli import main
+
+main()
