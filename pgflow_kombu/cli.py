@@ -25,7 +25,9 @@ def resolve_database_url(url: str | None) -> str:
     return url
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "PGFLOW"})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "PGFLOW"}
+)
 @click.option(
     "--database-url",
     envvar=URL_ENV,

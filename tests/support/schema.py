@@ -18,5 +18,7 @@ def snapshot(url: str, schemas: tuple[str, ...] = SCHEMAS) -> dict[str, list[tup
         return {part: _rows(conn, part, schemas) for part in parts}
 
 
-def _rows(conn: psycopg.Connection[Any], part: str, schemas: tuple[str, ...]) -> list[tuple[Any, ...]]:
+def _rows(
+    conn: psycopg.Connection[Any], part: str, schemas: tuple[str, ...]
+) -> list[tuple[Any, ...]]:
     return conn.execute(test_query(f"schema_{part}"), {"schemas": list(schemas)}).fetchall()

@@ -20,7 +20,7 @@ def test_parse_queries_refuses_a_name_defined_twice() -> None:
 
 def test_query_loads_shipped_files_and_names_a_missing_query() -> None:
     assert "pg_advisory_xact_lock" in query("migrations.lock")
-    with pytest.raises(QueryNotFound, match="no named query 'migrations.nope'"):
+    with pytest.raises(QueryNotFound, match=r"no named query 'migrations\.nope'"):
         query("migrations.nope")
 
 

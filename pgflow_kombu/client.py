@@ -1,0 +1,377 @@
+"""The client: start runs, read and wait for them, manage flow definitions in the database.
+
+Return values and errors (the seeds' ``{:ok, x}`` / ``{:error, reason}`` in Python):
+
+=================================  ==========================================================
+seeds                              here
+=================================  ==========================================================
+``{:ok, run_id}``                  the ``UUID`` is returned
+``{:ok, run}``                     a :class:`~pgflow_kombu.types.Run` is returned
+``{:error, :not_found}``           :class:`~pgflow_kombu.errors.RunNotFound` / ``FlowNotFound``
+``{:error, :timeout}``             :class:`~pgflow_kombu.errors.RunTimeout`
+``{:error, %Run{status: failed}}`` :class:`~pgflow_kombu.errors.RunFailed` (``.run`` holds it)
+``{:ok, boolean}``                 ``bool``
+``{:error, term}``                 another :class:`~pgflow_kombu.errors.PgFlowError`
+=================================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Protocol
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from pgflow_kombu.db.connect import translate
+from pgflow_kombu.db.queries import query
+from pgflow_kombu.db.urls import check_url, to_libpq
+from pgflow_kombu.errors import (
+    ConfigurationError,
+    FlowNotFound,
+    PgFlowError,
+    RunFailed,
+    RunNotFound,
+    RunTimeout,
+)
+from pgflow_kombu.types import FlowInfo, Run, StepState, StepTask, WorkerInfo
+from pgflow_kombu.waiting import RunListener
+
+CORE_VERSION = "0.8.1"
+"""The pgflow core (database schema and SQL functions) this package is compatible with."""
+
+
+class HasSlug(Protocol):
+    @property
+    def slug(self) -> str: ...
+
+
+FlowRef = str | HasSlug
+
+
+def flow_slug_of(flow: FlowRef) -> str:
+    return flow if isinstance(flow, str) else flow.slug
+
+
+class Client:
+    """Talks to one database. Thread-safe; connections come from a pool opened on first use."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_min_size: int = 1,
+        pool_max_size: int = 10,
+        poll_interval: float = 5.0,
+    ) -> None:
+        self.url = check_url(url)
+        self.poll_interval = poll_interval
+        self._pool = ConnectionPool(
+            to_libpq(url),
+            min_size=pool_min_size,
+            max_size=pool_max_size,
+            kwargs={"autocommit": True},
+            open=False,
+            name="pgflow-client",
+        )
+        self._opened = False
+        self._listener = RunListener(url)
+
+    def close(self) -> None:
+        self._listener.close()
+        if self._opened:
+            self._pool.close()
+            self._opened = False
+
+    @contextmanager
+    def connection(self, given: psycopg.Connection[Any] | None = None) -> Iterator[Any]:
+        """A connection: the caller's (inside their transaction) or one from the pool."""
+        try:
+            if given is not None:
+                yield given
+                return
+            if not self._opened:
+                self._pool.open(wait=True, timeout=10)
+                self._opened = True
+            with self._pool.connection() as conn:
+                yield conn
+        except PgFlowError:
+            raise
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+        except TimeoutError as exc:  # psycopg_pool.PoolTimeout derives from it
+            raise translate(psycopg.OperationalError(str(exc))) from exc
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def start_flow(
+        self,
+        flow: FlowRef,
+        input: Any = None,
+        *,
+        run_id: UUID | str | None = None,
+        connection: psycopg.Connection[Any] | None = None,
+        delay_seconds: float | None = None,
+        scheduled_at: datetime | None = None,
+    ) -> UUID:
+        """Start a run of ``flow`` and return its id.
+
+        With ``connection=`` the run is started inside the caller's transaction: it exists (and its
+        tasks become visible to workers) only if that transaction commits. ``delay_seconds`` or
+        ``scheduled_at`` (timezone-aware; past times run now) keep its first tasks invisible until then.
+        """
+        delay = delay_from(delay_seconds, scheduled_at)
+        params = {
+            "flow_slug": flow_slug_of(flow),
+            "input": Jsonb(input),
+            "run_id": str(run_id) if run_id is not None else None,
+        }
+        with self.connection(connection) as conn:
+            if delay:
+                row = conn.execute(
+                    query("client.start_flow_delayed"), {**params, "delay_seconds": delay}
+                ).fetchone()
+            else:
+                row = conn.execute(query("client.start_flow"), params).fetchone()
+        assert row is not None
+        started: UUID = row[0]
+        return started
+
+    def get_run(self, run_id: UUID | str) -> Run:
+        """The run, without its step states; raises :class:`RunNotFound`."""
+        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(query("client.get_run"), {"run_id": as_uuid(run_id)}).fetchone()
+        if row is None:
+            raise RunNotFound(f"no run with id {run_id}")
+        return Run.model_validate(row)
+
+    def get_run_with_states(self, run_id: UUID | str) -> Run:
+        """The run with its step states (in step order), each with its tasks."""
+        params = {"run_id": as_uuid(run_id)}
+        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(query("client.get_run"), params).fetchone()
+            if row is None:
+                raise RunNotFound(f"no run with id {run_id}")
+            states = cur.execute(query("client.get_step_states"), params).fetchall()
+            tasks = cur.execute(query("client.get_step_tasks"), params).fetchall()
+        by_step: dict[str, list[StepTask]] = {}
+        for task in tasks:
+            by_step.setdefault(task["step_slug"], []).append(StepTask.model_validate(task))
+        step_states = tuple(
+            StepState.model_validate({**s, "tasks": tuple(by_step.get(s["step_slug"], ()))})
+            for s in states
+        )
+        return Run.model_validate({**row, "step_states": step_states})
+
+    def list_runs(
+        self, *, flow_slug: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[Run]:
+        params = {"flow_slug": flow_slug, "status": status, "limit": limit}
+        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(query("client.list_runs"), params).fetchall()
+        return [Run.model_validate(r) for r in rows]
+
+    def wait(
+        self,
+        run_id: UUID | str,
+        *,
+        timeout: float | None = 60.0,
+        poll_interval: float | None = None,
+        raise_on_failure: bool = True,
+    ) -> Run:
+        """Block until the run finishes; return it with its step states.
+
+        Raises :class:`RunTimeout` after ``timeout`` seconds (None waits for ever), and
+        :class:`RunFailed` when it failed (unless ``raise_on_failure=False``).
+        """
+        uid = as_uuid(run_id)
+        interval = poll_interval or self.poll_interval
+        deadline = None if timeout is None else time.monotonic() + timeout
+        event = self._listener.subscribe(uid)
+        try:
+            while True:
+                event.clear()
+                run = self.get_run(uid)
+                if run.finished:
+                    run = self.get_run_with_states(uid)
+                    if run.status == "failed" and raise_on_failure:
+                        raise RunFailed(
+                            f"run {uid} of flow {run.flow_slug!r} failed: {run.error_message}",
+                            run=run,
+                        )
+                    return run
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise RunTimeout(
+                        f"run {uid} of flow {run.flow_slug!r} did not finish within {timeout} s",
+                        run_id=uid,
+                    )
+                event.wait(interval if remaining is None else min(interval, remaining))
+        finally:
+            self._listener.unsubscribe(uid, event)
+
+    def start_flow_sync(
+        self,
+        flow: FlowRef,
+        input: Any = None,
+        *,
+        timeout: float | None = 60.0,
+        poll_interval: float | None = None,
+        run_id: UUID | str | None = None,
+    ) -> Run:
+        """Start a run and wait for it: the completed run, or RunFailed / RunTimeout."""
+        started = self.start_flow(flow, input, run_id=run_id)
+        return self.wait(started, timeout=timeout, poll_interval=poll_interval)
+
+    # -- flows --------------------------------------------------------------------------------
+
+    def flow_exists(self, slug: str) -> bool:
+        with self.connection() as conn:
+            row = conn.execute(query("client.flow_exists"), {"flow_slug": slug}).fetchone()
+        return bool(row and row[0])
+
+    def list_flows(self) -> list[FlowInfo]:
+        """The flows the database holds."""
+        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(query("client.list_flows")).fetchall()
+        return [FlowInfo.model_validate(r) for r in rows]
+
+    def get_flow_shape(self, slug: str) -> dict[str, Any]:
+        """The definition the database holds for ``slug`` as plain data (raises FlowNotFound)."""
+        with self.connection() as conn:
+            return read_flow_shape(conn, slug)
+
+    def compile_flow(
+        self, shape: Mapping[str, Any], *, connection: psycopg.Connection[Any] | None = None
+    ) -> None:
+        """Create a flow and its steps from plain data, in one transaction."""
+        with self.connection(connection) as conn, conn.transaction():
+            create_flow_from_shape(conn, shape)
+
+    def delete_flow(self, slug: str) -> None:
+        """Delete a flow with all its runs, tasks and its queue (raises FlowNotFound)."""
+        with self.connection() as conn:
+            row = conn.execute(query("client.delete_flow"), {"flow_slug": slug}).fetchone()
+        if not (row and row[0]):
+            raise FlowNotFound(f"no flow {slug!r} in the database")
+
+    def replace_flow(self, shape: Mapping[str, Any]) -> None:
+        """Destructive recompile: delete ``shape``'s slug (runs included), then create it anew."""
+        with self.connection() as conn, conn.transaction():
+            conn.execute(query("client.delete_flow"), {"flow_slug": shape["slug"]})
+            create_flow_from_shape(conn, shape)
+
+    # -- workers and health -------------------------------------------------------------------
+
+    def list_workers(
+        self, *, include_stale: bool = False, stale_after: float = 30.0
+    ) -> list[WorkerInfo]:
+        params = {"include_stale": include_stale, "stale_after": stale_after}
+        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(query("client.list_workers"), params).fetchall()
+        return [WorkerInfo.model_validate(r) for r in rows]
+
+    def health_check(self) -> dict[str, Any]:
+        """Database reachability and counts; ``status`` is ``"ok"`` when the query succeeded."""
+        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(query("client.health")).fetchone()
+        assert row is not None
+        return {"status": "ok", "core_version": CORE_VERSION, **row}
+
+    @staticmethod
+    def core_version() -> str:
+        return CORE_VERSION
+
+
+def read_flow_shape(conn: psycopg.Connection[Any], slug: str) -> dict[str, Any]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        flow = cur.execute(query("client.get_flow"), {"flow_slug": slug}).fetchone()
+        if flow is None:
+            raise FlowNotFound(f"no flow {slug!r} in the database")
+        steps = cur.execute(query("client.get_flow_steps"), {"flow_slug": slug}).fetchall()
+    return {
+        "slug": slug,
+        "options": {
+            "max_attempts": flow["opt_max_attempts"],
+            "base_delay": flow["opt_base_delay"],
+            "timeout": flow["opt_timeout"],
+        },
+        "steps": [
+            {
+                "slug": s["step_slug"],
+                "deps": list(s["deps"]),
+                "step_type": s["step_type"],
+                "options": {
+                    key: s[f"opt_{key}"]
+                    for key in ("max_attempts", "base_delay", "timeout", "start_delay")
+                    if s[f"opt_{key}"] is not None
+                },
+            }
+            for s in steps
+        ],
+    }
+
+
+def create_flow_from_shape(conn: psycopg.Connection[Any], shape: Mapping[str, Any]) -> None:
+    """``pgflow.create_flow`` + one ``pgflow.add_step`` per step, options only where set."""
+    options = shape.get("options") or {}
+    conn.execute(
+        query("client.create_flow"),
+        {
+            "flow_slug": shape["slug"],
+            "max_attempts": options.get("max_attempts"),
+            "base_delay": options.get("base_delay"),
+            "timeout": options.get("timeout"),
+        },
+    )
+    steps: Sequence[Mapping[str, Any]] = shape.get("steps") or ()
+    for step in steps:
+        step_options = step.get("options") or {}
+        conn.execute(
+            query("client.add_step"),
+            {
+                "flow_slug": shape["slug"],
+                "step_slug": step["slug"],
+                "deps": list(step.get("deps") or ()),
+                "max_attempts": step_options.get("max_attempts"),
+                "base_delay": step_options.get("base_delay"),
+                "timeout": step_options.get("timeout"),
+                "start_delay": step_options.get("start_delay"),
+                "step_type": step.get("step_type", "single"),
+            },
+        )
+
+
+def delay_from(delay_seconds: float | None, scheduled_at: datetime | None) -> int:
+    """Whole seconds to hold a run's first tasks (pgmq's visibility has 1 s resolution)."""
+    if delay_seconds is not None and scheduled_at is not None:
+        raise ConfigurationError("give delay_seconds or scheduled_at, not both")
+    if scheduled_at is not None:
+        if scheduled_at.tzinfo is None or scheduled_at.utcoffset() is None:
+            raise ConfigurationError(
+                f"scheduled_at={scheduled_at.isoformat()} is naive: pass a timezone-aware datetime "
+                "(e.g. datetime.now(timezone.utc) + timedelta(minutes=5))"
+            )
+        delay_seconds = (scheduled_at - datetime.now(timezone.utc)).total_seconds()
+        return max(0, math.ceil(delay_seconds))
+    if delay_seconds is None:
+        return 0
+    if delay_seconds < 0 or math.isnan(delay_seconds):
+        raise ConfigurationError(f"delay_seconds must be >= 0, got {delay_seconds}")
+    return math.ceil(delay_seconds)
+
+
+def as_uuid(value: UUID | str) -> UUID:
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise RunNotFound(f"{value!r} is not a run id (expected a UUID)") from None

@@ -1,0 +1,101 @@
+"""Typed views of pgflow's rows: what ``get_run`` and friends return."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+
+JSON = Any
+RunStatus = Literal["started", "completed", "failed"]
+StepStatus = Literal["created", "started", "completed", "failed"]
+TaskStatus = Literal["queued", "started", "completed", "failed"]
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class StepTask(_Row):
+    """One task of a step: a single step has one, a map step one per array element."""
+
+    run_id: UUID
+    flow_slug: str
+    step_slug: str
+    task_index: int
+    status: TaskStatus
+    attempts_count: int
+    message_id: int | None = None
+    output: JSON = None
+    error_message: str | None = None
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    failed_at: datetime | None = None
+    last_worker_id: UUID | None = None
+
+
+class StepState(_Row):
+    """The state of one step within a run."""
+
+    run_id: UUID
+    flow_slug: str
+    step_slug: str
+    status: StepStatus
+    remaining_deps: int
+    remaining_tasks: int | None = None
+    initial_tasks: int | None = None
+    error_message: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    failed_at: datetime | None = None
+    tasks: tuple[StepTask, ...] = ()
+
+
+class Run(_Row):
+    """One execution of a flow. ``step_states`` is filled by ``get_run_with_states``."""
+
+    run_id: UUID
+    flow_slug: str
+    status: RunStatus
+    input: JSON = None
+    output: JSON = None
+    remaining_steps: int = 0
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    failed_at: datetime | None = None
+    step_states: tuple[StepState, ...] = ()
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "started"
+
+    @property
+    def error_message(self) -> str | None:
+        """The error of the first failed step (pgflow keeps no error on the run row)."""
+        for state in self.step_states:
+            if state.status == "failed" and state.error_message:
+                return state.error_message
+        return None
+
+
+class WorkerInfo(_Row):
+    worker_id: UUID
+    queue_name: str
+    function_name: str
+    started_at: datetime
+    last_heartbeat_at: datetime
+    deprecated_at: datetime | None = None
+
+
+class FlowInfo(_Row):
+    """A flow as the database holds it."""
+
+    flow_slug: str
+    opt_max_attempts: int
+    opt_base_delay: int
+    opt_timeout: int
+    created_at: datetime | None = None
