@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import sys
+import time
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from pgflow_kombu import cli_output as out
 from pgflow_kombu.db import embedded, migrations
-from pgflow_kombu.errors import PgFlowError
+from pgflow_kombu.errors import (
+    ConfigurationError,
+    FlowNotFound,
+    PgFlowError,
+    RunFailed,
+    RunNotFound,
+    RunTimeout,
+)
+
+if TYPE_CHECKING:
+    from pgflow_kombu.app import PgFlow
+    from pgflow_kombu.client import Client
 
 URL_ENV = "PGFLOW_DATABASE_URL"
+
+# Exit codes: 0 success, 1 error, 2 usage (click), and for runs:
+EXIT_RUN_FAILED = 3
+EXIT_TIMEOUT = 4
+EXIT_NOT_FOUND = 5
 
 
 def resolve_database_url(url: str | None) -> str:
@@ -86,6 +107,300 @@ def db_embedded_stop() -> None:
     click.echo("stopped" if stopped else "no embedded server running")
 
 
+def load_app(spec: str) -> PgFlow:
+    """Import ``pkg.module:attr`` (``attr`` defaults to ``app``) and return the PgFlow there."""
+    from pgflow_kombu.app import PgFlow
+
+    module_name, _, attr = spec.partition(":")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import {module_name!r} (from -A {spec}): {exc}") from exc
+    app = getattr(module, attr or "app", None)
+    if not isinstance(app, PgFlow):
+        raise ConfigurationError(
+            f"-A {spec}: {module_name}.{attr or 'app'} is not a PgFlow app (got {type(app).__name__})"
+        )
+    return app
+
+
+def client_for(ctx: click.Context) -> Client:
+    from pgflow_kombu.client import Client
+
+    root = ctx.find_root()
+    if "client" not in root.obj:
+        root.obj["client"] = Client(database_url(ctx))
+        ctx.call_on_close(root.obj["client"].close)
+    client: Client = root.obj["client"]
+    return client
+
+
+app_option = click.option(
+    "-A",
+    "--app",
+    "app_spec",
+    envvar="PGFLOW_APP",
+    metavar="MODULE:ATTR",
+    help="The application, e.g. myproject.jobs:app [env PGFLOW_APP]",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+@cli.group()
+def flows() -> None:
+    """Flow definitions in the database."""
+
+
+@flows.command("list")
+@json_option
+@click.pass_context
+def flows_list(ctx: click.Context, as_json: bool) -> None:
+    """The flows the database holds."""
+    found = client_for(ctx).list_flows()
+    if as_json:
+        out.emit_json(found)
+        return
+    out.table(
+        ["flow", "max_attempts", "base_delay", "timeout", "created"],
+        [
+            (
+                f.flow_slug,
+                f.opt_max_attempts,
+                f.opt_base_delay,
+                f.opt_timeout,
+                f.created_at.isoformat(timespec="seconds") if f.created_at else "",
+            )
+            for f in found
+        ],
+    )
+
+
+@flows.command("show")
+@click.argument("slug")
+@json_option
+@click.pass_context
+def flows_show(ctx: click.Context, slug: str, as_json: bool) -> None:
+    """One flow's steps, dependencies and options."""
+    shape = client_for(ctx).get_flow_shape(slug)
+    if as_json:
+        out.emit_json(shape)
+        return
+    click.echo(f"flow {slug}  " + " ".join(f"{k}={v}" for k, v in shape["options"].items()))
+    out.table(
+        ["#", "step", "type", "depends on", "options"],
+        [
+            (
+                i,
+                s["slug"],
+                s["step_type"],
+                ", ".join(s["deps"]),
+                " ".join(f"{k}={v}" for k, v in s["options"].items()),
+            )
+            for i, s in enumerate(shape["steps"])
+        ],
+    )
+
+
+@flows.command("upsert")
+@click.argument("slug")
+@app_option
+@click.option("--file", "shape_file", type=click.File(), help="A JSON flow shape instead of -A.")
+@click.pass_context
+def flows_upsert(ctx: click.Context, slug: str, app_spec: str | None, shape_file: Any) -> None:
+    """(Re)compile a flow from the app's code or a JSON file. Destructive: deletes its runs."""
+    if shape_file is not None:
+        data = json.load(shape_file)
+        from pgflow_kombu.app import PgFlow
+
+        app = PgFlow(database_url(ctx))
+        result = app.upsert_flow(slug, steps=data["steps"], **data.get("options", {}))
+    elif app_spec:
+        database_url(ctx)  # exported first, so the app module's PgFlow() finds the database
+        shape = load_app(app_spec).get_flow(slug).shape()
+        from pgflow_kombu.app import PgFlow
+
+        result = PgFlow(database_url(ctx)).upsert_flow(
+            slug, steps=shape["steps"], **shape["options"]
+        )
+    else:
+        raise click.UsageError("give -A MODULE:APP or --file SHAPE.json")
+    click.echo(f"{slug}: {result['status']}")
+    for difference in result["differences"]:
+        click.echo(f"  changed: {difference}")
+
+
+@flows.command("delete")
+@click.argument("slug")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def flows_delete(ctx: click.Context, slug: str, yes: bool) -> None:
+    """Delete a flow with all its runs and its queue."""
+    if not yes:
+        click.confirm(f"delete flow {slug!r} with all its runs?", abort=True)
+    client_for(ctx).delete_flow(slug)
+    click.echo(f"deleted {slug}")
+
+
+@cli.group()
+def runs() -> None:
+    """Start, inspect and wait for runs."""
+
+
+@runs.command("start")
+@click.argument("slug")
+@click.argument("input_json", required=False, default="null")
+@click.option("--wait", "wait_", is_flag=True, help="Wait for the run to finish.")
+@click.option("--timeout", type=float, default=60.0, show_default=True)
+@click.option("--delay", type=float, default=None, help="Seconds before its tasks are visible.")
+@json_option
+@click.pass_context
+def runs_start(
+    ctx: click.Context,
+    slug: str,
+    input_json: str,
+    wait_: bool,
+    timeout: float,
+    delay: float | None,
+    as_json: bool,
+) -> None:
+    """Start a run of SLUG with INPUT_JSON (exit 3 failed, 4 timed out when waiting)."""
+    try:
+        payload = json.loads(input_json)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="INPUT_JSON") from None
+    client = client_for(ctx)
+    run_id = client.start_flow(slug, payload, delay_seconds=delay)
+    if not wait_:
+        out.emit_json({"run_id": str(run_id)}) if as_json else click.echo(str(run_id))
+        return
+    _wait_and_report(client, str(run_id), timeout, as_json)
+
+
+@runs.command("show")
+@click.argument("run_id")
+@json_option
+@click.pass_context
+def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """A run with its steps and tasks."""
+    run = client_for(ctx).get_run_with_states(run_id)
+    out.emit_json(run) if as_json else out.show_run(run)
+
+
+@runs.command("list")
+@click.option("--flow", "flow_slug", help="Only runs of this flow.")
+@click.option("--status", type=click.Choice(["started", "completed", "failed"]))
+@click.option("--limit", type=int, default=20, show_default=True)
+@json_option
+@click.pass_context
+def runs_list(
+    ctx: click.Context, flow_slug: str | None, status: str | None, limit: int, as_json: bool
+) -> None:
+    """Recent runs, newest first."""
+    found = client_for(ctx).list_runs(flow_slug=flow_slug, status=status, limit=limit)
+    if as_json:
+        out.emit_json(found)
+        return
+    out.table(
+        ["run", "flow", "status", "started", "remaining"],
+        [
+            (
+                r.run_id,
+                r.flow_slug,
+                r.status,
+                r.started_at.isoformat(timespec="seconds") if r.started_at else "",
+                r.remaining_steps,
+            )
+            for r in found
+        ],
+    )
+
+
+@runs.command("wait")
+@click.argument("run_id")
+@click.option("--timeout", type=float, default=60.0, show_default=True)
+@json_option
+@click.pass_context
+def runs_wait(ctx: click.Context, run_id: str, timeout: float, as_json: bool) -> None:
+    """Wait for a run, with live progress on a terminal (exit 3 failed, 4 timed out)."""
+    _wait_and_report(client_for(ctx), run_id, timeout, as_json)
+
+
+def _wait_and_report(client: Client, run_id: str, timeout: float, as_json: bool) -> None:
+    progress = out.Progress()
+    deadline = time.monotonic() + timeout
+    try:
+        while progress.enabled:
+            run = client.get_run_with_states(run_id)
+            progress.update(run)
+            if run.finished or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        run = client.wait(
+            run_id, timeout=max(0.0, deadline - time.monotonic()), raise_on_failure=False
+        )
+    finally:
+        progress.done()
+    out.emit_json(run) if as_json else out.show_run(run)
+    if run.status == "failed":
+        sys.exit(EXIT_RUN_FAILED)
+
+
+@cli.group()
+def workers() -> None:
+    """Workers registered in the database."""
+
+
+@workers.command("list")
+@click.option("--all", "include_stale", is_flag=True, help="Include stopped and stale workers.")
+@json_option
+@click.pass_context
+def workers_list(ctx: click.Context, include_stale: bool, as_json: bool) -> None:
+    """Workers with a recent heartbeat (or all with --all)."""
+    found = client_for(ctx).list_workers(include_stale=include_stale)
+    if as_json:
+        out.emit_json(found)
+        return
+    out.table(
+        ["worker", "queue", "function", "last heartbeat", "deprecated"],
+        [
+            (
+                w.worker_id,
+                w.queue_name,
+                w.function_name,
+                w.last_heartbeat_at.isoformat(timespec="seconds"),
+                w.deprecated_at.isoformat(timespec="seconds") if w.deprecated_at else "",
+            )
+            for w in found
+        ],
+    )
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def health(ctx: click.Context, as_json: bool) -> None:
+    """Check the database and the schema; exit 1 when unreachable."""
+    report = client_for(ctx).health_check()
+    if as_json:
+        out.emit_json(report)
+    else:
+        for key, value in report.items():
+            click.echo(f"{key:<16} {value}")
+
+
+@cli.command()
+@click.option("--timeout", type=float, default=60.0, show_default=True)
+@click.pass_context
+def demo(ctx: click.Context, timeout: float) -> None:
+    """Run the order-processing example flow end to end through a worker."""
+    from pgflow_kombu import demo as demo_module
+
+    url = database_url(ctx)
+    migrations.upgrade(url)
+    sys.exit(demo_module.run(url, timeout=timeout))
+
+
 def main() -> None:
     """Entry point: library errors become one line on stderr and exit code 1."""
     try:
@@ -98,6 +413,15 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except RunFailed as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_RUN_FAILED)
+    except RunTimeout as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_TIMEOUT)
+    except (RunNotFound, FlowNotFound) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_NOT_FOUND)
     except PgFlowError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -41,6 +41,7 @@ from pgflow_kombu.errors import (
     RunNotFound,
     RunTimeout,
 )
+from pgflow_kombu.flows.shapes import FlowShape
 from pgflow_kombu.types import FlowInfo, Run, StepState, StepTask, WorkerInfo
 from pgflow_kombu.waiting import RunListener
 
@@ -243,13 +244,13 @@ class Client:
             rows = cur.execute(query("client.list_flows")).fetchall()
         return [FlowInfo.model_validate(r) for r in rows]
 
-    def get_flow_shape(self, slug: str) -> dict[str, Any]:
+    def get_flow_shape(self, slug: str) -> FlowShape:
         """The definition the database holds for ``slug`` as plain data (raises FlowNotFound)."""
         with self.connection() as conn:
             return read_flow_shape(conn, slug)
 
     def compile_flow(
-        self, shape: Mapping[str, Any], *, connection: psycopg.Connection[Any] | None = None
+        self, shape: FlowShape, *, connection: psycopg.Connection[Any] | None = None
     ) -> None:
         """Create a flow and its steps from plain data, in one transaction."""
         with self.connection(connection) as conn, conn.transaction():
@@ -262,10 +263,10 @@ class Client:
         if not (row and row[0]):
             raise FlowNotFound(f"no flow {slug!r} in the database")
 
-    def replace_flow(self, shape: Mapping[str, Any]) -> None:
+    def replace_flow(self, shape: FlowShape) -> None:
         """Destructive recompile: delete ``shape``'s slug (runs included), then create it anew."""
         with self.connection() as conn, conn.transaction():
-            conn.execute(query("client.delete_flow"), {"flow_slug": shape["slug"]})
+            conn.execute(query("client.delete_flow"), {"flow_slug": shape["flow_slug"]})
             create_flow_from_shape(conn, shape)
 
     # -- workers and health -------------------------------------------------------------------
@@ -290,14 +291,14 @@ class Client:
         return CORE_VERSION
 
 
-def read_flow_shape(conn: psycopg.Connection[Any], slug: str) -> dict[str, Any]:
+def read_flow_shape(conn: psycopg.Connection[Any], slug: str) -> FlowShape:
     with conn.cursor(row_factory=dict_row) as cur:
         flow = cur.execute(query("client.get_flow"), {"flow_slug": slug}).fetchone()
         if flow is None:
             raise FlowNotFound(f"no flow {slug!r} in the database")
         steps = cur.execute(query("client.get_flow_steps"), {"flow_slug": slug}).fetchall()
     return {
-        "slug": slug,
+        "flow_slug": slug,
         "options": {
             "max_attempts": flow["opt_max_attempts"],
             "base_delay": flow["opt_base_delay"],
@@ -319,32 +320,31 @@ def read_flow_shape(conn: psycopg.Connection[Any], slug: str) -> dict[str, Any]:
     }
 
 
-def create_flow_from_shape(conn: psycopg.Connection[Any], shape: Mapping[str, Any]) -> None:
+def create_flow_from_shape(conn: psycopg.Connection[Any], shape: FlowShape) -> None:
     """``pgflow.create_flow`` + one ``pgflow.add_step`` per step, options only where set."""
-    options = shape.get("options") or {}
+    options = shape["options"]
     conn.execute(
         query("client.create_flow"),
         {
-            "flow_slug": shape["slug"],
+            "flow_slug": shape["flow_slug"],
             "max_attempts": options.get("max_attempts"),
             "base_delay": options.get("base_delay"),
             "timeout": options.get("timeout"),
         },
     )
-    steps: Sequence[Mapping[str, Any]] = shape.get("steps") or ()
-    for step in steps:
-        step_options = step.get("options") or {}
+    for step in shape["steps"]:
+        step_options = step["options"]
         conn.execute(
             query("client.add_step"),
             {
-                "flow_slug": shape["slug"],
+                "flow_slug": shape["flow_slug"],
                 "step_slug": step["slug"],
-                "deps": list(step.get("deps") or ()),
+                "deps": list(step["deps"]),
                 "max_attempts": step_options.get("max_attempts"),
                 "base_delay": step_options.get("base_delay"),
                 "timeout": step_options.get("timeout"),
                 "start_delay": step_options.get("start_delay"),
-                "step_type": step.get("step_type", "single"),
+                "step_type": step["step_type"],
             },
         )
 

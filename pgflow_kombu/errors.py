@@ -33,3 +33,101 @@ class MigrationError(DatabaseError):
 
 class QueryNotFound(PgFlowError):
     """A named query was asked for that no .sql file defines."""
+
+
+class FlowNotFound(PgFlowError):
+    """The database holds no flow with that slug (``flow_exists`` is False)."""
+
+
+class FlowMismatch(PgFlowError):
+    """The flow the code defines differs from the one the database holds under the same slug."""
+
+    def __init__(self, message: str, *, flow_slug: str, differences: list[str]) -> None:
+        super().__init__(message)
+        self.flow_slug = flow_slug
+        self.differences = differences
+
+
+class RunNotFound(PgFlowError):
+    """No run has that id."""
+
+
+class RunTimeout(PgFlowError):
+    """A run did not finish within the time the caller was willing to wait."""
+
+    def __init__(self, message: str, *, run_id: object) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+class RunFailed(PgFlowError):
+    """A waited-for run ended in ``failed``; ``run`` holds it with its step states."""
+
+    def __init__(self, message: str, *, run: object) -> None:
+        super().__init__(message)
+        self.run = run
+
+
+class FlowDefinitionError(PgFlowError):
+    """A flow, step or task definition is invalid (bad slug, unknown dependency, bad option...).
+
+    Raised when the definition is built, never at run time. ``flow_slug`` and ``step_slug`` name
+    the offending definition when known.
+    """
+
+    def __init__(self, message: str, *, flow_slug: str | None = None, step_slug: str | None = None):
+        super().__init__(message)
+        self.flow_slug = flow_slug
+        self.step_slug = step_slug
+
+
+class StepError(PgFlowError):
+    """Base of the errors raised while running one step's handler; names the flow and step."""
+
+    def __init__(self, message: str, *, flow_slug: str, step_slug: str):
+        super().__init__(message)
+        self.flow_slug = flow_slug
+        self.step_slug = step_slug
+
+
+class StepInputError(StepError):
+    """A step's input does not fit its handler's parameters or their type hints.
+
+    ``field`` is the parameter (and, for nested data, the dotted path inside it) at fault.
+    """
+
+    def __init__(
+        self, message: str, *, flow_slug: str, step_slug: str, field: str | None = None
+    ) -> None:
+        super().__init__(message, flow_slug=flow_slug, step_slug=step_slug)
+        self.field = field
+
+
+class StepOutputError(StepError):
+    """A handler returned a value that fails its return type hint or is not JSON."""
+
+    def __init__(
+        self, message: str, *, flow_slug: str, step_slug: str, field: str | None = None
+    ) -> None:
+        super().__init__(message, flow_slug=flow_slug, step_slug=step_slug)
+        self.field = field
+
+
+class StepFailed(StepError):
+    """A step's handler raised during eager (in-process) execution; the original is ``__cause__``."""
+
+    def __init__(
+        self, message: str, *, flow_slug: str, step_slug: str, task_index: int, attempts: int
+    ) -> None:
+        super().__init__(message, flow_slug=flow_slug, step_slug=step_slug)
+        self.task_index = task_index
+        self.attempts = attempts
+
+
+class FlowInputError(PgFlowError):
+    """A run input (or start option) is unusable: not JSON, not an array for a root map step,
+    arguments that do not fit a task, a negative delay."""
+
+
+class NotBoundError(ConfigurationError):
+    """A flow or task was started but is not registered with an app that can dispatch it."""
