@@ -1,0 +1,483 @@
+"""A flow: a named DAG of steps, built with decorators and checked as it is built.
+
+::
+
+    order = Flow("process_order", max_attempts=3)
+
+    @order.step
+    def validate(run: OrderIn) -> Validated: ...        # root step: gets the run input
+
+    @order.step
+    def charge(validate: Validated) -> list[Item]: ...  # depends on validate (parameter name)
+
+    @order.map(over="charge")
+    def ship(item: Item) -> Shipment: ...               # one task per element of charge's output
+
+    @order.step(depends_on=["ship", "validate"])
+    def notify(ship: list[Shipment], validate: Validated) -> None: ...
+
+Decorators return the function unchanged, so it stays callable in tests. Every mistake (bad slug,
+unknown dependency, duplicate step, a parameter that names nothing, options out of range) raises
+:class:`FlowDefinitionError` at once, naming the flow and the step. A dependency must be defined
+before the steps that use it, which also rules out cycles; ``Step.index`` is the definition order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeVar, overload
+
+from pgflow_kombu.errors import FlowDefinitionError, FlowInputError, NotBoundError
+from pgflow_kombu.flows.binding import RUN_KEY, Binder
+from pgflow_kombu.flows.dispatch import Dispatcher, check_schedule
+from pgflow_kombu.flows.handler import Handler
+from pgflow_kombu.flows.inference import check_element_handler, infer_named_binder
+from pgflow_kombu.flows.inputs import check_root_map_input
+from pgflow_kombu.flows.jsondata import Json, NotJsonError, to_json
+from pgflow_kombu.flows.options import FlowOptions, StepOptions
+from pgflow_kombu.flows.shapes import FlowShape
+from pgflow_kombu.flows.slugs import validate_flow_slug, validate_step_slug
+from pgflow_kombu.flows.step import STEP_TYPES, Step, StepType
+
+__all__ = ["Flow"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Flow:
+    """A flow definition: slug, options and steps in definition order.
+
+    Options not given are not set: ``pgflow.create_flow`` applies its defaults (3 attempts,
+    5 s base delay, 60 s timeout) and steps inherit the flow's values.
+    """
+
+    def __init__(
+        self,
+        slug: str,
+        *,
+        max_attempts: int | None = None,
+        base_delay: int | None = None,
+        timeout: int | None = None,
+    ) -> None:
+        self.slug: str = validate_flow_slug(slug)
+        self.options = FlowOptions(max_attempts, base_delay, timeout).validate(self.slug)
+        self._steps: dict[str, Step] = {}
+        self._dispatcher: Dispatcher | None = None
+        # Turns delay(*args, **kwargs) into the run input; set for task and chain flows.
+        self._input_builder: Callable[..., Json] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Flow {self.slug!r} steps={list(self._steps)!r}>"
+
+    # -- the DAG -------------------------------------------------------------------------------
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        """All steps in definition order (pgflow's ``step_index`` order)."""
+        return tuple(self._steps.values())
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(self._steps.values())
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def __contains__(self, step_slug: object) -> bool:
+        return step_slug in self._steps
+
+    def get_step(self, step_slug: str) -> Step:
+        """The step named ``step_slug``; :class:`FlowDefinitionError` if there is none."""
+        try:
+            return self._steps[step_slug]
+        except KeyError:
+            raise FlowDefinitionError(
+                f"flow {self.slug!r} has no step {step_slug!r} (steps: {list(self._steps)})",
+                flow_slug=self.slug,
+                step_slug=step_slug,
+            ) from None
+
+    def dependents(self, step_slug: str) -> tuple[str, ...]:
+        """Slugs of the steps that depend directly on ``step_slug``, in definition order."""
+        return tuple(s.slug for s in self._steps.values() if step_slug in s.deps)
+
+    @property
+    def leaves(self) -> tuple[str, ...]:
+        """Slugs of steps no other step depends on: their outputs form the run's output."""
+        used = {d for s in self._steps.values() for d in s.deps}
+        return tuple(slug for slug in self._steps if slug not in used)
+
+    def _error(self, step_slug: str | None, message: str) -> FlowDefinitionError:
+        where = f"flow {self.slug!r}" + (f" step {step_slug!r}" if step_slug else "")
+        return FlowDefinitionError(f"{where}: {message}", flow_slug=self.slug, step_slug=step_slug)
+
+    def add_step(
+        self,
+        slug: str,
+        handler: Callable[..., Any] | Handler | None = None,
+        *,
+        depends_on: Sequence[str] | None = None,
+        step_type: StepType = "single",
+        binder: Binder | None = None,
+        max_attempts: int | None = None,
+        base_delay: int | None = None,
+        timeout: int | None = None,
+        start_delay: int | None = None,
+    ) -> Step:
+        """Add a step; the general form behind the decorators and data-defined flows.
+
+        ``handler`` is the function (or a prepared :class:`Handler`). With one and no ``binder`` the binder is inferred from the signature (see
+        :mod:`pgflow_kombu.flows.inference`); for a single step given without ``depends_on``
+        the dependencies are inferred too. A map step has at most one dependency (none: it maps
+        over the run input). Returns the new :class:`Step`.
+        """
+        slug = validate_step_slug(slug, flow_slug=self.slug)
+        if slug in self._steps:
+            raise self._error(slug, "a step with this slug is already defined")
+        if step_type not in STEP_TYPES:
+            raise self._error(slug, f"step_type must be 'single' or 'map', got {step_type!r}")
+        if isinstance(depends_on, str):
+            raise self._error(
+                slug, f"depends_on must be a list of slugs, not the string {depends_on!r}"
+            )
+        options = StepOptions(max_attempts, base_delay, timeout, start_delay).validate(
+            self.slug, slug
+        )
+        if handler is None or isinstance(handler, Handler):
+            spec = handler
+        else:
+            spec = Handler(handler, flow_slug=self.slug, step_slug=slug)
+        deps = self._check_deps(slug, depends_on)
+        if step_type == "map" and len(deps) > 1:
+            raise self._error(
+                slug,
+                f"a map step can have at most one dependency (the array it maps over), got "
+                f"{len(deps)}: {', '.join(deps)}",
+            )
+        if spec is not None and binder is None:
+            if step_type == "map":
+                binder = check_element_handler(spec)
+            else:
+                binder, inferred = infer_named_binder(spec, list(self._steps), depends_on)
+                deps = inferred
+        step = Step(self.slug, slug, len(self._steps), deps, step_type, options, spec, binder)
+        self._steps[slug] = step
+        return step
+
+    def _check_deps(self, slug: str, depends_on: Sequence[str] | None) -> tuple[str, ...]:
+        deps = tuple(depends_on or ())
+        seen: set[str] = set()
+        for dep in deps:
+            if dep == slug:
+                raise self._error(slug, "a step cannot depend on itself")
+            if dep == RUN_KEY:
+                raise self._error(
+                    slug, "'run' is the flow input, not a step; leave it out of depends_on"
+                )
+            if dep in seen:
+                raise self._error(slug, f"dependency {dep!r} is listed twice")
+            seen.add(dep)
+            if dep not in self._steps:
+                raise self._error(
+                    slug,
+                    f"depends on unknown step {dep!r} (steps defined so far: "
+                    f"{', '.join(self._steps) or 'none'}); define it first",
+                )
+        return deps
+
+    # -- decorators ----------------------------------------------------------------------------
+
+    @overload
+    def step(self, fn: F, /) -> F: ...
+
+    @overload
+    def step(
+        self,
+        fn: None = None,
+        /,
+        *,
+        slug: str | None = None,
+        depends_on: Sequence[str] | None = None,
+        max_attempts: int | None = None,
+        base_delay: int | None = None,
+        timeout: int | None = None,
+        start_delay: int | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def step(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        slug: str | None = None,
+        depends_on: Sequence[str] | None = None,
+        max_attempts: int | None = None,
+        base_delay: int | None = None,
+        timeout: int | None = None,
+        start_delay: int | None = None,
+    ) -> Any:
+        """Decorator adding a single step; the slug is the function's name unless ``slug``.
+
+        Without ``depends_on`` the dependencies are the parameters named after defined steps;
+        ``run`` receives the flow input. Returns the function unchanged.
+        """
+
+        def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+            self.add_step(
+                slug or _function_name(func),
+                func,
+                depends_on=depends_on,
+                max_attempts=max_attempts,
+                base_delay=base_delay,
+                timeout=timeout,
+                start_delay=start_delay,
+            )
+            return func
+
+        return decorate(fn) if fn is not None else decorate
+
+    @overload
+    def map(self, fn: F, /) -> F: ...
+
+    @overload
+    def map(
+        self,
+        fn: None = None,
+        /,
+        *,
+        over: str | None = None,
+        slug: str | None = None,
+        max_attempts: int | None = None,
+        base_delay: int | None = None,
+        timeout: int | None = None,
+        start_delay: int | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def map(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        over: str | None = None,
+        slug: str | None = None,
+        max_attempts: int | None = None,
+        base_delay: int | None = None,
+        timeout: int | None = None,
+        start_delay: int | None = None,
+    ) -> Any:
+        """Decorator adding a map step: one task per element of an array.
+
+        ``over`` names the step whose (array) output is mapped; ``None`` or ``"run"`` maps over
+        the run input, which must then be an array. The handler's first parameter receives the
+        element. Returns the function unchanged.
+        """
+
+        def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+            deps = [] if over in (None, RUN_KEY) else [over]
+            self.add_step(
+                slug or _function_name(func),
+                func,
+                depends_on=deps,
+                step_type="map",
+                max_attempts=max_attempts,
+                base_delay=base_delay,
+                timeout=timeout,
+                start_delay=start_delay,
+            )
+            return func
+
+        return decorate(fn) if fn is not None else decorate
+
+    # -- shape ---------------------------------------------------------------------------------
+
+    def shape(self) -> FlowShape:
+        """The flow as plain data (what ``create_flow``/``add_step`` receive; see shapes.py)."""
+        return {
+            "flow_slug": self.slug,
+            "options": self.options.as_dict(),
+            "steps": [s.shape() for s in self._steps.values()],
+        }
+
+    @classmethod
+    def from_shape(
+        cls, shape: Mapping[str, Any], handlers: Mapping[str, Callable[..., Any]] | None = None
+    ) -> Flow:
+        """Build a flow from plain data (a :class:`FlowShape`), with the same validation."""
+        if "flow_slug" not in shape:
+            raise FlowDefinitionError("a flow shape needs a 'flow_slug'")
+        return define_flow(
+            shape["flow_slug"],
+            steps=shape.get("steps", []),
+            handlers=handlers,
+            **dict(shape.get("options") or {}),
+        )
+
+    # -- starting runs -------------------------------------------------------------------------
+
+    def bind(self, dispatcher: Dispatcher | None) -> None:
+        """Attach the app's dispatcher, which :meth:`start` uses (``None`` detaches)."""
+        self._dispatcher = dispatcher
+
+    @property
+    def dispatcher(self) -> Dispatcher | None:
+        """The dispatcher attached by :meth:`bind`, if any."""
+        return self._dispatcher
+
+    def prepare_input(self, input: Any) -> Json:
+        """Convert a run input to JSON and check it as ``start_flow`` would (root maps)."""
+        try:
+            data = to_json(input)
+        except NotJsonError as exc:
+            raise FlowInputError(f"flow {self.slug!r}: the run input is not JSON: {exc}") from exc
+        check_root_map_input(self, data)
+        return data
+
+    def start(
+        self,
+        input: Any = None,
+        *,
+        delay_seconds: float | None = None,
+        scheduled_at: datetime | None = None,
+    ) -> Any:
+        """Start a run through the bound dispatcher; returns its run handle.
+
+        ``input`` may hold models and dataclasses (they become JSON objects).
+        """
+        if self._dispatcher is None:
+            raise NotBoundError(
+                f"flow {self.slug!r} is not registered with an app: define it with app.flow(...) "
+                "or register it, or use run_eager() in tests"
+            )
+        check_schedule(delay_seconds, scheduled_at)
+        return self._dispatcher.start(
+            self,
+            self.prepare_input(input),
+            delay_seconds=delay_seconds,
+            scheduled_at=scheduled_at,
+        )
+
+    def build_input(self, *args: Any, **kwargs: Any) -> Json:
+        """The run input for ``delay(*args, **kwargs)``.
+
+        For a task (or a chain starting with tasks) the arguments are bound to its function's
+        signature (see ``Task.build_input``); otherwise only keyword arguments are accepted and
+        become a JSON object.
+        """
+        if self._input_builder is not None:
+            return self._input_builder(*args, **kwargs)
+        if args:
+            raise FlowInputError(
+                f"flow {self.slug!r}: pass the run input as keyword arguments or use start(input)"
+            )
+        return self.prepare_input(kwargs)
+
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
+        """Start a run with :meth:`build_input`'s input (Celery's ``delay``)."""
+        return self.start(self.build_input(*args, **kwargs))
+
+    # -- eager execution -----------------------------------------------------------------------
+
+    def run_eager(self, input: Any = None, *, retries: bool = False) -> Json:
+        """Run every step in this process (no worker, no database); see :func:`run_eager`."""
+        from pgflow_kombu.flows.eager import run_eager
+
+        return run_eager(self, input, retries=retries)
+
+    async def arun_eager(self, input: Any = None, *, retries: bool = False) -> Json:
+        """Async form of :meth:`run_eager`, for tests that already run an event loop."""
+        from pgflow_kombu.flows.eager import arun_eager
+
+        return await arun_eager(self, input, retries=retries)
+
+
+def _function_name(fn: Callable[..., Any]) -> str:
+    name = getattr(fn, "__name__", None)
+    if not isinstance(name, str):
+        raise FlowDefinitionError(f"{fn!r} has no __name__: pass slug=... explicitly")
+    return name
+
+
+_STEP_KEYS = frozenset(
+    {"slug", "deps", "step_type", "options", "max_attempts", "base_delay", "timeout", "start_delay"}
+)
+
+
+def define_flow(
+    slug: str,
+    *,
+    steps: Sequence[Mapping[str, Any]],
+    max_attempts: int | None = None,
+    base_delay: int | None = None,
+    timeout: int | None = None,
+    handlers: Mapping[str, Callable[..., Any]] | None = None,
+) -> Flow:
+    """Build a flow from plain data, as the Elixir port's ``upsert_flow`` takes it.
+
+    Each step is a mapping with ``slug`` (required), ``deps`` (default ``[]``), ``step_type``
+    (``"single"``, the default, or ``"map"``) and optional ``max_attempts``, ``base_delay``,
+    ``timeout``, ``start_delay`` (top-level or inside ``options``, as :meth:`Flow.shape` writes
+    them). Steps must come after their dependencies; a cycle is reported as such. ``handlers``
+    optionally maps step slugs to functions (bound by parameter name as with ``@flow.step``);
+    steps without one have a shape but cannot run.
+    """
+    flow = Flow(slug, max_attempts=max_attempts, base_delay=base_delay, timeout=timeout)
+    handlers = dict(handlers or {})
+    if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence):
+        raise flow._error(None, "steps must be a list of step mappings")
+    declared = [s.get("slug") for s in steps if isinstance(s, Mapping)]
+    for position, data in enumerate(steps):
+        if not isinstance(data, Mapping):
+            raise flow._error(None, f"step #{position} must be a mapping, got {data!r}")
+        step_slug = data.get("slug")
+        unknown = set(data) - _STEP_KEYS
+        if step_slug is None:
+            raise flow._error(None, f"step #{position} has no 'slug'")
+        if unknown:
+            raise flow._error(str(step_slug), f"unknown keys {sorted(unknown)}")
+        deps = list(data.get("deps") or [])
+        for dep in deps:
+            if dep not in flow and dep in declared and dep != step_slug:
+                _raise_order_error(flow, steps, str(step_slug), dep)
+        options = {
+            **dict(data.get("options") or {}),
+            **{
+                k: data[k]
+                for k in ("max_attempts", "base_delay", "timeout", "start_delay")
+                if k in data
+            },
+        }
+        flow.add_step(
+            step_slug,
+            handlers.pop(step_slug, None),
+            depends_on=deps,
+            step_type=data.get("step_type", "single"),
+            **options,
+        )
+    if handlers:
+        raise flow._error(None, f"handlers given for unknown steps: {sorted(handlers)}")
+    return flow
+
+
+def _raise_order_error(
+    flow: Flow, steps: Sequence[Mapping[str, Any]], step_slug: str, dep: str
+) -> None:
+    graph = {str(s.get("slug")): [str(d) for d in s.get("deps") or []] for s in steps}
+    path = _find_cycle(graph, step_slug)
+    if path:
+        raise flow._error(step_slug, f"dependency cycle: {' -> '.join(path)}")
+    raise flow._error(step_slug, f"depends on step {dep!r}, which is defined later; list it first")
+
+
+def _find_cycle(graph: Mapping[str, Sequence[str]], start: str) -> list[str] | None:
+    """A dependency path from ``start`` back to itself, if there is one."""
+    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    seen: set[str] = set()
+    while stack:
+        node, path = stack.pop()
+        for dep in graph.get(node, ()):
+            if dep == start:
+                return [*path, dep]
+            if dep not in seen:
+                seen.add(dep)
+                stack.append((dep, [*path, dep]))
+    return None
