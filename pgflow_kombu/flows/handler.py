@@ -10,6 +10,7 @@ hint must still be JSON (see :func:`to_json`).
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -24,6 +25,13 @@ __all__ = ["Handler"]
 
 _EMPTY = inspect.Parameter.empty
 _UNTYPED: tuple[object, ...] = (_EMPTY, Any, object)
+
+
+def type_label(annotation: Any) -> str:
+    """A short readable name for a type hint: ``list[Item]``, not its dotted repr."""
+    if isinstance(annotation, type) and not getattr(annotation, "__args__", None):
+        return annotation.__qualname__
+    return re.sub(r"\b(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_])", "", repr(annotation))
 
 
 def _format_errors(exc: ValidationError, root: str) -> tuple[str, str]:
@@ -240,8 +248,7 @@ class Handler:
             ) from exc
 
     def _return_hint(self) -> str:
-        ann = self._resolve().return_annotation
-        return getattr(ann, "__name__", None) or repr(ann)
+        return type_label(self._resolve().return_annotation)
 
     def dump_argument(self, name: str, value: Any) -> Json:
         """Validate one caller-side argument by its hint and convert it to JSON (for dispatch).

@@ -6,7 +6,8 @@ The rules (all checked when the step is defined):
     A parameter named after an already defined step depends on it and receives its output;
     ``run`` receives the flow input; a ``**kwargs`` parameter receives the remaining input keys.
     A step with no dependency whose only required parameter names nothing receives the flow input
-    through it (``def validate(order: OrderIn)``). Any other required parameter that names nothing
+    through it (``def validate(order: OrderIn)``), unless the name is a near miss of a defined
+    step's slug (``validat``), which is reported as a likely typo. Any other required parameter that names nothing
     is an error; one with a default keeps its default.
 ``@flow.step(depends_on=[...])``
     The dependencies are the listed steps. Parameters named after them receive their outputs,
@@ -20,6 +21,7 @@ A parameter annotated :class:`StepContext` is never an input.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Collection, Sequence
 
@@ -91,6 +93,7 @@ def infer_named_binder(
         fallback: str | None = None
         if len(unmatched) == 1 and RUN_KEY not in sources.values():
             if not deps:
+                _refuse_near_miss(handler, first.name, known_steps)
                 fallback = RUN_KEY
             elif explicit and len(deps) == 1 and deps[0] not in sources.values():
                 fallback = deps[0]
@@ -113,6 +116,17 @@ def infer_named_binder(
     order = [p.name for p in handler.parameters]
     positional.sort(key=order.index)
     return NamedBinder(dict(sources), tuple(positional), rest), tuple(deps)
+
+
+def _refuse_near_miss(handler: Handler, name: str, known_steps: Collection[str]) -> None:
+    """A lone parameter spelled almost like a step is a typo, not the run input."""
+    close = difflib.get_close_matches(name, list(known_steps), n=1, cutoff=0.8)
+    if close:
+        raise _error(
+            handler,
+            f"parameter {name!r} names no step; did you mean {close[0]!r}? (The only parameter "
+            "of a step without dependencies receives the flow input: name it 'run' to say so.)",
+        )
 
 
 def check_element_handler(handler: Handler) -> ElementBinder:

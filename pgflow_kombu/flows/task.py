@@ -95,6 +95,11 @@ class Task(Generic[P, R]):
         return f"<Task {self.name!r}>"
 
     @property
+    def slug(self) -> str:
+        """Slug of the task's flow (and queue): the same as :attr:`name`."""
+        return self.name
+
+    @property
     def step_slug(self) -> str:
         """Slug of the task's one step (the same as :attr:`name`)."""
         return self.name
