@@ -47,8 +47,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Chain", "ChainItem", "Group", "Signature", "chain", "each"]
 
-ChainItem: TypeAlias = "Task[..., Any] | Signature | Chain | Sequence[ChainItem]"
-"""What can be chained: a task, a signature, a chain, or a list of those (a fan-out)."""
+ChainItem: TypeAlias = "Task[..., Any] | Signature | Chain | Sequence[Any]"
+"""What can be chained: a task, a signature, a chain, or a list of those (a fan-out).
+
+Lists are typed loosely (``Sequence[Any]``) because a literal mixing tasks and signatures would
+otherwise be inferred as ``list[object]``; their items are checked when the chain is built."""
 
 
 @dataclass(frozen=True)

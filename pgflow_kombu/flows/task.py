@@ -58,6 +58,10 @@ class Task(Generic[P, R]):
     through the dispatcher the app binds (:meth:`bind`).
     """
 
+    # Copied from the function by functools.update_wrapper.
+    __name__: str
+    __qualname__: str
+
     def __init__(
         self,
         fn: Callable[P, R],

@@ -279,13 +279,13 @@ def test_duplicate_step() -> None:
 @pytest.mark.parametrize("slug", ["run", "bad-slug", "", "9lives"])
 def test_invalid_step_slug(slug: str) -> None:
     flow = Flow("f")
-    with pytest.raises(FlowDefinitionError, match="invalid step slug .* in flow 'f'"):
+    with pytest.raises(FlowDefinitionError, match=r"invalid step slug .* in flow 'f'"):
         flow.add_step(slug)
 
 
 def test_function_named_run_cannot_be_a_step_without_a_slug() -> None:
     flow = Flow("f")
-    with pytest.raises(FlowDefinitionError, match="'run'.*reserved"):
+    with pytest.raises(FlowDefinitionError, match=r"'run'.*reserved"):
 
         @flow.step
         def run() -> None:

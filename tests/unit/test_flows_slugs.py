@@ -38,12 +38,12 @@ def test_flow_slug_is_capped_by_the_queue_name_length() -> None:
     assert is_valid_flow_slug("a" * MAX_FLOW_SLUG_LENGTH)
     assert not is_valid_flow_slug("a" * (MAX_FLOW_SLUG_LENGTH + 1))
     assert is_valid_slug("a" * (MAX_FLOW_SLUG_LENGTH + 1))  # fine as a step slug
-    with pytest.raises(FlowDefinitionError, match="at most 47 are allowed.*pgmq queue"):
+    with pytest.raises(FlowDefinitionError, match=r"at most 47 are allowed.*pgmq queue"):
         validate_flow_slug("a" * 48)
 
 
 def test_error_messages_say_what_is_wrong() -> None:
-    with pytest.raises(FlowDefinitionError, match="'run'.*reserved"):
+    with pytest.raises(FlowDefinitionError, match=r"'run'.*reserved"):
         validate_flow_slug("run")
     with pytest.raises(FlowDefinitionError, match="must not be empty"):
         validate_flow_slug("")

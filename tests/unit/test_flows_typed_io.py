@@ -255,7 +255,7 @@ def test_async_handler_sync_and_async_execution() -> None:
     assert asyncio.run(step.aexecute({"run": 3})) == 6
 
     async def inside_loop() -> None:
-        with pytest.raises(PgFlowError, match="use 'await step.aexecute"):
+        with pytest.raises(PgFlowError, match=r"use 'await step.aexecute"):
             step.execute({"run": 1})
 
     asyncio.run(inside_loop())
