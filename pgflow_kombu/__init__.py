@@ -1,1 +1,45 @@
-"""pgflow-kombu."""
+"""pgflow-kombu: background jobs and DAG workflows on PostgreSQL.
+
+Flows and tasks compatible with pgflow 0.8.1 (TypeScript/Deno workers can share the database), a
+worker riding a kombu transport on pgmq, and that transport for Celery (``pgflow://``).
+"""
+
+from __future__ import annotations
+
+from kombu.transport import TRANSPORT_ALIASES
+
+from pgflow_kombu.app import PgFlow
+from pgflow_kombu.client import CORE_VERSION, Client
+from pgflow_kombu.errors import (
+    FlowDefinitionError,
+    FlowMismatch,
+    FlowNotFound,
+    PgFlowError,
+    RunFailed,
+    RunNotFound,
+    RunTimeout,
+)
+from pgflow_kombu.flows import Flow
+from pgflow_kombu.handles import RunHandle
+from pgflow_kombu.types import Run, StepState, StepTask
+
+# kombu has no entry points for transports: importing the package makes "pgflow://" known.
+TRANSPORT_ALIASES.setdefault("pgflow", "pgflow_kombu.transport:Transport")
+
+__all__ = [
+    "CORE_VERSION",
+    "Client",
+    "Flow",
+    "FlowDefinitionError",
+    "FlowMismatch",
+    "FlowNotFound",
+    "PgFlow",
+    "PgFlowError",
+    "Run",
+    "RunFailed",
+    "RunHandle",
+    "RunNotFound",
+    "RunTimeout",
+    "StepState",
+    "StepTask",
+]

@@ -1,0 +1,413 @@
+"""``PgFlow``: the application object users create once and import everywhere.
+
+It holds the settings, a registry of the flows and tasks defined through it, and is the facade
+over the client (start, read and wait for runs; manage flows) and the worker. Several apps in one
+process share nothing. No database is touched until a run is started or a worker runs; creating
+an app never starts a server.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from uuid import UUID
+
+import psycopg
+
+from pgflow_kombu.client import CORE_VERSION, Client, FlowRef, flow_slug_of
+from pgflow_kombu.errors import ConfigurationError, FlowMismatch, FlowNotFound
+from pgflow_kombu.flows import Flow
+from pgflow_kombu.flows.jsondata import Json
+from pgflow_kombu.flows.shapes import FlowShape, compare_shapes
+from pgflow_kombu.handles import RunHandle
+from pgflow_kombu.settings import Settings
+from pgflow_kombu.types import FlowInfo, Run, WorkerInfo
+
+if TYPE_CHECKING:
+    from pgflow_kombu.flows import Task
+    from pgflow_kombu.worker import Worker
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class PgFlow:
+    """An application: ``app = PgFlow()`` reads ``PGFLOW_DATABASE_URL``; or pass ``database_url``.
+
+    ``eager=True`` runs every started flow in the calling process, with no worker and no
+    database (for tests): handles come back already finished.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        eager: bool = False,
+        **settings: Any,
+    ) -> None:
+        self.settings = Settings.load(database_url=database_url, **settings)
+        self.eager = eager
+        self._flows: dict[str, Flow] = {}
+        self._tasks: dict[str, Task[Any, Any]] = {}
+        self._client: Client | None = None
+        self._verified: set[str] = set()
+        self._lock = threading.Lock()
+        self._worker: Worker | None = None
+
+    def __repr__(self) -> str:
+        return f"<PgFlow flows={sorted(self._flows)}>"
+
+    # -- the database --------------------------------------------------------------------------
+
+    @property
+    def database_url(self) -> str:
+        url = self.settings.database_url
+        if not url:
+            raise ConfigurationError(
+                "no database configured: set PGFLOW_DATABASE_URL or pass PgFlow(database_url=...) "
+                "(the pgflow-kombu CLI starts an embedded PostgreSQL and sets it for you)"
+            )
+        return url
+
+    @property
+    def client(self) -> Client:
+        """The client on this app's database (created on first use)."""
+        with self._lock:
+            if self._client is None:
+                self._client = Client(
+                    self.database_url,
+                    pool_min_size=self.settings.pool_min_size,
+                    pool_max_size=self.settings.pool_max_size,
+                    poll_interval=self.settings.poll_interval,
+                )
+            return self._client
+
+    def close(self) -> None:
+        """Stop the embedded worker, if any, and close connections."""
+        self.stop_worker()
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    # -- defining flows and tasks --------------------------------------------------------------
+
+    def flow(
+        self,
+        slug: str,
+        *,
+        max_attempts: int | None = None,
+        base_delay: int | None = None,
+        timeout: int | None = None,
+    ) -> Flow:
+        """Create and register a flow; add steps with ``@flow.step`` and ``@flow.map``."""
+        flow = Flow(slug, max_attempts=max_attempts, base_delay=base_delay, timeout=timeout)
+        return self.register(flow)
+
+    @overload
+    def register(self, item: Flow) -> Flow: ...
+
+    @overload
+    def register(self, item: Task[P, R]) -> Task[P, R]: ...
+
+    def register(self, item: Flow | Task[P, R]) -> Flow | Task[P, R]:
+        """Register a flow or task built elsewhere (e.g. ``(a >> b).to_flow("etl")``); returns it."""
+        from pgflow_kombu.flows import Task
+
+        if isinstance(item, Task):
+            self._register_flow(item.flow)
+            self._tasks[item.flow.slug] = item
+            return item
+        if not isinstance(item, Flow):
+            raise TypeError(f"can only register flows and tasks, not {item!r}")
+        return self._register_flow(item)
+
+    def _register_flow(self, flow: Flow) -> Flow:
+        existing = self._flows.get(flow.slug)
+        if existing is not None and existing is not flow:
+            raise ConfigurationError(f"a flow with slug {flow.slug!r} is already registered")
+        self._flows[flow.slug] = flow
+        flow.bind(self)
+        return flow
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        max_attempts: int | None = None,
+        base_delay: int | None = None,
+        timeout: int | None = None,
+        start_delay: int | None = None,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(
+        self,
+        fn: Callable[P, R] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        max_attempts: int | None = None,
+        base_delay: int | None = None,
+        timeout: int | None = None,
+        start_delay: int | None = None,
+    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+        """Make a function a job: a single-step flow. ``task(...)`` still calls the function."""
+        from pgflow_kombu.flows import Task
+
+        def decorate(func: Callable[P, R]) -> Task[P, R]:
+            task = Task(
+                func,
+                name=name,
+                max_attempts=max_attempts,
+                base_delay=base_delay,
+                timeout=timeout,
+                start_delay=start_delay,
+            )
+            return self.register(task)
+
+        return decorate(fn) if fn is not None else decorate
+
+    def chain(self, slug: str, *items: Any, **options: Any) -> Flow:
+        """A flow from existing tasks, each step fed its predecessor's output (Celery's chain).
+
+        Items may be tasks, ``each(task)`` for one run per element, lists for fan-out/fan-in.
+        """
+        from pgflow_kombu.flows import chain
+
+        return self.register(chain(slug, *items, **options))
+
+    @property
+    def flows(self) -> Mapping[str, Flow]:
+        """The flows registered with this app, by slug (tasks included)."""
+        return dict(self._flows)
+
+    def get_flow(self, flow: FlowRef) -> Flow:
+        """A registered flow by slug (raises FlowNotFound)."""
+        slug = flow_slug_of(flow)
+        try:
+            return self._flows[slug]
+        except KeyError:
+            raise FlowNotFound(f"no flow {slug!r} is registered with this app") from None
+
+    def list_flows(self, *, database: bool = False) -> list[FlowShape] | list[FlowInfo]:
+        """The registered flows' shapes; ``database=True`` lists what the database holds."""
+        if database:
+            return self.client.list_flows()
+        return [f.shape() for f in self._flows.values()]
+
+    # -- flow definitions in the database -------------------------------------------------------
+
+    def ensure_flow(self, flow: Flow, *, recompile: bool = False) -> None:
+        """Make sure the database holds ``flow`` as defined in code.
+
+        A missing flow is created; one that differs raises :class:`FlowMismatch` unless
+        ``recompile=True``, which replaces it (deleting its runs, as ``upsert_flow`` does).
+        """
+        if flow.slug in self._verified and not recompile:
+            return
+        shape = flow.shape()
+        try:
+            stored = self.client.get_flow_shape(flow.slug)
+        except FlowNotFound:
+            self.client.compile_flow(shape)
+        else:
+            differences = compare_shapes(shape, stored)
+            if differences and not recompile:
+                listed = "; ".join(str(d) for d in differences)
+                raise FlowMismatch(
+                    f"flow {flow.slug!r} in the database differs from the code ({listed}): "
+                    f"run 'pgflow-kombu flows upsert {flow.slug} -A <app>' or "
+                    f"app.ensure_flow(flow, recompile=True) to replace it (this deletes its runs), "
+                    "or give the changed flow a new slug",
+                    flow_slug=flow.slug,
+                    differences=[str(d) for d in differences],
+                )
+            if differences:
+                self.client.replace_flow(shape)
+        self._verified.add(flow.slug)
+
+    def upsert_flow(
+        self,
+        slug: str,
+        *,
+        steps: Sequence[Mapping[str, Any]],
+        max_attempts: int | None = None,
+        base_delay: int | None = None,
+        timeout: int | None = None,
+    ) -> dict[str, Any]:
+        """(Re)compile a flow from plain data; destructive for an existing slug (runs deleted).
+
+        Returns ``{"status": "compiled", "differences": [...]}``, the differences being those
+        from the definition the database held before (empty for a new flow).
+        """
+        from pgflow_kombu.flows.flow import define_flow
+
+        flow = define_flow(
+            slug, steps=steps, max_attempts=max_attempts, base_delay=base_delay, timeout=timeout
+        )
+        shape = flow.shape()
+        try:
+            before = self.client.get_flow_shape(slug)
+            differences = [str(d) for d in compare_shapes(before, shape)]
+        except FlowNotFound:
+            differences = []
+        self.client.replace_flow(shape)
+        self._verified.discard(slug)
+        return {"status": "compiled", "differences": differences}
+
+    def delete_flow(self, slug: str) -> None:
+        """Delete a flow with all its runs, tasks and queue (raises FlowNotFound)."""
+        self.client.delete_flow(slug)
+        self._verified.discard(slug)
+
+    def flow_exists(self, slug: str) -> bool:
+        """Whether the database holds a flow with this slug."""
+        return self.client.flow_exists(slug)
+
+    # -- runs ------------------------------------------------------------------------------------
+
+    def start(
+        self,
+        flow: Flow,
+        input: Json,
+        *,
+        delay_seconds: float | None = None,
+        scheduled_at: datetime | None = None,
+    ) -> RunHandle:
+        """The dispatcher flows call (``flow.start``, ``task.delay``); see :meth:`start_flow`."""
+        return self.start_flow(flow, input, delay_seconds=delay_seconds, scheduled_at=scheduled_at)
+
+    def start_flow(
+        self,
+        flow: FlowRef,
+        input: Any = None,
+        *,
+        run_id: UUID | str | None = None,
+        connection: psycopg.Connection[Any] | None = None,
+        delay_seconds: float | None = None,
+        scheduled_at: datetime | None = None,
+    ) -> RunHandle:
+        """Start a run; with ``connection=`` it commits or rolls back with the caller's transaction.
+
+        A registered flow is checked against (or compiled into) the database first, and its input
+        validated (JSON; an array for a root map). A slug of a flow only the database knows (e.g.
+        defined by a TypeScript app) is started as is.
+        """
+        slug = flow_slug_of(flow)
+        registered = self._flows.get(slug)
+        if registered is not None:
+            input = registered.prepare_input(input)
+            if self.eager:
+                return self._start_eager(registered, input)
+            self.ensure_flow(registered)
+        run = self.client.start_flow(
+            slug,
+            input,
+            run_id=run_id,
+            connection=connection,
+            delay_seconds=delay_seconds,
+            scheduled_at=scheduled_at,
+        )
+        return RunHandle(self.client, run, slug)
+
+    def _start_eager(self, flow: Flow, input: Json) -> RunHandle:
+        from pgflow_kombu.eager import EagerHandle
+
+        return EagerHandle.run(flow, input)  # type: ignore[return-value]  # same reading interface
+
+    def start_flow_sync(
+        self,
+        flow: FlowRef,
+        input: Any = None,
+        *,
+        timeout: float | None = 60.0,
+        poll_interval: float | None = None,
+    ) -> Run:
+        """Start a run and wait for it: the completed Run, or RunFailed / RunTimeout."""
+        handle = self.start_flow(flow, input)
+        return self.client.wait(handle.run_id, timeout=timeout, poll_interval=poll_interval)
+
+    def enqueue(
+        self,
+        task: FlowRef,
+        input: Any = None,
+        *,
+        delay_seconds: float | None = None,
+        scheduled_at: datetime | None = None,
+    ) -> RunHandle:
+        """Enqueue a job (a task, i.e. a single-step flow) now or later; the delay is in the queue."""
+        return self.start_flow(task, input, delay_seconds=delay_seconds, scheduled_at=scheduled_at)
+
+    def enqueue_in(self, task: FlowRef, input: Any, delay_seconds: float) -> RunHandle:
+        """Enqueue a job that becomes visible after ``delay_seconds`` (0 = now)."""
+        return self.enqueue(task, input, delay_seconds=delay_seconds)
+
+    def enqueue_at(self, task: FlowRef, input: Any, scheduled_at: datetime) -> RunHandle:
+        """Enqueue a job that becomes visible at ``scheduled_at`` (timezone-aware; past = now)."""
+        return self.enqueue(task, input, scheduled_at=scheduled_at)
+
+    def get_run(self, run_id: UUID | str) -> Run:
+        """A run without its steps (raises RunNotFound)."""
+        return self.client.get_run(run_id)
+
+    def get_run_with_states(self, run_id: UUID | str) -> Run:
+        """A run with its step states and their tasks (raises RunNotFound)."""
+        return self.client.get_run_with_states(run_id)
+
+    def wait(self, run_id: UUID | str, *, timeout: float | None = 60.0) -> Run:
+        """Wait for a run to finish (raises RunFailed / RunTimeout / RunNotFound)."""
+        return self.client.wait(run_id, timeout=timeout)
+
+    # -- workers and health ----------------------------------------------------------------------
+
+    def start_worker(self, flows: Sequence[FlowRef] | None = None, **options: Any) -> Worker:
+        """Run a worker for this app's flows (or ``flows``) in background threads of this process."""
+        from pgflow_kombu.worker import Worker
+
+        if self._worker is not None:
+            raise ConfigurationError("this app already runs a worker; stop_worker() first")
+        served = self._served(flows)
+        for flow in served.values():
+            self.ensure_flow(flow)
+        worker = Worker(served, self.database_url, **options)
+        worker.start()
+        self._worker = worker
+        return worker
+
+    def stop_worker(self, timeout: float | None = None) -> bool:
+        """Stop the worker started by :meth:`start_worker`; False when none was running."""
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return False
+        worker.stop(timeout)
+        return True
+
+    def _served(self, flows: Sequence[FlowRef] | None) -> dict[str, Flow]:
+        if flows is None:
+            return dict(self._flows)
+        return {flow_slug_of(f): self.get_flow(f) for f in flows}
+
+    def list_workers(self, *, include_stale: bool = False) -> list[WorkerInfo]:
+        return self.client.list_workers(
+            include_stale=include_stale, stale_after=self.settings.stalled_after
+        )
+
+    def health_check(self) -> dict[str, Any]:
+        """``{"status": "ok", "workers": [...], "flows": [...], ...}`` (raises when unreachable)."""
+        health = self.client.health_check()
+        health["workers"] = [w.model_dump(mode="json") for w in self.list_workers()]
+        health["flows"] = sorted(self._flows)
+        return health
+
+    @staticmethod
+    def core_version() -> str:
+        """The pgflow core version whose schema and SQL functions this package matches."""
+        return CORE_VERSION
