@@ -35,7 +35,12 @@ from pgflow_kombu.flows.handler import Handler
 from pgflow_kombu.flows.inference import check_element_handler, infer_named_binder
 from pgflow_kombu.flows.inputs import check_root_map_input
 from pgflow_kombu.flows.jsondata import Json, NotJsonError, to_json
-from pgflow_kombu.flows.options import FlowOptions, StepOptions
+from pgflow_kombu.flows.options import (
+    FLOW_OPTION_NAMES,
+    STEP_OPTION_NAMES,
+    FlowOptions,
+    StepOptions,
+)
 from pgflow_kombu.flows.shapes import FlowShape
 from pgflow_kombu.flows.slugs import validate_flow_slug, validate_step_slug
 from pgflow_kombu.flows.step import STEP_TYPES, Step, StepType
@@ -96,6 +101,14 @@ class Flow:
                 flow_slug=self.slug,
                 step_slug=step_slug,
             ) from None
+
+    def resolved_options(self, step_slug: str) -> dict[str, int]:
+        """A step's effective ``max_attempts``, ``base_delay``, ``timeout``, ``start_delay``.
+
+        Step value, else flow value, else ``create_flow``'s default: what pgflow's SQL applies,
+        and what a worker needs to enforce the timeout of a task.
+        """
+        return self.get_step(step_slug).options.resolve(self.options)
 
     def dependents(self, step_slug: str) -> tuple[str, ...]:
         """Slugs of the steps that depend directly on ``step_slug``, in definition order."""
@@ -305,11 +318,15 @@ class Flow:
         """Build a flow from plain data (a :class:`FlowShape`), with the same validation."""
         if "flow_slug" not in shape:
             raise FlowDefinitionError("a flow shape needs a 'flow_slug'")
+        options = dict(shape.get("options") or {})
+        unknown = set(options) - set(FLOW_OPTION_NAMES)
+        if unknown:
+            raise FlowDefinitionError(
+                f"flow {shape['flow_slug']!r}: unknown options {sorted(unknown)}",
+                flow_slug=shape["flow_slug"],
+            )
         return define_flow(
-            shape["flow_slug"],
-            steps=shape.get("steps", []),
-            handlers=handlers,
-            **dict(shape.get("options") or {}),
+            shape["flow_slug"], steps=shape.get("steps", []), handlers=handlers, **options
         )
 
     # -- starting runs -------------------------------------------------------------------------
@@ -440,12 +457,11 @@ def define_flow(
                 _raise_order_error(flow, steps, str(step_slug), dep)
         options = {
             **dict(data.get("options") or {}),
-            **{
-                k: data[k]
-                for k in ("max_attempts", "base_delay", "timeout", "start_delay")
-                if k in data
-            },
+            **{k: data[k] for k in STEP_OPTION_NAMES if k in data},
         }
+        unknown_options = set(options) - set(STEP_OPTION_NAMES)
+        if unknown_options:
+            raise flow._error(str(step_slug), f"unknown options {sorted(unknown_options)}")
         flow.add_step(
             step_slug,
             handlers.pop(step_slug, None),

@@ -230,6 +230,7 @@ def test_data_defined_flow_with_handlers() -> None:
         ([{"slug": "a", "timeout": 0}], "step 'a': timeout must be a positive integer"),
         ([{"slug": "a", "step_type": "loop"}], "step_type must be 'single' or 'map'"),
         (["a"], "step #0 must be a mapping"),
+        ([{"slug": "a", "options": {"retries": 1}}], "step 'a': unknown options ['retries']"),
     ],
 )
 def test_define_flow_validation(steps: list[Any], message: str) -> None:
@@ -247,3 +248,20 @@ def test_define_flow_validates_flow_options_and_slug() -> None:
         define_flow("f", steps=[], max_attempts=-1)
     with pytest.raises(FlowDefinitionError, match="invalid flow slug"):
         define_flow("f-1", steps=[])
+
+
+def test_from_shape_rejects_unknown_flow_options() -> None:
+    with pytest.raises(FlowDefinitionError, match=r"flow 'f': unknown options \['retries'\]"):
+        Flow.from_shape({"flow_slug": "f", "options": {"retries": 1}, "steps": []})
+
+
+def test_resolved_options_fall_back_to_flow_then_defaults() -> None:
+    flow = order_flow()
+    assert flow.resolved_options("charge") == {
+        "max_attempts": 3,
+        "base_delay": 5,
+        "timeout": 10,
+        "start_delay": 0,
+    }
+    assert flow.resolved_options("ship")["max_attempts"] == 5
+    assert flow.resolved_options("ship")["start_delay"] == 2
