@@ -27,6 +27,13 @@ _EMPTY = inspect.Parameter.empty
 _UNTYPED: tuple[object, ...] = (_EMPTY, Any, object)
 
 
+def _is_async(fn: Callable[..., Any]) -> bool:
+    """Whether calling ``fn`` returns a coroutine: async functions, also behind wrappers
+    (``functools.wraps``, tasks) and callable objects with an async ``__call__``."""
+    candidates = [fn, inspect.unwrap(fn), getattr(fn, "__call__", None)]  # noqa: B004
+    return any(c is not None and inspect.iscoroutinefunction(c) for c in candidates)
+
+
 def type_label(annotation: Any) -> str:
     """A short readable name for a type hint: ``list[Item]``, not its dotted repr."""
     if isinstance(annotation, type) and not getattr(annotation, "__args__", None):
@@ -67,9 +74,7 @@ class Handler:
         self.fn = fn
         self.flow_slug = flow_slug
         self.step_slug = step_slug
-        self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-            getattr(fn, "__call__", None)  # noqa: B004 - async __call__ on a callable object
-        )
+        self.is_async = _is_async(fn)
         try:
             self.signature = inspect.signature(fn)
         except (TypeError, ValueError) as exc:
@@ -223,6 +228,15 @@ class Handler:
         Raises :class:`StepOutputError` when it does not fit the hint or is not JSON.
         """
         self._resolve()
+        if inspect.isawaitable(value):
+            if inspect.iscoroutine(value):
+                value.close()  # never awaited: avoid the "was never awaited" warning
+            raise StepOutputError(
+                f"flow {self.flow_slug!r} step {self.step_slug!r}: the handler returned an "
+                "awaitable; await it before finishing (the call was async)",
+                flow_slug=self.flow_slug,
+                step_slug=self.step_slug,
+            )
         adapter = self._output_adapter
         try:
             if adapter is not None:

@@ -77,9 +77,9 @@ class Task(Generic[P, R]):
             if not isinstance(fn_name, str):
                 raise FlowDefinitionError(f"{fn!r} has no __name__: pass name=... explicitly")
             name = slug_from_name(fn_name)
+        functools.update_wrapper(self, fn)  # first, so our attributes win over fn.__dict__
         self.name: str = validate_flow_slug(name)
         self.fn = fn
-        functools.update_wrapper(self, fn)
         self.options = StepOptions(max_attempts, base_delay, timeout, start_delay).validate(
             self.name, self.name
         )

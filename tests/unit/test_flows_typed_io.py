@@ -298,3 +298,36 @@ def test_forward_reference_resolved_on_first_use() -> None:
 
 class LaterModel(BaseModel):
     v: int
+
+
+def test_async_detection_sees_through_wrappers_and_callable_objects() -> None:
+    import functools
+
+    async def inner(run: int) -> int:
+        return run + 1
+
+    @functools.wraps(inner)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return inner(*args, **kwargs)
+
+    class Callable:
+        async def __call__(self, run: int) -> int:
+            return run + 2
+
+    flow = Flow("f")
+    flow.add_step("wrapped", wrapper)
+    flow.add_step("obj", Callable())
+    assert flow.get_step("wrapped").is_async and flow.get_step("obj").is_async
+    assert flow.run_eager(1) == {"wrapped": 2, "obj": 3}
+
+
+def test_finishing_an_unawaited_coroutine_is_a_clear_error() -> None:
+    flow = Flow("f")
+
+    @flow.step
+    async def a(run: int) -> int:
+        return run
+
+    step = flow.get_step("a")
+    with pytest.raises(StepOutputError, match="the handler returned an awaitable"):
+        step.finish(step.prepare({"run": 1})())
