@@ -1,0 +1,1177 @@
+-- Schema `pgflow`: the pgflow 0.8.1 database contract (tables, constraints, indexes, functions).
+--
+-- Shared with the TypeScript/Deno and Elixir pgflow workers, so every table, column, constraint,
+-- index name, status value, function signature, event and error string matches pgflow 0.8.1.
+-- The function bodies are our own: plpgsql with cached plans, few statements per call, work done
+-- only when it can change something (start_ready_steps only after a step completed, the
+-- empty-map cascade only when a map has no tasks, maybe_complete_run only when no step remains).
+--
+-- Events go through Supabase's realtime.send(payload, event, topic, private) when that function
+-- exists; each entry point checks once per call (a namespace lookup, then the signature), so a
+-- plain PostgreSQL pays one syscache probe and nothing fails.
+--
+-- Requires pgmq >= 1.5 in schema `pgmq` (message records with headers).
+
+DO $check$
+BEGIN
+    IF to_regnamespace('pgmq') IS NULL THEN
+        RAISE EXCEPTION 'pgflow needs pgmq: schema "pgmq" not found (install pgmq >= 1.5 first)';
+    END IF;
+    IF NOT EXISTS (
+        SELECT 1
+        FROM pg_catalog.pg_attribute a
+        JOIN pg_catalog.pg_type t ON t.typrelid = a.attrelid
+        WHERE t.oid = to_regtype('pgmq.message_record')
+          AND a.attname = 'headers' AND a.attnum > 0 AND NOT a.attisdropped
+    ) THEN
+        RAISE EXCEPTION 'pgflow 0.8.1 needs pgmq >= 1.5 (pgmq.message_record has no "headers" column)';
+    END IF;
+END
+$check$;
+
+CREATE SCHEMA pgflow;
+
+-- ---------------------------------------------------------------------------------------------
+-- Slugs and retry delays
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION pgflow.is_valid_slug(slug text) RETURNS boolean
+LANGUAGE sql IMMUTABLE SET search_path = '' AS $$
+    SELECT slug IS NOT NULL
+       AND slug <> ''
+       AND length(slug) <= 128
+       AND slug ~ '^[a-zA-Z_][a-zA-Z0-9_]*$'
+       AND slug <> 'run'
+$$;
+
+CREATE FUNCTION pgflow.calculate_retry_delay(base_delay numeric, attempts_count integer)
+RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = '' AS $$
+    SELECT floor(base_delay * power(2, attempts_count))::integer
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Tables (column order is part of the contract: SELECT * and to_jsonb expose it)
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TABLE pgflow.flows (
+    flow_slug text NOT NULL,
+    opt_max_attempts integer NOT NULL DEFAULT 3,
+    opt_base_delay integer NOT NULL DEFAULT 1,
+    opt_timeout integer NOT NULL DEFAULT 60,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT flows_pkey PRIMARY KEY (flow_slug),
+    CONSTRAINT opt_base_delay_is_nonnegative CHECK (opt_base_delay >= 0),
+    CONSTRAINT opt_max_attempts_is_nonnegative CHECK (opt_max_attempts >= 0),
+    CONSTRAINT opt_timeout_is_positive CHECK (opt_timeout > 0),
+    CONSTRAINT slug_is_valid CHECK (pgflow.is_valid_slug(flow_slug))
+);
+
+CREATE TABLE pgflow.steps (
+    flow_slug text NOT NULL,
+    step_slug text NOT NULL,
+    step_type text NOT NULL DEFAULT 'single',
+    step_index integer NOT NULL DEFAULT 0,
+    deps_count integer NOT NULL DEFAULT 0,
+    opt_max_attempts integer,
+    opt_base_delay integer,
+    opt_timeout integer,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    opt_start_delay integer,
+    CONSTRAINT steps_pkey PRIMARY KEY (flow_slug, step_slug),
+    CONSTRAINT steps_flow_slug_step_index_key UNIQUE (flow_slug, step_index),
+    CONSTRAINT steps_flow_slug_fkey FOREIGN KEY (flow_slug) REFERENCES pgflow.flows (flow_slug),
+    CONSTRAINT opt_base_delay_is_nonnegative CHECK (opt_base_delay IS NULL OR opt_base_delay >= 0),
+    CONSTRAINT opt_max_attempts_is_nonnegative
+        CHECK (opt_max_attempts IS NULL OR opt_max_attempts >= 0),
+    CONSTRAINT opt_timeout_is_positive CHECK (opt_timeout IS NULL OR opt_timeout > 0),
+    CONSTRAINT steps_deps_count_check CHECK (deps_count >= 0),
+    CONSTRAINT steps_step_slug_check CHECK (pgflow.is_valid_slug(step_slug)),
+    CONSTRAINT steps_step_type_check CHECK (step_type IN ('single', 'map')),
+    CONSTRAINT opt_start_delay_is_nonnegative CHECK (opt_start_delay IS NULL OR opt_start_delay >= 0)
+);
+
+CREATE TABLE pgflow.deps (
+    flow_slug text NOT NULL,
+    dep_slug text NOT NULL,
+    step_slug text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT deps_pkey PRIMARY KEY (flow_slug, dep_slug, step_slug),
+    CONSTRAINT deps_flow_slug_dep_slug_fkey FOREIGN KEY (flow_slug, dep_slug)
+        REFERENCES pgflow.steps (flow_slug, step_slug),
+    CONSTRAINT deps_flow_slug_fkey FOREIGN KEY (flow_slug) REFERENCES pgflow.flows (flow_slug),
+    CONSTRAINT deps_flow_slug_step_slug_fkey FOREIGN KEY (flow_slug, step_slug)
+        REFERENCES pgflow.steps (flow_slug, step_slug),
+    CONSTRAINT deps_check CHECK (dep_slug <> step_slug)
+);
+CREATE INDEX idx_deps_by_flow_dep ON pgflow.deps (flow_slug, dep_slug);
+CREATE INDEX idx_deps_by_flow_step ON pgflow.deps (flow_slug, step_slug);
+
+CREATE TABLE pgflow.runs (
+    run_id uuid NOT NULL DEFAULT gen_random_uuid(),
+    flow_slug text NOT NULL,
+    status text NOT NULL DEFAULT 'started',
+    input jsonb NOT NULL,
+    output jsonb,
+    remaining_steps integer NOT NULL DEFAULT 0,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    completed_at timestamptz,
+    failed_at timestamptz,
+    CONSTRAINT runs_pkey PRIMARY KEY (run_id),
+    CONSTRAINT runs_flow_slug_fkey FOREIGN KEY (flow_slug) REFERENCES pgflow.flows (flow_slug),
+    CONSTRAINT completed_at_is_after_started_at
+        CHECK (completed_at IS NULL OR completed_at >= started_at),
+    CONSTRAINT completed_at_or_failed_at
+        CHECK (NOT (completed_at IS NOT NULL AND failed_at IS NOT NULL)),
+    CONSTRAINT failed_at_is_after_started_at CHECK (failed_at IS NULL OR failed_at >= started_at),
+    CONSTRAINT runs_remaining_steps_check CHECK (remaining_steps >= 0),
+    CONSTRAINT status_is_valid CHECK (status IN ('started', 'failed', 'completed'))
+);
+CREATE INDEX idx_runs_flow_slug ON pgflow.runs (flow_slug);
+CREATE INDEX idx_runs_status ON pgflow.runs (status);
+
+CREATE TABLE pgflow.step_states (
+    flow_slug text NOT NULL,
+    run_id uuid NOT NULL,
+    step_slug text NOT NULL,
+    status text NOT NULL DEFAULT 'created',
+    remaining_tasks integer,
+    remaining_deps integer NOT NULL DEFAULT 0,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    started_at timestamptz,
+    completed_at timestamptz,
+    failed_at timestamptz,
+    error_message text,
+    initial_tasks integer,
+    CONSTRAINT step_states_pkey PRIMARY KEY (run_id, step_slug),
+    CONSTRAINT step_states_flow_slug_fkey FOREIGN KEY (flow_slug) REFERENCES pgflow.flows (flow_slug),
+    CONSTRAINT step_states_flow_slug_step_slug_fkey FOREIGN KEY (flow_slug, step_slug)
+        REFERENCES pgflow.steps (flow_slug, step_slug),
+    CONSTRAINT step_states_run_id_fkey FOREIGN KEY (run_id) REFERENCES pgflow.runs (run_id),
+    CONSTRAINT completed_at_is_after_started_at
+        CHECK (completed_at IS NULL OR completed_at >= started_at),
+    CONSTRAINT completed_at_or_failed_at
+        CHECK (NOT (completed_at IS NOT NULL AND failed_at IS NOT NULL)),
+    CONSTRAINT failed_at_is_after_started_at CHECK (failed_at IS NULL OR failed_at >= started_at),
+    CONSTRAINT started_at_is_after_created_at CHECK (started_at IS NULL OR started_at >= created_at),
+    CONSTRAINT status_and_remaining_tasks_match CHECK (status <> 'completed' OR remaining_tasks = 0),
+    CONSTRAINT status_is_valid CHECK (status IN ('created', 'started', 'completed', 'failed')),
+    CONSTRAINT step_states_remaining_deps_check CHECK (remaining_deps >= 0),
+    CONSTRAINT initial_tasks_known_when_started
+        CHECK (status <> 'started' OR initial_tasks IS NOT NULL),
+    CONSTRAINT remaining_tasks_state_consistency
+        CHECK (remaining_tasks IS NULL OR status <> 'created'),
+    CONSTRAINT step_states_initial_tasks_check CHECK (initial_tasks IS NULL OR initial_tasks >= 0)
+);
+CREATE INDEX idx_step_states_failed ON pgflow.step_states (run_id, step_slug)
+    WHERE status = 'failed';
+CREATE INDEX idx_step_states_flow_slug ON pgflow.step_states (flow_slug);
+CREATE INDEX idx_step_states_ready ON pgflow.step_states (run_id, status, remaining_deps)
+    WHERE status = 'created' AND remaining_deps = 0;
+CREATE INDEX idx_step_states_run_id ON pgflow.step_states (run_id);
+
+CREATE TABLE pgflow.workers (
+    worker_id uuid NOT NULL,
+    queue_name text NOT NULL,
+    function_name text NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    deprecated_at timestamptz,
+    last_heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT workers_pkey PRIMARY KEY (worker_id)
+);
+CREATE INDEX idx_workers_queue_name ON pgflow.workers (queue_name);
+CREATE INDEX idx_workers_heartbeat ON pgflow.workers (last_heartbeat_at);
+
+CREATE TABLE pgflow.step_tasks (
+    flow_slug text NOT NULL,
+    run_id uuid NOT NULL,
+    step_slug text NOT NULL,
+    message_id bigint,
+    task_index integer NOT NULL DEFAULT 0,
+    status text NOT NULL DEFAULT 'queued',
+    attempts_count integer NOT NULL DEFAULT 0,
+    error_message text,
+    output jsonb,
+    queued_at timestamptz NOT NULL DEFAULT now(),
+    completed_at timestamptz,
+    failed_at timestamptz,
+    started_at timestamptz,
+    last_worker_id uuid,
+    CONSTRAINT step_tasks_pkey PRIMARY KEY (run_id, step_slug, task_index),
+    CONSTRAINT step_tasks_flow_slug_fkey FOREIGN KEY (flow_slug) REFERENCES pgflow.flows (flow_slug),
+    CONSTRAINT step_tasks_run_id_fkey FOREIGN KEY (run_id) REFERENCES pgflow.runs (run_id),
+    CONSTRAINT step_tasks_run_id_step_slug_fkey FOREIGN KEY (run_id, step_slug)
+        REFERENCES pgflow.step_states (run_id, step_slug),
+    CONSTRAINT step_tasks_last_worker_id_fkey FOREIGN KEY (last_worker_id)
+        REFERENCES pgflow.workers (worker_id) ON DELETE SET NULL,
+    CONSTRAINT attempts_count_nonnegative CHECK (attempts_count >= 0),
+    CONSTRAINT completed_at_is_after_queued_at CHECK (completed_at IS NULL OR completed_at >= queued_at),
+    CONSTRAINT completed_at_or_failed_at
+        CHECK (NOT (completed_at IS NOT NULL AND failed_at IS NOT NULL)),
+    CONSTRAINT failed_at_is_after_queued_at CHECK (failed_at IS NULL OR failed_at >= queued_at),
+    CONSTRAINT output_valid_only_for_completed
+        CHECK (output IS NULL OR status IN ('completed', 'failed')),
+    CONSTRAINT valid_status CHECK (status IN ('queued', 'started', 'completed', 'failed')),
+    CONSTRAINT completed_at_is_after_started_at
+        CHECK (completed_at IS NULL OR started_at IS NULL OR completed_at >= started_at),
+    CONSTRAINT failed_at_is_after_started_at
+        CHECK (failed_at IS NULL OR started_at IS NULL OR failed_at >= started_at),
+    CONSTRAINT started_at_is_after_queued_at CHECK (started_at IS NULL OR started_at >= queued_at)
+);
+CREATE INDEX idx_step_tasks_completed ON pgflow.step_tasks (run_id, step_slug)
+    WHERE status = 'completed';
+CREATE INDEX idx_step_tasks_failed ON pgflow.step_tasks (run_id, step_slug)
+    WHERE status = 'failed';
+CREATE INDEX idx_step_tasks_flow_run_step ON pgflow.step_tasks (flow_slug, run_id, step_slug);
+CREATE INDEX idx_step_tasks_message_id ON pgflow.step_tasks (message_id);
+CREATE INDEX idx_step_tasks_queued ON pgflow.step_tasks (run_id, step_slug)
+    WHERE status = 'queued';
+CREATE INDEX idx_step_tasks_last_worker ON pgflow.step_tasks (last_worker_id)
+    WHERE status = 'started';
+CREATE INDEX idx_step_tasks_queued_msg ON pgflow.step_tasks (message_id)
+    WHERE status = 'queued';
+CREATE INDEX idx_step_tasks_started ON pgflow.step_tasks (started_at)
+    WHERE status = 'started';
+
+CREATE TYPE pgflow.step_task_record AS (
+    flow_slug text,
+    run_id uuid,
+    step_slug text,
+    input jsonb,
+    msg_id bigint,
+    task_index integer
+);
+
+-- ---------------------------------------------------------------------------------------------
+-- Flow definition
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION pgflow.create_flow(
+    flow_slug text,
+    max_attempts integer DEFAULT 3,
+    base_delay integer DEFAULT 5,
+    timeout integer DEFAULT 60
+) RETURNS pgflow.flows
+LANGUAGE plpgsql SET search_path = '' AS $$
+#variable_conflict use_column
+DECLARE
+    v_flow pgflow.flows;
+BEGIN
+    IF NOT pgflow.is_valid_slug(create_flow.flow_slug) THEN
+        RAISE EXCEPTION 'invalid flow slug %: use 1-128 letters, digits or underscores, not starting with a digit, and not "run"',
+            coalesce(quote_literal(create_flow.flow_slug), 'NULL')
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF length(create_flow.flow_slug) > 47 THEN
+        RAISE EXCEPTION 'invalid flow slug "%": a flow slug names its pgmq queue, which allows at most 47 characters (got %)',
+            create_flow.flow_slug, length(create_flow.flow_slug)
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF create_flow.max_attempts < 0 OR create_flow.base_delay < 0 OR create_flow.timeout <= 0 THEN
+        RAISE EXCEPTION 'invalid options for flow "%": max_attempts (%) and base_delay (%) must be >= 0, timeout (%) must be > 0',
+            create_flow.flow_slug, create_flow.max_attempts, create_flow.base_delay, create_flow.timeout
+            USING ERRCODE = 'check_violation';
+    END IF;
+
+    INSERT INTO pgflow.flows (flow_slug, opt_max_attempts, opt_base_delay, opt_timeout)
+    VALUES (create_flow.flow_slug, create_flow.max_attempts, create_flow.base_delay, create_flow.timeout)
+    ON CONFLICT (flow_slug) DO NOTHING
+    RETURNING * INTO v_flow;
+    IF NOT FOUND THEN
+        -- An existing flow keeps its options.
+        SELECT * INTO v_flow FROM pgflow.flows f WHERE f.flow_slug = create_flow.flow_slug;
+    END IF;
+
+    IF NOT EXISTS (SELECT 1 FROM pgmq.list_queues() q WHERE q.queue_name = create_flow.flow_slug) THEN
+        PERFORM pgmq.create(create_flow.flow_slug);
+    END IF;
+    RETURN v_flow;
+END;
+$$;
+
+CREATE FUNCTION pgflow.add_step(
+    flow_slug text,
+    step_slug text,
+    deps_slugs text[] DEFAULT '{}',
+    max_attempts integer DEFAULT NULL,
+    base_delay integer DEFAULT NULL,
+    timeout integer DEFAULT NULL,
+    start_delay integer DEFAULT NULL,
+    step_type text DEFAULT 'single'
+) RETURNS pgflow.steps
+LANGUAGE plpgsql SET search_path = '' AS $$
+#variable_conflict use_column
+DECLARE
+    v_type text := coalesce(add_step.step_type, 'single');
+    v_deps text[] := coalesce(add_step.deps_slugs, '{}');
+    v_bad text;
+    v_step pgflow.steps;
+BEGIN
+    IF v_type = 'map' AND cardinality(v_deps) > 1 THEN
+        RAISE EXCEPTION 'Map step "%" can have at most one dependency, but % were provided: %',
+            add_step.step_slug, cardinality(v_deps), array_to_string(v_deps, ', ');
+    END IF;
+    IF v_type NOT IN ('single', 'map') THEN
+        RAISE EXCEPTION 'invalid step_type % for step "%": expected ''single'' or ''map''',
+            quote_literal(v_type), add_step.step_slug
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF NOT pgflow.is_valid_slug(add_step.step_slug) THEN
+        RAISE EXCEPTION 'invalid step slug %: use 1-128 letters, digits or underscores, not starting with a digit, and not "run"',
+            coalesce(quote_literal(add_step.step_slug), 'NULL')
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF add_step.max_attempts < 0 OR add_step.base_delay < 0 OR add_step.timeout <= 0
+       OR add_step.start_delay < 0 THEN
+        RAISE EXCEPTION 'invalid options for step "%": max_attempts (%), base_delay (%) and start_delay (%) must be >= 0, timeout (%) must be > 0',
+            add_step.step_slug, add_step.max_attempts, add_step.base_delay, add_step.start_delay,
+            add_step.timeout
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF array_position(v_deps, NULL) IS NOT NULL
+       OR cardinality(v_deps) <> (SELECT count(DISTINCT d) FROM unnest(v_deps) d) THEN
+        RAISE EXCEPTION 'invalid dependencies for step "%": % (a dependency is listed twice or is NULL)',
+            add_step.step_slug, v_deps
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF add_step.step_slug = ANY (v_deps) THEN
+        RAISE EXCEPTION 'step "%" cannot depend on itself', add_step.step_slug
+            USING ERRCODE = 'check_violation';
+    END IF;
+
+    -- Lock the flow row: concurrent add_step calls on one flow then take step indexes in turn.
+    PERFORM 1 FROM pgflow.flows f WHERE f.flow_slug = add_step.flow_slug FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'flow "%" does not exist (create it with pgflow.create_flow first)',
+            add_step.flow_slug
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    SELECT d INTO v_bad
+    FROM unnest(v_deps) d
+    WHERE NOT EXISTS (
+        SELECT 1 FROM pgflow.steps s WHERE s.flow_slug = add_step.flow_slug AND s.step_slug = d
+    )
+    LIMIT 1;
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION 'step "%" of flow "%" depends on "%", which is not a step of that flow (add dependencies first)',
+            add_step.step_slug, add_step.flow_slug, v_bad
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+
+    INSERT INTO pgflow.steps (
+        flow_slug, step_slug, step_type, step_index, deps_count,
+        opt_max_attempts, opt_base_delay, opt_timeout, opt_start_delay
+    )
+    SELECT add_step.flow_slug, add_step.step_slug, v_type, coalesce(max(s.step_index) + 1, 0),
+           cardinality(v_deps), add_step.max_attempts, add_step.base_delay, add_step.timeout,
+           add_step.start_delay
+    FROM pgflow.steps s
+    WHERE s.flow_slug = add_step.flow_slug
+    ON CONFLICT (flow_slug, step_slug) DO NOTHING
+    RETURNING * INTO v_step;
+    IF NOT FOUND THEN
+        -- An existing step keeps its definition.
+        SELECT * INTO v_step
+        FROM pgflow.steps s
+        WHERE s.flow_slug = add_step.flow_slug AND s.step_slug = add_step.step_slug;
+    END IF;
+
+    INSERT INTO pgflow.deps (flow_slug, dep_slug, step_slug)
+    SELECT add_step.flow_slug, d, add_step.step_slug
+    FROM unnest(v_deps) d
+    ON CONFLICT (flow_slug, dep_slug, step_slug) DO NOTHING;
+
+    RETURN v_step;
+END;
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Run lifecycle
+-- ---------------------------------------------------------------------------------------------
+
+-- Completes, wave by wave, the created steps that have no dependency left and no task (maps over
+-- an empty array); a map depending on such a step learns it has no task either.
+CREATE FUNCTION pgflow.cascade_complete_taskless_steps(run_id uuid) RETURNS integer
+LANGUAGE plpgsql SET search_path = '' AS $$
+#variable_conflict use_column
+DECLARE
+    v_rt boolean := to_regnamespace('realtime') IS NOT NULL
+        AND to_regprocedure('realtime.send(jsonb,text,text,boolean)') IS NOT NULL;
+    v_total integer := 0;
+    v_done integer;
+    v_events jsonb;
+    v_event jsonb;
+BEGIN
+    LOOP
+        WITH done AS (
+            UPDATE pgflow.step_states ss
+            SET status = 'completed', started_at = now(), completed_at = now(), remaining_tasks = 0
+            WHERE ss.run_id = cascade_complete_taskless_steps.run_id
+              AND ss.status = 'created' AND ss.remaining_deps = 0 AND ss.initial_tasks = 0
+            RETURNING ss.flow_slug, ss.step_slug, ss.started_at, ss.completed_at
+        ),
+        dependents AS (
+            UPDATE pgflow.step_states cs
+            SET remaining_deps = cs.remaining_deps - k.n,
+                initial_tasks = CASE WHEN c.step_type = 'map' THEN 0 ELSE cs.initial_tasks END
+            FROM (
+                SELECT d.flow_slug, d.step_slug, count(*)::integer AS n
+                FROM done
+                JOIN pgflow.deps d ON d.flow_slug = done.flow_slug AND d.dep_slug = done.step_slug
+                GROUP BY d.flow_slug, d.step_slug
+            ) k
+            JOIN pgflow.steps c ON c.flow_slug = k.flow_slug AND c.step_slug = k.step_slug
+            WHERE cs.run_id = cascade_complete_taskless_steps.run_id AND cs.step_slug = k.step_slug
+        ),
+        run AS (
+            UPDATE pgflow.runs r
+            SET remaining_steps = r.remaining_steps - (SELECT count(*) FROM done)
+            WHERE r.run_id = cascade_complete_taskless_steps.run_id AND EXISTS (SELECT 1 FROM done)
+        )
+        SELECT count(*),
+               jsonb_agg(jsonb_build_object(
+                   'step_slug', done.step_slug,
+                   'started_at', done.started_at,
+                   'completed_at', done.completed_at
+               ) ORDER BY s.step_index)
+        INTO v_done, v_events
+        FROM done
+        JOIN pgflow.steps s ON s.flow_slug = done.flow_slug AND s.step_slug = done.step_slug;
+
+        EXIT WHEN v_done = 0;
+        v_total := v_total + v_done;
+        IF v_rt THEN
+            FOR v_event IN SELECT e FROM jsonb_array_elements(v_events) e LOOP
+                PERFORM realtime.send(
+                    jsonb_build_object(
+                        'event_type', 'step:completed',
+                        'run_id', cascade_complete_taskless_steps.run_id,
+                        'step_slug', v_event->>'step_slug',
+                        'status', 'completed',
+                        'started_at', v_event->'started_at',
+                        'completed_at', v_event->'completed_at',
+                        'remaining_tasks', 0,
+                        'remaining_deps', 0,
+                        'output', '[]'::jsonb
+                    ),
+                    'step:' || (v_event->>'step_slug') || ':completed',
+                    'pgflow:run:' || cascade_complete_taskless_steps.run_id,
+                    false
+                );
+            END LOOP;
+        END IF;
+    END LOOP;
+    RETURN v_total;
+END;
+$$;
+
+-- Starts every created step of the run whose dependencies are done and whose task count is known
+-- and positive: one step_task and one pgmq message per task, in step_slug then task_index order,
+-- delayed by the step's start_delay (first send only; retries use the backoff).
+CREATE FUNCTION pgflow.start_ready_steps(run_id uuid) RETURNS void
+LANGUAGE plpgsql SET search_path = '' AS $$
+#variable_conflict use_column
+DECLARE
+    v_rt boolean := to_regnamespace('realtime') IS NOT NULL
+        AND to_regprocedure('realtime.send(jsonb,text,text,boolean)') IS NOT NULL;
+    v_step record;
+BEGIN
+    FOR v_step IN
+        WITH started AS (
+            UPDATE pgflow.step_states ss
+            SET status = 'started', started_at = now(), remaining_tasks = ss.initial_tasks
+            FROM pgflow.steps s
+            WHERE ss.run_id = start_ready_steps.run_id
+              AND ss.status = 'created' AND ss.remaining_deps = 0 AND ss.initial_tasks > 0
+              AND s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+              AND NOT EXISTS (
+                  SELECT 1 FROM pgflow.runs r
+                  WHERE r.run_id = start_ready_steps.run_id AND r.status = 'failed'
+              )
+            RETURNING ss.flow_slug, ss.step_slug, ss.started_at, ss.remaining_tasks,
+                      ss.remaining_deps, coalesce(s.opt_start_delay, 0) AS delay
+        )
+        SELECT * FROM started ORDER BY step_slug
+    LOOP
+        IF v_rt THEN
+            PERFORM realtime.send(
+                jsonb_build_object(
+                    'event_type', 'step:started',
+                    'run_id', start_ready_steps.run_id,
+                    'step_slug', v_step.step_slug,
+                    'status', 'started',
+                    'started_at', v_step.started_at,
+                    'remaining_tasks', v_step.remaining_tasks,
+                    'remaining_deps', v_step.remaining_deps
+                ),
+                'step:' || v_step.step_slug || ':started',
+                'pgflow:run:' || start_ready_steps.run_id,
+                false
+            );
+        END IF;
+        INSERT INTO pgflow.step_tasks (flow_slug, run_id, step_slug, task_index, message_id)
+        SELECT v_step.flow_slug, start_ready_steps.run_id, v_step.step_slug, (m.n - 1)::integer,
+               m.msg_id
+        FROM pgmq.send_batch(
+            v_step.flow_slug,
+            ARRAY(
+                SELECT jsonb_build_object(
+                    'flow_slug', v_step.flow_slug,
+                    'run_id', start_ready_steps.run_id,
+                    'step_slug', v_step.step_slug,
+                    'task_index', i
+                )
+                FROM generate_series(0, v_step.remaining_tasks - 1) i
+                ORDER BY i
+            ),
+            v_step.delay
+        ) WITH ORDINALITY AS m(msg_id, n);
+    END LOOP;
+END;
+$$;
+
+-- Completes the run when no step remains: output maps each leaf step (one no step depends on) to
+-- its output, a map leaf to the array of its task outputs.
+CREATE FUNCTION pgflow.maybe_complete_run(run_id uuid) RETURNS void
+LANGUAGE plpgsql SET search_path = '' AS $$
+#variable_conflict use_column
+DECLARE
+    v_run pgflow.runs;
+BEGIN
+    UPDATE pgflow.runs r
+    SET status = 'completed',
+        completed_at = now(),
+        output = (
+            SELECT jsonb_object_agg(
+                ss.step_slug,
+                CASE WHEN s.step_type = 'map' THEN (
+                    SELECT coalesce(jsonb_agg(t.output ORDER BY t.task_index), '[]'::jsonb)
+                    FROM pgflow.step_tasks t
+                    WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug
+                      AND t.status = 'completed'
+                ) ELSE (
+                    SELECT t.output
+                    FROM pgflow.step_tasks t
+                    WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug
+                      AND t.status = 'completed'
+                    LIMIT 1
+                ) END
+            )
+            FROM pgflow.step_states ss
+            JOIN pgflow.steps s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+            WHERE ss.run_id = maybe_complete_run.run_id
+              AND ss.status = 'completed'
+              AND NOT EXISTS (
+                  SELECT 1 FROM pgflow.deps d
+                  WHERE d.flow_slug = ss.flow_slug AND d.dep_slug = ss.step_slug
+              )
+        )
+    WHERE r.run_id = maybe_complete_run.run_id
+      AND r.remaining_steps = 0
+      AND r.status = 'started'
+    RETURNING * INTO v_run;
+
+    IF FOUND AND to_regnamespace('realtime') IS NOT NULL
+       AND to_regprocedure('realtime.send(jsonb,text,text,boolean)') IS NOT NULL THEN
+        PERFORM realtime.send(
+            jsonb_build_object(
+                'event_type', 'run:completed',
+                'run_id', v_run.run_id,
+                'flow_slug', v_run.flow_slug,
+                'status', 'completed',
+                'output', v_run.output,
+                'completed_at', v_run.completed_at
+            ),
+            'run:completed',
+            'pgflow:run:' || v_run.run_id,
+            false
+        );
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION pgflow.start_flow(flow_slug text, input jsonb, run_id uuid DEFAULT NULL)
+RETURNS SETOF pgflow.runs
+LANGUAGE plpgsql SET search_path = '' AS $$
+#variable_conflict use_column
+DECLARE
+    v_rt boolean := to_regnamespace('realtime') IS NOT NULL
+        AND to_regprocedure('realtime.send(jsonb,text,text,boolean)') IS NOT NULL;
+    v_steps integer;
+    v_root_maps integer;
+    v_empty_map boolean := false;
+    v_length integer;
+    v_run pgflow.runs;
+BEGIN
+    SELECT count(*), count(*) FILTER (WHERE s.step_type = 'map' AND s.deps_count = 0)
+    INTO v_steps, v_root_maps
+    FROM pgflow.steps s
+    WHERE s.flow_slug = start_flow.flow_slug;
+
+    IF v_steps = 0 AND NOT EXISTS (
+        SELECT 1 FROM pgflow.flows f WHERE f.flow_slug = start_flow.flow_slug
+    ) THEN
+        RAISE EXCEPTION 'flow "%" does not exist', start_flow.flow_slug
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    IF v_root_maps > 0 THEN
+        IF start_flow.input IS NULL THEN
+            RAISE EXCEPTION 'Flow % has root map steps but input is NULL', start_flow.flow_slug;
+        END IF;
+        IF jsonb_typeof(start_flow.input) <> 'array' THEN
+            RAISE EXCEPTION 'Flow % has root map steps but input is not an array (got %)',
+                start_flow.flow_slug, jsonb_typeof(start_flow.input);
+        END IF;
+        v_length := jsonb_array_length(start_flow.input);
+        v_empty_map := v_length = 0;
+    ELSIF start_flow.input IS NULL THEN
+        RAISE EXCEPTION 'input of flow "%" must not be NULL (pass a JSON value, e.g. ''{}''::jsonb)',
+            start_flow.flow_slug
+            USING ERRCODE = 'not_null_violation';
+    END IF;
+
+    INSERT INTO pgflow.runs (run_id, flow_slug, input, remaining_steps)
+    VALUES (coalesce(start_flow.run_id, gen_random_uuid()), start_flow.flow_slug, start_flow.input,
+            v_steps)
+    RETURNING * INTO v_run;
+
+    -- initial_tasks: 1 for a single step, the input's length for a root map, unknown (NULL) for a
+    -- dependent map until its dependency completes.
+    INSERT INTO pgflow.step_states (flow_slug, run_id, step_slug, remaining_deps, initial_tasks)
+    SELECT s.flow_slug, v_run.run_id, s.step_slug, s.deps_count,
+           CASE
+               WHEN s.step_type <> 'map' THEN 1
+               WHEN s.deps_count = 0 THEN v_length
+           END
+    FROM pgflow.steps s
+    WHERE s.flow_slug = start_flow.flow_slug;
+
+    IF v_rt THEN
+        PERFORM realtime.send(
+            jsonb_build_object(
+                'event_type', 'run:started',
+                'run_id', v_run.run_id,
+                'flow_slug', v_run.flow_slug,
+                'input', v_run.input,
+                'status', 'started',
+                'remaining_steps', v_run.remaining_steps,
+                'started_at', v_run.started_at
+            ),
+            'run:started',
+            'pgflow:run:' || v_run.run_id,
+            false
+        );
+    END IF;
+
+    IF v_empty_map THEN
+        PERFORM pgflow.cascade_complete_taskless_steps(v_run.run_id);
+    END IF;
+    PERFORM pgflow.start_ready_steps(v_run.run_id);
+
+    IF v_steps = 0 OR v_empty_map THEN
+        PERFORM pgflow.maybe_complete_run(v_run.run_id);
+        RETURN QUERY SELECT * FROM pgflow.runs r WHERE r.run_id = v_run.run_id;
+    ELSE
+        RETURN NEXT v_run;
+    END IF;
+END;
+$$;
+
+-- Claims the queued tasks behind the given messages for a worker and returns their inputs. Only
+-- tasks this call moved from queued to started are returned. Message visibility is left as the
+-- reader set it (as in pgflow 0.8.1); a worker extends it with set_vt_batch if it needs to.
+CREATE FUNCTION pgflow.start_tasks(flow_slug text, msg_ids bigint[], worker_id uuid)
+RETURNS SETOF pgflow.step_task_record
+LANGUAGE plpgsql SET search_path = '' AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH claimed AS (
+        UPDATE pgflow.step_tasks t
+        SET attempts_count = t.attempts_count + 1,
+            status = 'started',
+            started_at = now(),
+            last_worker_id = start_tasks.worker_id
+        FROM pgflow.runs r
+        WHERE t.flow_slug = start_tasks.flow_slug
+          AND t.message_id = ANY (start_tasks.msg_ids)
+          AND t.status = 'queued'
+          AND r.run_id = t.run_id
+          AND r.status <> 'failed'
+        RETURNING t.run_id, t.step_slug, t.task_index, t.message_id, r.input
+    )
+    SELECT start_tasks.flow_slug,
+           c.run_id,
+           c.step_slug,
+           CASE
+               WHEN s.step_type = 'map' AND s.deps_count = 0 THEN
+                   jsonb_array_element(c.input, c.task_index)
+               WHEN s.step_type = 'map' THEN (
+                   -- The element of the single dependency's output at this task's index; a map
+                   -- dependency's output is its task outputs, so element i is task i's output.
+                   SELECT CASE
+                       WHEN p.step_type = 'map' THEN (
+                           SELECT coalesce(pt.output, 'null'::jsonb)
+                           FROM pgflow.step_tasks pt
+                           WHERE pt.run_id = c.run_id AND pt.step_slug = d.dep_slug
+                             AND pt.task_index = c.task_index AND pt.status = 'completed'
+                       )
+                       ELSE jsonb_array_element((
+                           SELECT pt.output
+                           FROM pgflow.step_tasks pt
+                           WHERE pt.run_id = c.run_id AND pt.step_slug = d.dep_slug
+                             AND pt.status = 'completed'
+                           LIMIT 1
+                       ), c.task_index)
+                   END
+                   FROM pgflow.deps d
+                   JOIN pgflow.steps p ON p.flow_slug = d.flow_slug AND p.step_slug = d.dep_slug
+                   WHERE d.flow_slug = start_tasks.flow_slug AND d.step_slug = c.step_slug
+                   LIMIT 1
+               )
+               ELSE jsonb_build_object('run', c.input) || coalesce((
+                   SELECT jsonb_object_agg(
+                       d.dep_slug,
+                       CASE WHEN p.step_type = 'map' THEN (
+                           SELECT coalesce(jsonb_agg(pt.output ORDER BY pt.task_index), '[]'::jsonb)
+                           FROM pgflow.step_tasks pt
+                           WHERE pt.run_id = c.run_id AND pt.step_slug = d.dep_slug
+                             AND pt.status = 'completed'
+                       ) ELSE (
+                           SELECT pt.output
+                           FROM pgflow.step_tasks pt
+                           WHERE pt.run_id = c.run_id AND pt.step_slug = d.dep_slug
+                             AND pt.status = 'completed'
+                           LIMIT 1
+                       ) END
+                   )
+                   FROM pgflow.deps d
+                   JOIN pgflow.steps p ON p.flow_slug = d.flow_slug AND p.step_slug = d.dep_slug
+                   WHERE d.flow_slug = start_tasks.flow_slug AND d.step_slug = c.step_slug
+               ), '{}'::jsonb)
+           END,
+           c.message_id,
+           c.task_index
+    FROM claimed c
+    JOIN pgflow.steps s ON s.flow_slug = start_tasks.flow_slug AND s.step_slug = c.step_slug
+    ORDER BY c.message_id;
+END;
+$$;
+
+CREATE FUNCTION pgflow.complete_task(run_id uuid, step_slug text, task_index integer, output jsonb)
+RETURNS SETOF pgflow.step_tasks
+LANGUAGE plpgsql SET search_path = '' AS $$
+#variable_conflict use_column
+DECLARE
+    v_rt boolean := to_regnamespace('realtime') IS NOT NULL
+        AND to_regprocedure('realtime.send(jsonb,text,text,boolean)') IS NOT NULL;
+    v_flow text;
+    v_run_status text;
+    v_map text;
+    v_type text;
+    v_error text;
+    v_task pgflow.step_tasks;
+    v_step_status text;
+    v_step_type text;
+    v_step_completed_at timestamptz;
+    v_step_tasks integer;
+    v_remaining integer;
+    v_ready integer := 0;
+    v_taskless integer := 0;
+    v_output jsonb;
+BEGIN
+    -- The run row lock serialises every change to one run.
+    SELECT r.flow_slug, r.status INTO v_flow, v_run_status
+    FROM pgflow.runs r
+    WHERE r.run_id = complete_task.run_id
+    FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF v_run_status = 'failed' THEN
+        RETURN QUERY
+        SELECT * FROM pgflow.step_tasks t
+        WHERE t.run_id = complete_task.run_id AND t.step_slug = complete_task.step_slug
+          AND t.task_index = complete_task.task_index;
+        RETURN;
+    END IF;
+
+    -- A single step feeding a map whose size is still unknown must produce an array. Checked
+    -- before the task's status, as pgflow 0.8.1 does; failing this way is final (no retry).
+    IF jsonb_typeof(complete_task.output) IS DISTINCT FROM 'array' THEN
+        SELECT d.step_slug INTO v_map
+        FROM pgflow.deps d
+        JOIN pgflow.steps p ON p.flow_slug = d.flow_slug AND p.step_slug = d.dep_slug
+        JOIN pgflow.steps c ON c.flow_slug = d.flow_slug AND c.step_slug = d.step_slug
+        JOIN pgflow.step_states cs ON cs.run_id = complete_task.run_id AND cs.step_slug = d.step_slug
+        WHERE d.flow_slug = v_flow AND d.dep_slug = complete_task.step_slug
+          AND p.step_type = 'single' AND c.step_type = 'map' AND cs.initial_tasks IS NULL
+        ORDER BY d.step_slug
+        LIMIT 1;
+
+        IF v_map IS NOT NULL THEN
+            v_type := coalesce(jsonb_typeof(complete_task.output), 'null');
+            v_error := '[TYPE_VIOLATION] Map step ' || v_map || ' expects array input but dependency '
+                || complete_task.step_slug || ' produced ' || v_type;
+
+            UPDATE pgflow.runs r SET status = 'failed', failed_at = now()
+            WHERE r.run_id = complete_task.run_id;
+            IF v_rt THEN
+                PERFORM realtime.send(
+                    jsonb_build_object(
+                        'event_type', 'run:failed',
+                        'run_id', complete_task.run_id,
+                        'flow_slug', v_flow,
+                        'status', 'failed',
+                        'failed_at', now()
+                    ),
+                    'run:failed',
+                    'pgflow:run:' || complete_task.run_id,
+                    false
+                );
+            END IF;
+            PERFORM pgmq.archive(v_flow, ids)
+            FROM (
+                SELECT array_agg(t.message_id) AS ids
+                FROM pgflow.step_tasks t
+                WHERE t.run_id = complete_task.run_id AND t.status IN ('queued', 'started')
+                  AND t.message_id IS NOT NULL
+            ) m
+            WHERE ids IS NOT NULL;
+
+            UPDATE pgflow.step_tasks t
+            SET status = 'failed',
+                failed_at = now(),
+                output = complete_task.output,
+                error_message = '[TYPE_VIOLATION] Produced ' || v_type || ' instead of array'
+            WHERE t.run_id = complete_task.run_id AND t.step_slug = complete_task.step_slug
+              AND t.task_index = complete_task.task_index;
+            UPDATE pgflow.step_states ss
+            SET status = 'failed', failed_at = now(), error_message = v_error
+            WHERE ss.run_id = complete_task.run_id AND ss.step_slug = complete_task.step_slug;
+            IF v_rt THEN
+                PERFORM realtime.send(
+                    jsonb_build_object(
+                        'event_type', 'step:failed',
+                        'run_id', complete_task.run_id,
+                        'step_slug', complete_task.step_slug,
+                        'status', 'failed',
+                        'error_message', v_error,
+                        'failed_at', now()
+                    ),
+                    'step:' || complete_task.step_slug || ':failed',
+                    'pgflow:run:' || complete_task.run_id,
+                    false
+                );
+            END IF;
+            RETURN;
+        END IF;
+    END IF;
+
+    UPDATE pgflow.step_tasks t
+    SET status = 'completed', completed_at = now(), output = complete_task.output
+    WHERE t.run_id = complete_task.run_id AND t.step_slug = complete_task.step_slug
+      AND t.task_index = complete_task.task_index AND t.status = 'started'
+    RETURNING t.* INTO v_task;
+    IF NOT FOUND THEN
+        -- Not started (queued, or already completed or failed): nothing to do. pgflow 0.8.1
+        -- re-broadcasts step:completed for a repeated completion; we ignore repeats.
+        RETURN QUERY
+        SELECT * FROM pgflow.step_tasks t
+        WHERE t.run_id = complete_task.run_id AND t.step_slug = complete_task.step_slug
+          AND t.task_index = complete_task.task_index;
+        RETURN;
+    END IF;
+
+    UPDATE pgflow.step_states ss
+    SET remaining_tasks = ss.remaining_tasks - 1,
+        status = CASE WHEN ss.remaining_tasks = 1 THEN 'completed' ELSE 'started' END,
+        completed_at = CASE WHEN ss.remaining_tasks = 1 THEN now() END
+    FROM pgflow.steps s
+    WHERE ss.run_id = complete_task.run_id AND ss.step_slug = complete_task.step_slug
+      AND s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+    RETURNING ss.status, ss.completed_at, ss.initial_tasks, s.step_type
+    INTO v_step_status, v_step_completed_at, v_step_tasks, v_step_type;
+
+    IF v_step_status = 'completed' THEN
+        -- Each dependent loses one pending dependency; a dependent map learns its task count from
+        -- this step (a map parent's task count, or the length of a single parent's array).
+        WITH dependents AS (
+            UPDATE pgflow.step_states cs
+            SET remaining_deps = cs.remaining_deps - 1,
+                initial_tasks = CASE
+                    WHEN c.step_type = 'map' AND cs.initial_tasks IS NULL THEN
+                        CASE
+                            WHEN v_step_type = 'map' THEN v_step_tasks
+                            WHEN jsonb_typeof(complete_task.output) = 'array'
+                                THEN jsonb_array_length(complete_task.output)
+                        END
+                    ELSE cs.initial_tasks
+                END
+            FROM pgflow.deps d
+            JOIN pgflow.steps c ON c.flow_slug = d.flow_slug AND c.step_slug = d.step_slug
+            WHERE d.flow_slug = v_flow AND d.dep_slug = complete_task.step_slug
+              AND cs.run_id = complete_task.run_id AND cs.step_slug = d.step_slug
+            RETURNING cs.remaining_deps, cs.initial_tasks
+        ),
+        run AS (
+            UPDATE pgflow.runs r SET remaining_steps = r.remaining_steps - 1
+            WHERE r.run_id = complete_task.run_id
+            RETURNING r.remaining_steps
+        )
+        SELECT (SELECT run.remaining_steps FROM run),
+               count(*) FILTER (WHERE k.remaining_deps = 0 AND k.initial_tasks > 0),
+               count(*) FILTER (WHERE k.remaining_deps = 0 AND k.initial_tasks = 0)
+        INTO v_remaining, v_ready, v_taskless
+        FROM dependents k;
+
+        IF v_rt THEN
+            IF v_step_type = 'map' THEN
+                SELECT coalesce(jsonb_agg(t.output ORDER BY t.task_index), '[]'::jsonb)
+                INTO v_output
+                FROM pgflow.step_tasks t
+                WHERE t.run_id = complete_task.run_id AND t.step_slug = complete_task.step_slug
+                  AND t.status = 'completed';
+            ELSE
+                v_output := complete_task.output;
+            END IF;
+            PERFORM realtime.send(
+                jsonb_build_object(
+                    'event_type', 'step:completed',
+                    'run_id', complete_task.run_id,
+                    'step_slug', complete_task.step_slug,
+                    'status', 'completed',
+                    'output', v_output,
+                    'completed_at', v_step_completed_at
+                ),
+                'step:' || complete_task.step_slug || ':completed',
+                'pgflow:run:' || complete_task.run_id,
+                false
+            );
+        END IF;
+
+        IF v_taskless > 0 THEN
+            v_remaining := v_remaining - pgflow.cascade_complete_taskless_steps(complete_task.run_id);
+            v_ready := 1;
+        END IF;
+    END IF;
+
+    IF v_task.message_id IS NOT NULL THEN
+        PERFORM pgmq.archive(v_flow, v_task.message_id);
+    END IF;
+    IF v_ready > 0 THEN
+        PERFORM pgflow.start_ready_steps(complete_task.run_id);
+    END IF;
+    IF v_remaining = 0 THEN
+        PERFORM pgflow.maybe_complete_run(complete_task.run_id);
+    END IF;
+    RETURN NEXT v_task;
+END;
+$$;
+
+CREATE FUNCTION pgflow.fail_task(run_id uuid, step_slug text, task_index integer, error_message text)
+RETURNS SETOF pgflow.step_tasks
+LANGUAGE plpgsql SET search_path = '' AS $$
+#variable_conflict use_column
+DECLARE
+    v_flow text;
+    v_run_status text;
+    v_max_attempts integer;
+    v_base_delay integer;
+    v_task pgflow.step_tasks;
+    v_rt boolean;
+BEGIN
+    SELECT r.flow_slug, r.status,
+           coalesce(s.opt_max_attempts, f.opt_max_attempts),
+           coalesce(s.opt_base_delay, f.opt_base_delay)
+    INTO v_flow, v_run_status, v_max_attempts, v_base_delay
+    FROM pgflow.runs r
+    JOIN pgflow.flows f ON f.flow_slug = r.flow_slug
+    LEFT JOIN pgflow.steps s ON s.flow_slug = r.flow_slug AND s.step_slug = fail_task.step_slug
+    WHERE r.run_id = fail_task.run_id
+    FOR NO KEY UPDATE OF r;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+
+    IF v_run_status = 'failed' THEN
+        -- No retries on a failed run: a running task fails, its message is archived either way.
+        UPDATE pgflow.step_tasks t
+        SET status = 'failed', failed_at = now(), error_message = fail_task.error_message
+        WHERE t.run_id = fail_task.run_id AND t.step_slug = fail_task.step_slug
+          AND t.task_index = fail_task.task_index AND t.status = 'started';
+        SELECT * INTO v_task FROM pgflow.step_tasks t
+        WHERE t.run_id = fail_task.run_id AND t.step_slug = fail_task.step_slug
+          AND t.task_index = fail_task.task_index;
+        IF FOUND THEN
+            IF v_task.message_id IS NOT NULL THEN
+                PERFORM pgmq.archive(v_flow, v_task.message_id);
+            END IF;
+            RETURN NEXT v_task;
+        END IF;
+        RETURN;
+    END IF;
+
+    UPDATE pgflow.step_tasks t
+    SET status = CASE WHEN t.attempts_count < v_max_attempts THEN 'queued' ELSE 'failed' END,
+        failed_at = CASE WHEN t.attempts_count < v_max_attempts THEN NULL ELSE now() END,
+        started_at = CASE WHEN t.attempts_count < v_max_attempts THEN NULL ELSE t.started_at END,
+        error_message = fail_task.error_message
+    WHERE t.run_id = fail_task.run_id AND t.step_slug = fail_task.step_slug
+      AND t.task_index = fail_task.task_index AND t.status = 'started'
+    RETURNING t.* INTO v_task;
+
+    IF NOT FOUND THEN
+        -- Task not started. pgflow 0.8.1 still applies the backoff to a queued task's message.
+        SELECT * INTO v_task FROM pgflow.step_tasks t
+        WHERE t.run_id = fail_task.run_id AND t.step_slug = fail_task.step_slug
+          AND t.task_index = fail_task.task_index;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        IF v_task.status = 'queued' AND v_task.message_id IS NOT NULL THEN
+            PERFORM pgmq.set_vt(v_flow, v_task.message_id,
+                pgflow.calculate_retry_delay(v_base_delay, v_task.attempts_count));
+        END IF;
+        RETURN NEXT v_task;
+        RETURN;
+    END IF;
+
+    IF v_task.status = 'queued' THEN
+        -- Retry: the same message becomes visible again after the backoff.
+        IF v_task.message_id IS NOT NULL THEN
+            PERFORM pgmq.set_vt(v_flow, v_task.message_id,
+                pgflow.calculate_retry_delay(v_base_delay, v_task.attempts_count));
+        END IF;
+        RETURN NEXT v_task;
+        RETURN;
+    END IF;
+
+    -- Out of attempts: the step and the run fail; every message of the run is archived.
+    UPDATE pgflow.step_states ss
+    SET status = 'failed', failed_at = now(), error_message = fail_task.error_message
+    WHERE ss.run_id = fail_task.run_id AND ss.step_slug = fail_task.step_slug;
+    UPDATE pgflow.runs r SET status = 'failed', failed_at = now()
+    WHERE r.run_id = fail_task.run_id;
+
+    v_rt := to_regnamespace('realtime') IS NOT NULL
+        AND to_regprocedure('realtime.send(jsonb,text,text,boolean)') IS NOT NULL;
+    IF v_rt THEN
+        PERFORM realtime.send(
+            jsonb_build_object(
+                'event_type', 'step:failed',
+                'run_id', fail_task.run_id,
+                'step_slug', fail_task.step_slug,
+                'status', 'failed',
+                'error_message', fail_task.error_message,
+                'failed_at', now()
+            ),
+            'step:' || fail_task.step_slug || ':failed',
+            'pgflow:run:' || fail_task.run_id,
+            false
+        );
+        PERFORM realtime.send(
+            jsonb_build_object(
+                'event_type', 'run:failed',
+                'run_id', fail_task.run_id,
+                'flow_slug', v_flow,
+                'status', 'failed',
+                'error_message', fail_task.error_message,
+                'failed_at', now()
+            ),
+            'run:failed',
+            'pgflow:run:' || fail_task.run_id,
+            false
+        );
+    END IF;
+
+    PERFORM pgmq.archive(v_flow, ids)
+    FROM (
+        SELECT array_agg(t.message_id) AS ids
+        FROM pgflow.step_tasks t
+        WHERE t.run_id = fail_task.run_id AND t.message_id IS NOT NULL
+          AND (t.status IN ('queued', 'started')
+               OR (t.step_slug = fail_task.step_slug AND t.task_index = fail_task.task_index))
+    ) m
+    WHERE ids IS NOT NULL;
+
+    RETURN NEXT v_task;
+END;
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Helpers for clients and workers
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION pgflow.get_run_with_states(run_id uuid) RETURNS jsonb
+LANGUAGE sql SECURITY DEFINER SET search_path = '' AS $$
+    SELECT jsonb_build_object(
+        'run', to_jsonb(r),
+        'steps', coalesce((
+            SELECT jsonb_agg(to_jsonb(ss) ORDER BY s.step_index)
+            FROM pgflow.step_states ss
+            JOIN pgflow.steps s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+            WHERE ss.run_id = r.run_id
+        ), '[]'::jsonb)
+    )
+    FROM pgflow.runs r
+    WHERE r.run_id = get_run_with_states.run_id
+$$;
+
+CREATE FUNCTION pgflow.start_flow_with_states(flow_slug text, input jsonb, run_id uuid DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
+DECLARE
+    v_run_id uuid;
+BEGIN
+    SELECT r.run_id INTO v_run_id
+    FROM pgflow.start_flow(start_flow_with_states.flow_slug, start_flow_with_states.input,
+                           start_flow_with_states.run_id) r;
+    RETURN pgflow.get_run_with_states(v_run_id);
+END;
+$$;
+
+-- Sets each message's visibility to now + its offset (seconds), in one statement.
+CREATE FUNCTION pgflow.set_vt_batch(queue_name text, msg_ids bigint[], vt_offsets integer[])
+RETURNS TABLE (
+    msg_id bigint,
+    read_ct integer,
+    enqueued_at timestamptz,
+    vt timestamptz,
+    message jsonb,
+    headers jsonb
+)
+LANGUAGE plpgsql SET search_path = '' AS $$
+BEGIN
+    IF msg_ids IS NULL OR vt_offsets IS NULL OR cardinality(msg_ids) = 0 THEN
+        RETURN;
+    END IF;
+    IF cardinality(msg_ids) <> cardinality(vt_offsets) THEN
+        RAISE EXCEPTION 'msg_ids length (%) must equal vt_offsets length (%)',
+            cardinality(msg_ids), cardinality(vt_offsets);
+    END IF;
+    RETURN QUERY EXECUTE format(
+        'UPDATE pgmq.%I q
+         SET vt = clock_timestamp() + make_interval(secs => i.vt_offset)
+         FROM unnest($1, $2) AS i(msg_id, vt_offset)
+         WHERE q.msg_id = i.msg_id
+         RETURNING q.msg_id, q.read_ct, q.enqueued_at, q.vt, q.message, q.headers',
+        pgmq.format_table_name(queue_name, 'q')
+    ) USING msg_ids, vt_offsets;
+END;
+$$;
+
+-- Superseded by pgmq.read_with_poll + start_tasks; kept so old callers get an empty result.
+CREATE FUNCTION pgflow.poll_for_tasks(
+    queue_name text,
+    vt integer,
+    qty integer,
+    max_poll_seconds integer DEFAULT 5,
+    poll_interval_ms integer DEFAULT 100
+) RETURNS SETOF pgflow.step_task_record
+LANGUAGE plpgsql SET search_path = '' AS $$
+BEGIN
+    RAISE NOTICE 'DEPRECATED: poll_for_tasks is deprecated and will be removed. Please update pgflow via "npx pgflow install".';
+    RETURN;
+END;
+$$;
