@@ -1,0 +1,46 @@
+"""The worker: executes pgflow flows from their queues.
+
+Pools and what a timeout does
+=============================
+
+Every task runs under its step's timeout (the step's ``timeout`` option, else the flow's).
+
+* ``processes``: each slot is a child process. A handler that runs past its timeout is killed
+  with its process (SIGKILL), the process is replaced, and the attempt fails with a
+  ``TimeoutError`` (pgflow retries it per its ``max_attempts``). Handlers cannot hang the worker.
+* ``threads`` (default) and ``asyncio``: Python cannot kill a thread, and a coroutine only stops
+  at an ``await``. At the deadline the worker fails the attempt with the same ``TimeoutError``
+  and frees the slot (a new thread takes its place; a coroutine is cancelled), so a hung handler
+  never blocks the other slots. The handler itself may keep running: it is counted and logged
+  as a *stuck* slot, and whatever it returns later is discarded - the database never sees a
+  completion of an attempt that already failed. A coroutine that blocks the event loop without
+  awaiting stalls the whole asyncio pool: run such code in the thread or process pool.
+
+Guarantees: one report per attempt, applied only while that attempt is the task's current one
+(``pgflow_kombu.report_tasks`` checks status, attempt and worker); a graceful stop hands back
+claimed tasks that never started and leaves tasks still running at the deadline to stalled-task
+recovery (never failed); a worker killed outright is detected by its stale heartbeat and its
+tasks are requeued by the other workers.
+"""
+
+from __future__ import annotations
+
+from pgflow_kombu.worker.membership import Membership
+from pgflow_kombu.worker.pools import POOL_KINDS, PoolKind
+from pgflow_kombu.worker.source import Delivery, MessageSource, PgmqSource
+from pgflow_kombu.worker.tasks import ClaimedTask, Outcome
+from pgflow_kombu.worker.worker import ExitCode, Worker, WorkerStats
+
+__all__ = [
+    "POOL_KINDS",
+    "ClaimedTask",
+    "Delivery",
+    "ExitCode",
+    "Membership",
+    "MessageSource",
+    "Outcome",
+    "PgmqSource",
+    "PoolKind",
+    "Worker",
+    "WorkerStats",
+]

@@ -1,0 +1,66 @@
+"""One database connection of the worker that reopens itself after a failure.
+
+Each of the worker's threads (claims, reports, heartbeats) owns one :class:`Link`. A statement
+that fails because the server went away raises :class:`~pgflow_kombu.errors.ConnectionFailed`
+after closing the connection; the next call reconnects. Callers decide whether to retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any, LiteralString
+
+import psycopg
+
+from pgflow_kombu.db.connect import connect, translate
+from pgflow_kombu.errors import ConnectionFailed, PgFlowError
+
+__all__ = ["Link", "is_connection_error"]
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    return isinstance(exc, (ConnectionFailed, psycopg.OperationalError, psycopg.InterfaceError))
+
+
+class Link:
+    def __init__(self, url: str, *, application_name: str = "pgflow-kombu-worker") -> None:
+        self.url = url
+        self.application_name = application_name
+        self._conn: psycopg.Connection[Any] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.closed
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.url, application_name=self.application_name)
+        return self._conn
+
+    def fetch(self, sql: LiteralString, params: dict[str, Any] | None = None) -> list[Any]:
+        """Run one statement (its own transaction) and return its rows."""
+        with self._lock:
+            try:
+                conn = self._connection()
+                cur = conn.execute(sql, params)
+                return cur.fetchall() if cur.description is not None else []
+            except PgFlowError:
+                self._drop()
+                raise
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                self._drop()
+                raise ConnectionFailed(f"lost the database connection: {exc}") from exc
+            except psycopg.Error as exc:
+                raise translate(exc) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()

@@ -1,0 +1,84 @@
+"""Finding the flows a worker serves from an import reference (``-A pkg.module:app``)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterable, Mapping
+from types import ModuleType
+from typing import Any
+
+from pgflow_kombu.errors import ConfigurationError
+from pgflow_kombu.flows.flow import Flow
+from pgflow_kombu.flows.task import Task
+
+__all__ = ["flows_of", "load_flows", "load_target"]
+
+
+def load_target(ref: str) -> Any:
+    """Import ``"pkg.module:attr"`` (attr may be dotted) or ``"pkg.module"``.
+
+    A bare module reference yields its ``app`` attribute when it has one, else the module.
+    The current directory is importable, as with ``python -m``.
+    """
+    module_name, _, attr = ref.partition(":")
+    if not module_name:
+        raise ConfigurationError(f"-A {ref!r}: expected 'pkg.module:app'")
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"-A {ref!r}: cannot import {module_name!r}: {exc}") from exc
+    if not attr:
+        return getattr(target, "app", target)
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ConfigurationError(f"-A {ref!r}: {module_name!r} has no {attr!r}") from None
+    return target
+
+
+def flows_of(target: Any) -> dict[str, Flow]:
+    """The flows behind an app (``.flows``), a mapping, a flow, a task, a module or a list."""
+    flows: dict[str, Flow] = {}
+
+    def add(flow: Flow) -> None:
+        known = flows.get(flow.slug)
+        if known is not None and known is not flow:
+            raise ConfigurationError(f"two different flows are named {flow.slug!r}")
+        flows[flow.slug] = flow
+
+    def visit(item: Any, depth: int = 0) -> None:
+        if isinstance(item, Flow):
+            add(item)
+        elif isinstance(item, Task):
+            add(item.flow)
+        elif isinstance(item, Mapping):
+            for value in item.values():
+                visit(value, depth + 1)
+        elif isinstance(item, ModuleType):
+            for value in vars(item).values():
+                if isinstance(value, (Flow, Task)):
+                    visit(value, depth + 1)
+        elif depth == 0 and isinstance(getattr(item, "flows", None), Mapping):
+            visit(item.flows, depth + 1)
+        elif depth == 0 and isinstance(item, Iterable) and not isinstance(item, (str, bytes)):
+            for value in item:
+                visit(value, depth + 1)
+        elif depth == 0:
+            raise ConfigurationError(
+                f"{item!r} is not an app, a flow, a task or a collection of them"
+            )
+
+    visit(target)
+    return flows
+
+
+def load_flows(ref: str) -> dict[str, Flow]:
+    """The flows found at ``ref``; :class:`ConfigurationError` when there are none."""
+    flows = flows_of(load_target(ref))
+    if not flows:
+        raise ConfigurationError(f"-A {ref!r}: no flows or tasks found there")
+    return flows

@@ -1,0 +1,149 @@
+"""The worker's ``pgflow.workers`` rows: registration, heartbeats, deprecation, recovery.
+
+Every served queue gets a row of its own (``queue_name`` = flow slug), as pgflow workers do. A
+background thread updates ``last_heartbeat_at`` every ``heartbeat_interval`` seconds, notices
+when an operator set ``deprecated_at`` (the worker then stops taking work and finishes what it
+holds), re-inserts rows that disappeared, and every ``recovery_interval`` seconds runs
+``pgflow_kombu.recover_stalled_tasks``, which requeues tasks left ``started`` by workers whose
+heartbeat went stale, so no external cron is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+
+from pgflow_kombu.db.queries import query
+from pgflow_kombu.errors import DatabaseError, PgFlowError
+from pgflow_kombu.worker.link import Link, is_connection_error
+
+__all__ = ["Membership", "default_function_name"]
+
+log = logging.getLogger("pgflow_kombu.worker")
+
+
+def default_function_name() -> str:
+    """``pgflow-kombu:<hostname>:<pid>``: what ``pgflow.workers.function_name`` shows."""
+    return f"pgflow-kombu:{socket.gethostname()}:{os.getpid()}"
+
+
+class Membership:
+    def __init__(
+        self,
+        url: str,
+        queues: Sequence[str],
+        *,
+        heartbeat_interval: float = 5.0,
+        stalled_after: float = 30.0,
+        recovery_interval: float | None = None,
+        function_name: str | None = None,
+        on_deprecated: Callable[[], None] | None = None,
+    ) -> None:
+        self.queues = list(queues)
+        self.worker_ids: dict[str, str] = {q: str(uuid.uuid4()) for q in self.queues}
+        self.function_name = function_name or default_function_name()
+        self.heartbeat_interval = heartbeat_interval
+        self.stalled_after = stalled_after
+        self.recovery_interval = (
+            recovery_interval
+            if recovery_interval is not None
+            else max(heartbeat_interval, stalled_after / 2)
+        )
+        self.deprecated = False
+        self.recovered_total = 0
+        self._on_deprecated = on_deprecated
+        self._link = Link(url, application_name="pgflow-kombu-heartbeat")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pgflow-heartbeat", daemon=True)
+        self._recovery_missing = False
+        self._healthy = True
+
+    def register(self) -> None:
+        """Insert the rows (raises when the database cannot be reached)."""
+        self._link.fetch(
+            query("worker.register"),
+            {
+                "worker_ids": list(self.worker_ids.values()),
+                "queue_names": list(self.worker_ids),
+                "function_name": self.function_name,
+            },
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        self._link.close()
+
+    def beat(self) -> None:
+        """One heartbeat: refresh the rows, re-insert lost ones, notice deprecation."""
+        rows = self._link.fetch(
+            query("worker.heartbeat"), {"worker_ids": list(self.worker_ids.values())}
+        )
+        if len(rows) < len(self.worker_ids):
+            self.register()
+        if any(deprecated for _id, _queue, deprecated in rows) and not self.deprecated:
+            self.deprecated = True
+            log.warning(
+                "this worker was deprecated in pgflow.workers: it takes no new work and stops "
+                "once its running tasks are done",
+                extra={"event": "worker_deprecated"},
+            )
+            if self._on_deprecated is not None:
+                self._on_deprecated()
+
+    def recover(self) -> int:
+        """Requeue tasks of dead workers; returns how many (0 when the function is missing)."""
+        if self._recovery_missing:
+            return 0
+        try:
+            rows = self._link.fetch(
+                query("worker.recover_stalled_tasks"), {"stalled_after": self.stalled_after}
+            )
+        except DatabaseError as exc:
+            if "does not exist" in str(exc) and "recover_stalled_tasks" in str(exc):
+                self._recovery_missing = True
+                log.warning(
+                    "pgflow_kombu.recover_stalled_tasks is missing: no stalled-task recovery"
+                )
+                return 0
+            raise
+        count = len(rows)
+        if count:
+            self.recovered_total += count
+            log.warning(
+                "requeued %d stalled task(s) of workers whose heartbeat stopped",
+                count,
+                extra={"event": "tasks_recovered", "count": count},
+            )
+        return count
+
+    def _run(self) -> None:
+        # Spread the recovery runs of many workers started together.
+        next_recovery = time.monotonic() + random.uniform(0, self.recovery_interval)
+        while not self._stop.wait(self.heartbeat_interval if self._healthy else 1.0):
+            try:
+                self.beat()
+                if time.monotonic() >= next_recovery:
+                    next_recovery = time.monotonic() + self.recovery_interval
+                    self.recover()
+                if not self._healthy:
+                    log.info("heartbeats resumed", extra={"event": "db_reconnected"})
+                self._healthy = True
+            except PgFlowError as exc:
+                if self._healthy:
+                    level = logging.WARNING if is_connection_error(exc) else logging.ERROR
+                    log.log(level, "heartbeat failed: %s", exc, extra={"event": "heartbeat_failed"})
+                self._healthy = False
+            except Exception:
+                log.exception("heartbeat thread error")
+                self._healthy = False

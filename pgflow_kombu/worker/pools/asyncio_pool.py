@@ -1,0 +1,179 @@
+"""The asyncio pool: one event loop thread runs up to ``concurrency`` handlers at once.
+
+Async handlers run on the loop; plain functions run in a thread of their own so they never block
+it. At its deadline an attempt is failed with a timeout error by the watchdog (a thread, so it
+fires even when a coroutine hogs the loop), its slot is freed and its coroutine is cancelled; a
+coroutine that ignores cancellation, or a plain function (threads cannot be stopped), keeps
+running as a stuck slot whose late result is discarded. A coroutine that blocks the loop without
+awaiting stalls every slot of this pool: use the thread or process pool for such code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pgflow_kombu.worker.execution import FlowLike, aexecute
+from pgflow_kombu.worker.pools.base import Attempt, OutcomeSink, PoolStats, Watchdog
+from pgflow_kombu.worker.tasks import ClaimedTask
+
+__all__ = ["AsyncioPool"]
+
+log = logging.getLogger("pgflow_kombu.worker")
+
+
+class AsyncioPool:
+    kind = "asyncio"
+
+    def __init__(self, flows: Mapping[str, FlowLike], concurrency: int, sink: OutcomeSink) -> None:
+        self.flows = flows
+        self.concurrency = concurrency
+        self.stats = PoolStats()
+        self._sink = sink
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._main, name="pgflow-asyncio", daemon=True)
+        self._watchdog = Watchdog(self._on_expire)
+        self._cond = threading.Condition()
+        self._pending: deque[ClaimedTask] = deque()
+        self._running = 0
+        self._closed = False
+        self._tasks: dict[Attempt, asyncio.Task[None]] = {}
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    def start(self) -> None:
+        self._watchdog.start()
+        self._thread.start()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    def submit(self, task: ClaimedTask) -> None:
+        with self._cond:
+            self._pending.append(task)
+        self._loop.call_soon_threadsafe(self._fill)
+
+    def close(self) -> list[ClaimedTask]:
+        with self._cond:
+            self._closed = True
+            left = list(self._pending)
+            self._pending.clear()
+            return left
+
+    def join(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._running == 0, timeout)
+
+    def terminate(self) -> None:
+        self.close()
+        self._watchdog.stop()
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._cancel_all)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _cancel_all(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+
+    # -- on the loop thread --------------------------------------------------------------------
+
+    def _fill(self) -> None:
+        while True:
+            with self._cond:
+                if self._closed or not self._pending or self._running >= self.concurrency:
+                    return
+                task = self._pending.popleft()
+                self._running += 1
+                self.stats.started += 1
+            attempt = Attempt(task)
+            self._tasks[attempt] = self._loop.create_task(self._run(attempt))
+            self._watchdog.watch(attempt)
+
+    async def _run(self, attempt: Attempt) -> None:
+        try:
+            result = await aexecute(self.flows, attempt.task, self._run_sync)
+        except asyncio.CancelledError:
+            result = None
+        finally:
+            self._tasks.pop(attempt, None)
+        if attempt.finish():
+            assert result is not None
+            with self._cond:
+                self._running -= 1
+                self.stats.finished += 1
+                self._cond.notify_all()
+            self._sink(attempt.outcome(result))
+            self._fill()
+            return
+        with self._cond:
+            self.stats.stuck -= 1
+            if result is not None:
+                self.stats.late_discarded += 1
+        if result is not None:
+            log.warning(
+                "late result of %s (run %s, attempt %d) discarded: it already timed out",
+                attempt.task.label,
+                attempt.task.run_id,
+                attempt.task.attempt,
+                extra={"event": "late_result_discarded", "run_id": attempt.task.run_id},
+            )
+
+    def _run_sync(self, call: Callable[[], Any]) -> asyncio.Future[Any]:
+        """Run a plain function in a thread of its own; a future for its result."""
+        future: asyncio.Future[Any] = self._loop.create_future()
+
+        def settle(value: Any, error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+
+        def target() -> None:
+            try:
+                value = call()
+            except BaseException as exc:
+                self._loop.call_soon_threadsafe(settle, None, exc)
+            else:
+                self._loop.call_soon_threadsafe(settle, value, None)
+
+        threading.Thread(target=target, name="pgflow-async-sync", daemon=True).start()
+        return future
+
+    def _expired(self, attempt: Attempt) -> None:
+        task = self._tasks.get(attempt)
+        if task is not None:
+            task.cancel()
+        self._fill()
+
+    # -- on the watchdog thread ----------------------------------------------------------------
+
+    def _on_expire(self, attempt: Attempt) -> None:
+        with self._cond:
+            self._running -= 1
+            self.stats.timed_out += 1
+            self.stats.stuck += 1
+            stuck = self.stats.stuck
+            self._cond.notify_all()
+        log.warning(
+            "%s (run %s, attempt %d) ran past its %g s timeout: failed and cancelled (%d stuck)",
+            attempt.task.label,
+            attempt.task.run_id,
+            attempt.task.attempt,
+            attempt.task.timeout,
+            stuck,
+            extra={"event": "task_timeout", "run_id": attempt.task.run_id, "stuck": stuck},
+        )
+        self._sink(attempt.timeout_outcome())
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._expired, attempt)

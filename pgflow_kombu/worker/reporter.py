@@ -1,0 +1,164 @@
+"""Reporting finished attempts in groups: many ``complete_task``/``fail_task`` per commit.
+
+Outcomes queue up while a report is in flight; the next report takes all of them (up to
+``batch_size``) in one call of ``pgflow_kombu.report_tasks``, one transaction. So an idle worker
+reports each task at once, and a busy one shares a commit between many tasks without waiting
+for a timer. The function applies each report only to the attempt it names, which makes
+re-sending a batch after a lost connection harmless (already applied rows come back 'stale').
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from psycopg.types.json import Jsonb
+
+from pgflow_kombu.db.queries import query
+from pgflow_kombu.errors import PgFlowError
+from pgflow_kombu.worker.link import Link, is_connection_error
+from pgflow_kombu.worker.tasks import Outcome
+
+__all__ = ["Reporter"]
+
+log = logging.getLogger("pgflow_kombu.worker")
+
+# Each report runs in a subtransaction; PostgreSQL caches 64 per transaction before it spills.
+DEFAULT_BATCH_SIZE = 50
+
+Reported = Callable[[list[tuple[Outcome, str]]], None]
+
+
+class Reporter:
+    def __init__(
+        self, url: str, on_reported: Reported, *, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> None:
+        self.batch_size = batch_size
+        self.batches = 0
+        self.reported = 0
+        self._on_reported = on_reported
+        self._link = Link(url, application_name="pgflow-kombu-reporter")
+        self._queue: deque[Outcome] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._abandon_at: float | None = None
+        self._in_flight = 0
+        self._thread = threading.Thread(target=self._run, name="pgflow-reporter", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, outcome: Outcome) -> None:
+        with self._cond:
+            self._queue.append(outcome)
+            self._cond.notify()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._queue) + self._in_flight
+
+    def stop(self, timeout: float) -> int:
+        """Report what is queued (trying for up to ``timeout`` s), then stop.
+
+        Returns how many outcomes could not be reported (left for stalled-task recovery).
+        """
+        with self._cond:
+            self._closing = True
+            self._abandon_at = time.monotonic() + timeout
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout + 5)
+        self._link.close()
+        return len(self._queue) + self._in_flight
+
+    def _take(self) -> list[Outcome]:
+        with self._cond:
+            while not self._queue:
+                if self._closing:
+                    return []
+                self._cond.wait()
+            n = min(self.batch_size, len(self._queue))
+            batch = [self._queue.popleft() for _ in range(n)]
+            self._in_flight = n
+            return batch
+
+    def _abandoned(self) -> bool:
+        return self._abandon_at is not None and time.monotonic() >= self._abandon_at
+
+    def _run(self) -> None:
+        delay = 0.05
+        while True:
+            batch = self._take()
+            if not batch:
+                return
+            try:
+                rows = self._link.fetch(
+                    query("worker.report_tasks"), {"reports": Jsonb([o.report() for o in batch])}
+                )
+            except PgFlowError as exc:
+                self._requeue(batch)
+                if self._abandoned():
+                    return
+                level = logging.WARNING if is_connection_error(exc) else logging.ERROR
+                log.log(
+                    level,
+                    "could not report %d outcome(s), retrying in %.1f s: %s",
+                    len(batch),
+                    delay,
+                    exc,
+                    extra={"event": "report_failed"},
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            except Exception:
+                log.exception("reporter error; retrying")
+                self._requeue(batch)
+                time.sleep(1.0)
+                continue
+            delay = 0.05
+            self._settle(batch, rows)
+
+    def _requeue(self, outcomes: list[Outcome]) -> None:
+        with self._cond:
+            self._queue.extendleft(reversed(outcomes))
+            self._in_flight = 0
+
+    def _settle(self, batch: list[Outcome], rows: list[tuple[int, str, str | None]]) -> None:
+        done: list[tuple[Outcome, str]] = []
+        retry: list[Outcome] = []
+        for ordinal, result, detail in rows:
+            outcome = batch[ordinal - 1]
+            if result == "retry":
+                retry.append(outcome)
+                continue
+            if result == "stale":
+                log.info(
+                    "report of %s (run %s, attempt %d) ignored: the attempt is no longer this "
+                    "worker's (%s)",
+                    outcome.task.label,
+                    outcome.task.run_id,
+                    outcome.task.attempt,
+                    detail,
+                    extra={"event": "report_stale", "run_id": outcome.task.run_id},
+                )
+            elif result == "rejected":
+                log.error(
+                    "report of %s (run %s) was rejected by the database: %s",
+                    outcome.task.label,
+                    outcome.task.run_id,
+                    detail,
+                    extra={"event": "report_rejected", "run_id": outcome.task.run_id},
+                )
+            done.append((outcome, result))
+        with self._cond:
+            self._in_flight = 0
+            if retry:
+                self._queue.extendleft(reversed(retry))
+        self.batches += 1
+        self.reported += len(done)
+        if done:
+            self._on_reported(done)

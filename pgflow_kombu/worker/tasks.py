@@ -1,0 +1,83 @@
+"""What the worker holds: a claimed task (one attempt) and what became of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pgflow_kombu.flows.jsondata import Json
+
+__all__ = ["ClaimedTask", "Outcome", "error_text"]
+
+
+@dataclass(slots=True, eq=False)
+class ClaimedTask:
+    """One attempt of one task, as ``pgflow_kombu.claim_tasks`` returned it.
+
+    ``attempt`` is the task's ``attempts_count`` after the claim: reports name it so that the
+    database applies them only to this attempt. ``timeout`` is the step's effective timeout in
+    seconds. ``delivery`` is the message handle of the source it came from (acknowledged once the
+    attempt is reported).
+    """
+
+    flow_slug: str
+    run_id: str
+    step_slug: str
+    task_index: int
+    msg_id: int
+    input: Json
+    attempt: int
+    timeout: float
+    worker_id: str
+    delivery: Any = field(default=None, repr=False)
+
+    @property
+    def label(self) -> str:
+        """``flow/step[index]`` for logs."""
+        return f"{self.flow_slug}/{self.step_slug}[{self.task_index}]"
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that name this attempt in ``report_tasks`` / ``release_tasks``."""
+        return {
+            "run_id": self.run_id,
+            "step_slug": self.step_slug,
+            "task_index": self.task_index,
+            "attempt": self.attempt,
+            "worker_id": self.worker_id,
+        }
+
+
+@dataclass(slots=True, frozen=True)
+class Outcome:
+    """The end of an attempt: a JSON ``output``, or an ``error`` text for ``fail_task``.
+
+    ``timed_out`` marks a failure decided by the worker's clock rather than by the handler.
+    ``traceback`` is for the logs only (the database gets ``error``).
+    """
+
+    task: ClaimedTask
+    output: Json = None
+    error: str | None = None
+    timed_out: bool = False
+    traceback: str | None = None
+    duration: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def report(self) -> dict[str, Any]:
+        """The JSON object ``pgflow_kombu.report_tasks`` takes for this outcome."""
+        body = self.task.identity()
+        if self.error is not None:
+            body["error"] = self.error
+        else:
+            body["output"] = self.output
+        return body
+
+
+def error_text(exc: BaseException) -> str:
+    """What ``fail_task`` stores for an exception: ``"<Type>: <message>"``."""
+    message = str(exc)
+    name = type(exc).__name__
+    return f"{name}: {message}" if message else name

@@ -1,0 +1,198 @@
+-- Worker helpers of pgflow-kombu (schema pgflow_kombu): batch claims, grouped reports, releases.
+-- They call only the pgflow 0.8.1 contract, so they also work on an upstream-installed schema.
+
+CREATE SCHEMA IF NOT EXISTS pgflow_kombu;
+
+-- Claim the queued tasks behind a batch of messages of one flow queue, in one round trip:
+-- pgflow.start_tasks, then the claimed messages' visibility set to (step or flow timeout) + 2 s,
+-- which 0.8.1's start_tasks computes but never applies. Returns what the worker needs to run and
+-- report each task: its input, the attempt it starts (attempts_count after the claim) and its
+-- timeout in seconds. Messages whose task is not queued (another worker holds it, the run failed)
+-- are left alone.
+CREATE OR REPLACE FUNCTION pgflow_kombu.claim_tasks(
+    flow_slug text,
+    msg_ids bigint[],
+    worker_id uuid
+) RETURNS TABLE (
+    run_id uuid,
+    step_slug text,
+    task_index integer,
+    msg_id bigint,
+    input jsonb,
+    attempt integer,
+    timeout integer
+)
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+#variable_conflict use_column
+DECLARE
+    claimed pgflow.step_task_record[];
+BEGIN
+    SELECT coalesce(array_agg(s), '{}')
+    INTO claimed
+    FROM pgflow.start_tasks(flow_slug => claim_tasks.flow_slug,
+                            msg_ids => claim_tasks.msg_ids,
+                            worker_id => claim_tasks.worker_id) AS s;
+    IF cardinality(claimed) = 0 THEN
+        RETURN;
+    END IF;
+
+    RETURN QUERY
+    WITH info AS (
+        SELECT c.run_id, c.step_slug, c.task_index, c.msg_id, c.input, t.attempts_count,
+               coalesce(st.opt_timeout, f.opt_timeout) AS timeout
+        FROM unnest(claimed) AS c
+        JOIN pgflow.step_tasks AS t
+          ON t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index
+        JOIN pgflow.steps AS st ON st.flow_slug = c.flow_slug AND st.step_slug = c.step_slug
+        JOIN pgflow.flows AS f ON f.flow_slug = c.flow_slug
+    ), vt AS MATERIALIZED (
+        -- Referenced below so that PostgreSQL runs it (an unreferenced CTE is skipped).
+        SELECT count(*) AS n
+        FROM pgflow.set_vt_batch(
+            claim_tasks.flow_slug,
+            (SELECT array_agg(i.msg_id ORDER BY i.msg_id) FROM info AS i),
+            (SELECT array_agg(i.timeout + 2 ORDER BY i.msg_id) FROM info AS i))
+    )
+    SELECT i.run_id, i.step_slug, i.task_index, i.msg_id, i.input, i.attempts_count, i.timeout
+    FROM info AS i, vt
+    WHERE vt.n >= 0
+    ORDER BY i.msg_id;
+END;
+$$;
+
+-- Report a batch of finished attempts in one transaction. reports is a JSON array of
+--   {"run_id", "step_slug", "task_index", "attempt", "worker_id", "output"}   (a completion) or
+--   {"run_id", "step_slug", "task_index", "attempt", "worker_id", "error"}    (a failure).
+-- Each report runs in its own exception block, so one bad row does not undo the others, and
+-- only applies to the attempt the worker holds: the task must still be 'started' with that
+-- attempts_count and last_worker_id. Anything else (recovery requeued it, a timeout already
+-- failed it, the run failed) is 'stale' and changes nothing, so an attempt is never completed
+-- twice, nor completed after it failed. Rows are handled in (run_id, step_slug, task_index)
+-- order, each run locked first as complete_task/fail_task do, so that concurrent batches take
+-- locks in one order. Returns one row per report (ordinal = 1-based position in the array):
+--   'completed' | 'failed' | 'stale' | 'retry' (a transient conflict: report it again) |
+--   'rejected' (complete_task raised; the attempt was failed with that error instead).
+CREATE OR REPLACE FUNCTION pgflow_kombu.report_tasks(
+    reports jsonb
+) RETURNS TABLE (ordinal integer, outcome text, detail text)
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    r record;
+    task_status text;
+    task_attempts integer;
+    task_worker uuid;
+    message text;
+BEGIN
+    FOR r IN
+        SELECT e.ord::integer AS ord,
+               (e.value ->> 'run_id')::uuid AS run_id,
+               e.value ->> 'step_slug' AS step_slug,
+               (e.value ->> 'task_index')::integer AS task_index,
+               (e.value ->> 'attempt')::integer AS attempt,
+               (e.value ->> 'worker_id')::uuid AS worker_id,
+               e.value ? 'error' AS is_failure,
+               e.value -> 'output' AS output,
+               e.value ->> 'error' AS error
+        FROM jsonb_array_elements(reports) WITH ORDINALITY AS e(value, ord)
+        ORDER BY 2, 3, 4
+    LOOP
+        ordinal := r.ord;
+        detail := NULL;
+        BEGIN
+            PERFORM 1 FROM pgflow.runs AS run WHERE run.run_id = r.run_id FOR UPDATE;
+            SELECT t.status, t.attempts_count, t.last_worker_id
+            INTO task_status, task_attempts, task_worker
+            FROM pgflow.step_tasks AS t
+            WHERE t.run_id = r.run_id AND t.step_slug = r.step_slug
+              AND t.task_index = r.task_index;
+            IF NOT FOUND OR task_status <> 'started' OR task_attempts <> r.attempt
+               OR task_worker IS DISTINCT FROM r.worker_id THEN
+                outcome := 'stale';
+                detail := coalesce(task_status, 'missing') || ' attempt '
+                          || coalesce(task_attempts::text, '-');
+            ELSIF r.is_failure THEN
+                PERFORM pgflow.fail_task(run_id => r.run_id, step_slug => r.step_slug,
+                                         task_index => r.task_index, error_message => r.error);
+                outcome := 'failed';
+            ELSE
+                PERFORM pgflow.complete_task(run_id => r.run_id, step_slug => r.step_slug,
+                                             task_index => r.task_index, output => r.output);
+                outcome := 'completed';
+            END IF;
+        EXCEPTION
+            WHEN deadlock_detected OR serialization_failure OR lock_not_available
+                 OR query_canceled THEN
+                outcome := 'retry';
+                detail := SQLERRM;
+            WHEN OTHERS THEN
+                message := SQLERRM;
+                outcome := 'rejected';
+                detail := message;
+                IF NOT r.is_failure THEN
+                    -- The output could not be stored: fail the attempt with the reason instead.
+                    BEGIN
+                        PERFORM pgflow.fail_task(
+                            run_id => r.run_id, step_slug => r.step_slug,
+                            task_index => r.task_index,
+                            error_message => 'complete_task failed: ' || message);
+                    EXCEPTION WHEN OTHERS THEN
+                        outcome := 'retry';
+                        detail := SQLERRM;
+                    END;
+                END IF;
+        END;
+        RETURN NEXT;
+    END LOOP;
+END;
+$$;
+
+-- Hand back tasks a worker claimed but never started (it is shutting down): each goes back to
+-- 'queued' as if the claim had not happened (the attempt is not counted) and its message becomes
+-- visible at once. Only tasks still 'started' by this worker with that attempt are touched.
+-- tasks is a JSON array of {"run_id", "step_slug", "task_index", "attempt", "worker_id"}; returns how many
+-- were released.
+CREATE OR REPLACE FUNCTION pgflow_kombu.release_tasks(
+    tasks jsonb
+) RETURNS integer
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    released integer := 0;
+    r record;
+    queue text;
+    message bigint;
+BEGIN
+    FOR r IN
+        SELECT (e.value ->> 'run_id')::uuid AS run_id,
+               e.value ->> 'step_slug' AS step_slug,
+               (e.value ->> 'task_index')::integer AS task_index,
+               (e.value ->> 'attempt')::integer AS attempt,
+               (e.value ->> 'worker_id')::uuid AS worker_id
+        FROM jsonb_array_elements(tasks) AS e(value)
+        ORDER BY 1, 2, 3
+    LOOP
+        PERFORM 1 FROM pgflow.runs AS run WHERE run.run_id = r.run_id FOR UPDATE;
+        UPDATE pgflow.step_tasks AS t
+        SET status = 'queued',
+            attempts_count = t.attempts_count - 1,
+            started_at = NULL
+        WHERE t.run_id = r.run_id AND t.step_slug = r.step_slug
+          AND t.task_index = r.task_index AND t.status = 'started'
+          AND t.attempts_count = r.attempt
+          AND t.last_worker_id = r.worker_id
+        RETURNING t.flow_slug, t.message_id INTO queue, message;
+        IF FOUND THEN
+            released := released + 1;
+            IF message IS NOT NULL THEN
+                PERFORM pgmq.set_vt(queue, message, 0);
+            END IF;
+        END IF;
+    END LOOP;
+    RETURN released;
+END;
+$$;

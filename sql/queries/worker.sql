@@ -1,0 +1,51 @@
+-- Queries of the worker (pgflow_kombu.worker): its pgflow.workers rows, claims, reports,
+-- releases, heartbeats and stalled-task recovery.
+
+-- name: register
+-- One row per served queue; the same ids are inserted again if a row disappeared.
+INSERT INTO pgflow.workers (worker_id, queue_name, function_name)
+SELECT w.worker_id, w.queue_name, %(function_name)s
+FROM unnest(%(worker_ids)s::uuid[], %(queue_names)s::text[]) AS w(worker_id, queue_name)
+ON CONFLICT (worker_id) DO UPDATE SET last_heartbeat_at = now();
+
+-- name: heartbeat
+-- Returns the rows still there with whether they were deprecated (stop taking work).
+UPDATE pgflow.workers AS w
+SET last_heartbeat_at = now()
+WHERE w.worker_id = ANY(%(worker_ids)s::uuid[])
+RETURNING w.worker_id, w.queue_name, w.deprecated_at IS NOT NULL AS deprecated;
+
+-- name: deprecate
+UPDATE pgflow.workers SET deprecated_at = coalesce(deprecated_at, now())
+WHERE worker_id = ANY(%(worker_ids)s::uuid[]);
+
+-- name: claim_tasks
+SELECT run_id, step_slug, task_index, msg_id, input, attempt, timeout
+FROM pgflow_kombu.claim_tasks(
+    flow_slug => %(flow_slug)s, msg_ids => %(msg_ids)s::bigint[], worker_id => %(worker_id)s::uuid);
+
+-- name: report_tasks
+SELECT ordinal, outcome, detail
+FROM pgflow_kombu.report_tasks(reports => %(reports)s::jsonb);
+
+-- name: release_tasks
+SELECT pgflow_kombu.release_tasks(tasks => %(tasks)s::jsonb);
+
+-- name: recover_stalled_tasks
+SELECT * FROM pgflow_kombu.recover_stalled_tasks(stalled_after => %(stalled_after)s);
+
+-- name: flow_timeouts
+-- Effective timeout (seconds) of every step of the given flows, as pgflow applies it.
+SELECT s.flow_slug, s.step_slug, coalesce(s.opt_timeout, f.opt_timeout) AS timeout
+FROM pgflow.steps AS s JOIN pgflow.flows AS f ON f.flow_slug = s.flow_slug
+WHERE s.flow_slug = ANY(%(flow_slugs)s::text[]);
+
+-- name: held_tasks
+-- Tasks started by these worker rows, to find claims whose result never reached us.
+SELECT run_id, step_slug, task_index, attempts_count, last_worker_id
+FROM pgflow.step_tasks
+WHERE last_worker_id = ANY(%(worker_ids)s::uuid[]) AND status = 'started';
+
+-- name: read_messages
+-- The direct (non-kombu) message source: read up to qty messages, hidden for vt seconds.
+SELECT msg_id FROM pgmq.read(queue_name => %(queue_name)s, vt => %(vt)s, qty => %(qty)s);
