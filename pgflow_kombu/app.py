@@ -8,6 +8,7 @@ an app never starts a server.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -63,7 +64,9 @@ class PgFlow:
 
     @property
     def database_url(self) -> str:
-        url = self.settings.database_url
+        """The configured URL; else ``PGFLOW_DATABASE_URL`` as it is at first use, so that a
+        module-level ``app = PgFlow()`` finds the database a CLI command set up after import."""
+        url = self.settings.database_url or os.environ.get("PGFLOW_DATABASE_URL")
         if not url:
             raise ConfigurationError(
                 "no database configured: set PGFLOW_DATABASE_URL or pass PgFlow(database_url=...) "
