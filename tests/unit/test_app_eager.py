@@ -1,0 +1,57 @@
+"""PgFlow(eager=True): flows and tasks run in the caller's thread, with no database at all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pgflow_kombu import PgFlow, RunFailed
+from pgflow_kombu.errors import ConfigurationError, StepInputError
+
+
+@pytest.fixture
+def app(monkeypatch: pytest.MonkeyPatch) -> PgFlow:
+    monkeypatch.delenv("PGFLOW_DATABASE_URL", raising=False)
+    return PgFlow(eager=True)
+
+
+def test_tasks_delay_returns_a_finished_handle(app: PgFlow) -> None:
+    @app.task
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    handle = add.delay(2, 3)
+    assert handle.status == "completed"
+    assert handle.get() == {"add": 5}
+    assert handle.wait().output == {"add": 5}
+
+
+def test_flow_failures_surface_as_run_failed(app: PgFlow) -> None:
+    flow = app.flow("fails")
+
+    @flow.step
+    def boom(run: dict[str, Any]) -> None:
+        raise RuntimeError("kaput")
+
+    handle = flow.start({})
+    assert handle.status == "failed"
+    with pytest.raises(RunFailed, match="kaput"):
+        handle.wait()
+
+
+def test_input_is_validated_before_running(app: PgFlow) -> None:
+    @app.task
+    def square(n: int) -> int:
+        return n * n
+
+    with pytest.raises(
+        StepInputError, match="step 'square': invalid input n: Input should be a valid integer"
+    ):
+        square.delay("not a number")
+
+
+def test_duplicate_slugs_are_refused(app: PgFlow) -> None:
+    app.flow("same")
+    with pytest.raises(ConfigurationError, match="already registered"):
+        app.flow("same")
