@@ -321,6 +321,24 @@ class PgFlow:
         )
         return RunHandle(self.client, run, slug)
 
+    def start_many(
+        self,
+        flow: FlowRef,
+        inputs: Sequence[Any],
+        *,
+        connection: psycopg.Connection[Any] | None = None,
+    ) -> list[RunHandle]:
+        """Start one run per input in one transaction: much faster than a loop for bulk work."""
+        slug = flow_slug_of(flow)
+        registered = self._flows.get(slug)
+        if registered is not None:
+            inputs = [registered.prepare_input(i) for i in inputs]
+            if self.eager:
+                return [self._start_eager(registered, i) for i in inputs]
+            self.ensure_flow(registered)
+        run_ids = self.client.start_many(slug, inputs, connection=connection)
+        return [RunHandle(self.client, run_id, slug) for run_id in run_ids]
+
     def _start_eager(self, flow: Flow, input: Json) -> RunHandle:
         from pgflow_kombu.eager import EagerHandle
 

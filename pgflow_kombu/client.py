@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -144,6 +144,29 @@ class Client:
         assert row is not None
         started: UUID = row[0]
         return started
+
+    def start_many(
+        self,
+        flow: FlowRef,
+        inputs: Sequence[Any],
+        *,
+        connection: psycopg.Connection[Any] | None = None,
+    ) -> list[UUID]:
+        """Start one run per input in a single transaction (pipelined: one commit for all)."""
+        slug = flow_slug_of(flow)
+        params = [{"flow_slug": slug, "input": Jsonb(i), "run_id": None} for i in inputs]
+        if not params:
+            return []
+        run_ids: list[UUID] = []
+        with self.connection(connection) as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany(query("client.start_flow"), params, returning=True)
+            while True:
+                row = cur.fetchone()
+                assert row is not None
+                run_ids.append(row[0])
+                if not cur.nextset():
+                    break
+        return run_ids
 
     def get_run(self, run_id: UUID | str) -> Run:
         """The run, without its step states; raises :class:`RunNotFound`."""

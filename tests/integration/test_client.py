@@ -221,3 +221,19 @@ def test_several_apps_share_nothing(db_url: str) -> None:
     a.flow("only_in_a")
     assert "only_in_a" in a.flows
     assert "only_in_a" not in b.flows
+
+
+def test_start_many_starts_every_run_in_one_transaction(app: PgFlow, db_url: str) -> None:
+    @app.task
+    def double(n: int) -> int:
+        return n * 2
+
+    handles = app.start_many(double, [{"n": i} for i in range(25)])
+    assert len({h.run_id for h in handles}) == 25
+    drain(db_url, "double", run_steps(app, double.flow))
+    assert [h.wait(timeout=10).output for h in handles[:3]] == [
+        {"double": 0},
+        {"double": 2},
+        {"double": 4},
+    ]
+    assert app.start_many(double, []) == []
