@@ -117,7 +117,7 @@ class Membership:
                 )
                 return 0
             raise
-        count = len(rows)
+        count = int(rows[0][0]) if rows and rows[0][0] else 0
         if count:
             self.recovered_total += count
             log.warning(

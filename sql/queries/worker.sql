@@ -32,7 +32,8 @@ FROM pgflow_kombu.report_tasks(reports => %(reports)s::jsonb);
 SELECT pgflow_kombu.release_tasks(tasks => %(tasks)s::jsonb);
 
 -- name: recover_stalled_tasks
-SELECT * FROM pgflow_kombu.recover_stalled_tasks(stalled_after => %(stalled_after)s);
+SELECT pgflow_kombu.recover_stalled_tasks(
+    heartbeat_timeout => make_interval(secs => %(stalled_after)s::float8));
 
 -- name: flow_timeouts
 -- Effective timeout (seconds) of every step of the given flows, as pgflow applies it.

@@ -42,6 +42,7 @@ class AsyncioPool:
         self._running = 0
         self._closed = False
         self._tasks: dict[Attempt, asyncio.Task[None]] = {}
+        self._in_threads: set[Attempt] = set()  # attempts whose plain function still runs
 
     @property
     def running(self) -> int:
@@ -100,7 +101,9 @@ class AsyncioPool:
 
     async def _run(self, attempt: Attempt) -> None:
         try:
-            result = await aexecute(self.flows, attempt.task, self._run_sync)
+            result = await aexecute(
+                self.flows, attempt.task, lambda call: self._run_sync(attempt, call)
+            )
         except asyncio.CancelledError:
             result = None
         finally:
@@ -115,6 +118,8 @@ class AsyncioPool:
             self._fill()
             return
         with self._cond:
+            if attempt in self._in_threads:
+                return  # its thread still runs; it settles the count when it returns
             self.stats.stuck -= 1
             if result is not None:
                 self.stats.late_discarded += 1
@@ -127,7 +132,7 @@ class AsyncioPool:
                 extra={"event": "late_result_discarded", "run_id": attempt.task.run_id},
             )
 
-    def _run_sync(self, call: Callable[[], Any]) -> asyncio.Future[Any]:
+    def _run_sync(self, attempt: Attempt, call: Callable[[], Any]) -> asyncio.Future[Any]:
         """Run a plain function in a thread of its own; a future for its result."""
         future: asyncio.Future[Any] = self._loop.create_future()
 
@@ -140,13 +145,31 @@ class AsyncioPool:
                 future.set_result(value)
 
         def target() -> None:
+            value: Any = None
+            error: BaseException | None = None
             try:
                 value = call()
             except BaseException as exc:
-                self._loop.call_soon_threadsafe(settle, None, exc)
-            else:
-                self._loop.call_soon_threadsafe(settle, value, None)
+                error = exc
+            with self._cond:
+                self._in_threads.discard(attempt)
+                late = attempt.expired
+                if late:
+                    self.stats.stuck -= 1
+                    self.stats.late_discarded += 1
+            if late:
+                log.warning(
+                    "late result of %s (run %s, attempt %d) discarded: it already timed out",
+                    attempt.task.label,
+                    attempt.task.run_id,
+                    attempt.task.attempt,
+                    extra={"event": "late_result_discarded", "run_id": attempt.task.run_id},
+                )
+                return
+            self._loop.call_soon_threadsafe(settle, value, error)
 
+        with self._cond:
+            self._in_threads.add(attempt)
         threading.Thread(target=target, name="pgflow-async-sync", daemon=True).start()
         return future
 

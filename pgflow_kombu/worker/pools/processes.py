@@ -90,10 +90,12 @@ class _Child:
         if self.process.is_alive():
             self.process.kill()
         self.process.join(timeout=5)
-        self.conn.close()
+        if not self.conn.closed:
+            with contextlib.suppress(OSError):
+                self.conn.close()
 
     def stop(self) -> None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):
             self.conn.send(None)
         self.process.join(timeout=2)
         self.kill()
