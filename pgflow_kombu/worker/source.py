@@ -78,6 +78,7 @@ class PgmqSource:
         self._queues: list[str] = []
         self._turn = 0
         self._consuming = False
+        self._woken = False
 
     def open(self, queues: Sequence[str], prefetch: int) -> None:
         self._queues = list(queues)
@@ -103,7 +104,8 @@ class PgmqSource:
             if found:
                 return found
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self._woken:
+                self._woken = False
                 return []
             self._wait(min(remaining, self.poll_interval))
 
@@ -134,6 +136,10 @@ class PgmqSource:
 
     def ack(self, handles: Sequence[Any]) -> None:
         """Nothing to do: reporting the task archived or delayed its message."""
+
+    def wake(self) -> None:
+        """Make a waiting :meth:`fetch` return at its next poll (from any thread)."""
+        self._woken = True
 
     def stop_consuming(self) -> None:
         self._consuming = False

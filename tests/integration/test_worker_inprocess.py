@@ -1,0 +1,224 @@
+"""The worker in this process (background thread) against a real database."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from pgflow_kombu.client import Client
+from pgflow_kombu.db.connect import connect
+from pgflow_kombu.flows import Flow
+from pgflow_kombu.worker import ExitCode, PgmqSource, Worker
+from tests.support.sql import test_query
+
+SOURCES = ["pgmq"]
+
+
+def make_source(kind: str, url: str) -> Any:
+    if kind == "pgmq":
+        return PgmqSource(url, poll_interval=0.05)
+    from pgflow_kombu.worker.consumer import KombuSource
+
+    return KombuSource(url)
+
+
+@pytest.fixture(params=SOURCES)
+def source_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def client(db_url: str) -> Iterator[Client]:
+    c = Client(db_url, poll_interval=0.2)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def run_worker(db_url: str, source_kind: str) -> Iterator[Callable[..., Worker]]:
+    started: list[Worker] = []
+
+    def start(flows: dict[str, Flow], **options: Any) -> Worker:
+        options.setdefault("heartbeat_interval", 0.5)
+        options.setdefault("stalled_after", 3.0)
+        worker = Worker(flows, db_url, source=make_source(source_kind, db_url), **options)
+        worker.start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop(5)
+
+
+# -- flows -------------------------------------------------------------------------------------
+
+diamond = Flow("diamond", base_delay=0)
+
+
+@diamond.step
+def root(run: int) -> int:
+    return run + 1
+
+
+@diamond.step
+def left(root: int) -> int:
+    return root * 2
+
+
+@diamond.step
+def right(root: int) -> int:
+    return root * 3
+
+
+@diamond.step
+def join(left: int, right: int) -> int:
+    return left + right
+
+
+fanout = Flow("fanout")
+
+
+@fanout.map
+def square(x: int) -> int:
+    return x * x
+
+
+@fanout.step
+def total(square: list[int]) -> int:
+    return sum(square)
+
+
+flaky = Flow("flaky", max_attempts=3, base_delay=0)
+FLAKY_CALLS: dict[str, int] = {}
+
+
+@flaky.step
+def sometimes(run: dict[str, Any]) -> str:
+    key = run["key"]
+    FLAKY_CALLS[key] = FLAKY_CALLS.get(key, 0) + 1
+    if FLAKY_CALLS[key] <= run["failures"]:
+        raise RuntimeError(f"failure number {FLAKY_CALLS[key]}")
+    return "ok"
+
+
+slow = Flow("slow", max_attempts=2, base_delay=0, timeout=1)
+GATE = threading.Event()
+
+
+@slow.step
+def hangs(run: Any) -> str:
+    GATE.wait(10)
+    return "late"
+
+
+nap = Flow("nap")
+
+
+@nap.step
+def naps(run: float) -> str:
+    time.sleep(run)
+    return "rested"
+
+
+# -- tests ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pool", ["threads", "processes", "asyncio"])
+def test_diamond_and_map_flows_complete(
+    run_worker: Callable[..., Worker], client: Client, pool: str
+) -> None:
+    worker = run_worker({"diamond": diamond, "fanout": fanout}, pool=pool, concurrency=3)
+    runs = [client.start_flow("diamond", i) for i in range(10)]
+    maps = [client.start_flow("fanout", list(range(n))) for n in (0, 1, 5)]
+    for i, run_id in enumerate(runs):
+        assert client.wait(run_id, timeout=30).output == {"join": (i + 1) * 5}
+    assert [client.wait(r, timeout=30).output for r in maps] == [
+        {"total": 0},
+        {"total": 0},
+        {"total": 30},
+    ]
+    assert worker.stats.claimed == 10 * 4 + 6 + 3
+
+
+def test_errors_are_retried_then_fail_the_run_with_type_and_message(
+    run_worker: Callable[..., Worker], client: Client
+) -> None:
+    run_worker({"flaky": flaky})
+    FLAKY_CALLS.clear()
+    recovers = client.start_flow("flaky", {"key": "r", "failures": 2})
+    gives_up = client.start_flow("flaky", {"key": "g", "failures": 5})
+    ok = client.wait(recovers, timeout=30)
+    assert ok.output == {"sometimes": "ok"}
+    assert ok.step_states[0].tasks[0].attempts_count == 3
+    failed = client.wait(gives_up, timeout=30, raise_on_failure=False)
+    assert failed.status == "failed"
+    task = failed.step_states[0].tasks[0]
+    assert (task.status, task.attempts_count) == ("failed", 3)
+    assert task.error_message == "RuntimeError: failure number 3"
+    assert failed.error_message == "RuntimeError: failure number 3"
+
+
+def test_a_hung_handler_times_out_and_never_completes_late(
+    run_worker: Callable[..., Worker], client: Client
+) -> None:
+    GATE.clear()
+    worker = run_worker({"slow": slow, "nap": nap}, concurrency=1)
+    run_id = client.start_flow("slow", None)
+    failed = client.wait(run_id, timeout=30, raise_on_failure=False)
+    task = failed.step_states[0].tasks[0]
+    assert (failed.status, task.status, task.attempts_count) == ("failed", "failed", 2)
+    assert task.error_message is not None and task.error_message.startswith("TimeoutError:")
+    # Both hung slots were replaced: the single-slot worker still runs other work.
+    assert client.wait(client.start_flow("nap", 0), timeout=30).status == "completed"
+    assert worker.pool_stats["timed_out"] == 2
+    GATE.set()  # the stuck handlers return now; their results must be discarded
+    deadline = time.monotonic() + 5
+    while worker.pool_stats["late_discarded"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert worker.pool_stats["late_discarded"] == 2
+    assert client.get_run_with_states(run_id).step_states[0].tasks[0].status == "failed"
+
+
+def test_graceful_stop_finishes_running_work_and_hands_back_the_rest(
+    run_worker: Callable[..., Worker], client: Client
+) -> None:
+    worker = run_worker({"nap": nap}, concurrency=1, prefetch=4)
+    runs = [client.start_flow("nap", 1.0) for _ in range(4)]
+    deadline = time.monotonic() + 10
+    while worker.held < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert worker.held == 4
+    assert worker.stop(10) == ExitCode.OK
+    states = [client.get_run_with_states(r) for r in runs]
+    done = [s for s in states if s.status == "completed"]
+    waiting = [s.step_states[0].tasks[0] for s in states if s.status == "started"]
+    assert len(done) == 1
+    assert [(t.status, t.attempts_count) for t in waiting] == [("queued", 0)] * 3
+    assert worker.stats.released == 3
+
+
+def test_a_deprecated_worker_stops_taking_work(
+    run_worker: Callable[..., Worker], client: Client, db_url: str
+) -> None:
+    worker = run_worker({"nap": nap})
+    assert client.wait(client.start_flow("nap", 0), timeout=30).status == "completed"
+    with connect(db_url) as conn:
+        conn.execute(test_query("worker_deprecate_all"))
+    assert worker.wait_stopped(10)
+    assert worker.exit_code == ExitCode.OK
+    run_id = client.start_flow("nap", 0)
+    time.sleep(0.5)
+    assert client.get_run(run_id).status == "started"
+
+
+def test_worker_rows_name_each_served_queue(run_worker: Callable[..., Worker], db_url: str) -> None:
+    worker = run_worker({"nap": nap, "fanout": fanout})
+    with connect(db_url) as conn:
+        rows = conn.execute(test_query("worker_rows")).fetchall()
+    assert {(str(r[0]), r[1]) for r in rows} == {(v, k) for k, v in worker.worker_ids.items()}
+    assert all(r[2].startswith("pgflow-kombu:") and not r[3] for r in rows)

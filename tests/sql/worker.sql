@@ -1,0 +1,49 @@
+-- Queries used only by the worker's tests (tests/integration/test_worker*.py).
+
+-- name: worker_create_flow
+SELECT flow_slug FROM pgflow.create_flow(
+    flow_slug => %(slug)s, max_attempts => %(max_attempts)s, base_delay => %(base_delay)s,
+    timeout => %(timeout)s);
+
+-- name: worker_add_step
+SELECT step_slug FROM pgflow.add_step(
+    flow_slug => %(slug)s, step_slug => %(step)s, deps_slugs => %(deps)s::text[],
+    timeout => %(timeout)s::int, step_type => %(step_type)s);
+
+-- name: worker_start_flow
+SELECT run_id FROM pgflow.start_flow(flow_slug => %(slug)s, input => %(input)s::jsonb);
+
+-- name: worker_tasks
+SELECT step_slug, task_index, status, attempts_count, output, error_message
+FROM pgflow.step_tasks WHERE run_id = %(run_id)s ORDER BY step_slug, task_index;
+
+-- name: worker_run_status
+SELECT status FROM pgflow.runs WHERE run_id = %(run_id)s;
+
+-- name: worker_message_delays
+-- Seconds until each message of a queue table (placeholder: pgmq.q_<name>) is visible again.
+SELECT msg_id, extract(epoch FROM vt - clock_timestamp())::float8 AS delay
+FROM pgmq.{} ORDER BY msg_id;
+
+-- name: worker_explode_on_output
+-- Makes complete_task raise for an output of "explode" (a completion the database refuses).
+CREATE FUNCTION pgflow.test_explode() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status = 'completed' AND NEW.output = '"explode"'::jsonb THEN
+        RAISE EXCEPTION 'refusing this output';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER test_explode BEFORE UPDATE ON pgflow.step_tasks
+FOR EACH ROW EXECUTE FUNCTION pgflow.test_explode();
+
+-- name: worker_set_heartbeat_age
+UPDATE pgflow.workers SET last_heartbeat_at = now() - make_interval(secs => %(age)s)
+WHERE worker_id = ANY(%(worker_ids)s::uuid[]);
+
+-- name: worker_rows
+SELECT worker_id, queue_name, function_name, deprecated_at IS NOT NULL AS deprecated
+FROM pgflow.workers ORDER BY queue_name;
+
+-- name: worker_deprecate_all
+UPDATE pgflow.workers SET deprecated_at = now();
