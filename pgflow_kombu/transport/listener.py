@@ -1,0 +1,106 @@
+"""LISTEN on the wake-up channels of the queues a transport consumes.
+
+One dedicated connection per transport. Its socket is what kombu's event loop watches
+(``register_with_event_loop``) and what the blocking ``drain_events`` waits on, together with a
+pipe that other threads use to interrupt the wait (an acknowledgement that frees prefetch room).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+from typing import Any
+
+import psycopg
+
+from pgflow_kombu.transport import store
+from pgflow_kombu.transport.connections import Connection, close_quietly, translate
+
+
+class Waker:
+    """A self-pipe: ``wake()`` from any thread makes ``fileno()`` readable."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+
+    def fileno(self) -> int:
+        return self._read
+
+    def wake(self) -> None:
+        try:
+            os.write(self._write, b"x")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (a wake-up is pending anyway) or closed
+
+    def drain(self) -> None:
+        try:
+            while os.read(self._read, 512):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        for fd in (self._read, self._write):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class Listener:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._counts: dict[str, int] = {}
+
+    def fileno(self) -> int:
+        return self._conn.fileno()
+
+    def listen(self, channel: str) -> None:
+        count = self._counts.get(channel, 0)
+        if count == 0:
+            self._run(store.listen, channel)
+        self._counts[channel] = count + 1
+
+    def unlisten(self, channel: str) -> None:
+        count = self._counts.get(channel, 0)
+        if count <= 1:
+            self._counts.pop(channel, None)
+            if count == 1 and not self._conn.closed:
+                self._run(store.unlisten, channel)
+        else:
+            self._counts[channel] = count - 1
+
+    def poll(self) -> set[str]:
+        """Channels notified since the last call (never blocks)."""
+        try:
+            return {n.channel for n in self._conn.notifies(timeout=0)}
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+
+    def wait(self, timeout: float | None, waker: Waker | None = None) -> set[str]:
+        """Channels notified, waiting up to ``timeout`` seconds (None: forever) for the first."""
+        notified = self.poll()
+        if notified:
+            return notified
+        fds: list[Any] = [self.fileno()]
+        if waker is not None:
+            fds.append(waker.fileno())
+        try:
+            ready, _, _ = select.select(fds, [], [], timeout)
+        except InterruptedError:
+            ready = []
+        if waker is not None and waker.fileno() in ready:
+            waker.drain()
+        return self.poll() if ready else set()
+
+    def close(self) -> None:
+        self._counts.clear()
+        close_quietly(self._conn)
+
+    def _run(self, operation: Any, channel: str) -> None:
+        try:
+            operation(self._conn, channel)
+        except psycopg.Error as exc:
+            raise translate(exc) from exc

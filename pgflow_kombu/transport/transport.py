@@ -1,0 +1,280 @@
+"""The kombu transport: connections, the blocking ``drain_events`` and the event-loop hooks."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from time import monotonic
+from typing import Any
+
+import psycopg
+from kombu.transport import virtual
+
+from pgflow_kombu.errors import ConnectionFailed, DatabaseError
+from pgflow_kombu.transport import store
+from pgflow_kombu.transport.channel import Channel
+from pgflow_kombu.transport.connections import Pool, redacted, translate, url_from_client
+from pgflow_kombu.transport.listener import Listener, Waker
+from pgflow_kombu.transport.options import Options
+from pgflow_kombu.transport.queues import QueueRegistry
+
+DEFAULT_PORT = 5432
+
+
+class Transport(virtual.Transport):  # type: ignore[misc]
+    """kombu transport ``pgflow://`` (see the package docstring for features and options)."""
+
+    Channel = Channel
+
+    can_parse_url = True
+    default_port = DEFAULT_PORT
+    driver_type = "pgflow"
+    driver_name = "psycopg"
+
+    implements = virtual.Transport.implements.extend(
+        asynchronous=True,
+        exchange_type=frozenset(["direct", "topic", "fanout"]),
+        heartbeats=False,
+    )
+
+    recoverable_connection_errors = (
+        ConnectionFailed,
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+    )
+    recoverable_channel_errors = ()
+    connection_errors = (*virtual.Transport.connection_errors, *recoverable_connection_errors)
+    channel_errors = (*virtual.Transport.channel_errors, DatabaseError, psycopg.DatabaseError)
+
+    def __init__(self, client: Any, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        self.options = Options.from_transport_options(client.transport_options or {})
+        self.polling_interval = self.options.polling_interval
+        self.url = url_from_client(client)
+        self.queues = QueueRegistry()
+        self._pools: dict[bool, Pool] = {}
+        self._listener: Listener | None = None
+        self._listener_lock = threading.Lock()
+        self._waker: Waker | None = None
+        self._waiting = False
+        self._delivering: int | None = None
+        self._hub: Any = None
+        self._hub_thread: int | None = None
+        self._hub_timers: list[Any] = []
+        self._next_poll = 0.0
+        self._next_extend = 0.0
+
+    # -- connections -----------------------------------------------------------------------
+
+    def pool(self, consumer: bool) -> Pool:
+        pool = self._pools.get(consumer)
+        if pool is None:
+            pool = self._pools[consumer] = Pool(
+                self.url,
+                size=self.options.pool_size,
+                connect_timeout=float(self.client.connect_timeout or 10),
+                application_name=self.options.application_name,
+                durable=not consumer or self.options.durable_acks,
+            )
+        return pool
+
+    def establish_connection(self) -> Any:
+        # Fails here, with a message naming the URL, when the server cannot be reached.
+        pool = self.pool(False)
+        conn = pool.get()
+        pool.put(conn)
+        self._waker = self._waker or Waker()
+        return super().establish_connection()
+
+    def close_connection(self, connection: Any) -> None:
+        try:
+            super().close_connection(connection)
+        finally:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
+            for pool in self._pools.values():
+                pool.close()
+            self._pools = {}
+            if self._waker is not None:
+                self._waker.close()
+                self._waker = None
+            self.queues.clear()
+
+    def verify_connection(self, connection: Any) -> bool:
+        try:
+            pool = self.pool(False)
+            conn = pool.get()
+            try:
+                store.ping(conn)
+            finally:
+                pool.put(conn)
+        except (psycopg.Error, ConnectionFailed):
+            return False
+        return True
+
+    def listener(self) -> Listener:
+        listener = self._listener
+        if listener is None:
+            with self._listener_lock:
+                if self._listener is None:
+                    conn = self.pool(False).get()
+                    self._listener = Listener(conn)
+                listener = self._listener
+        return listener
+
+    def listen(self, channel: str) -> None:
+        self.listener().listen(channel)
+
+    def unlisten(self, channel: str) -> None:
+        if self._listener is not None:
+            try:
+                self._listener.unlisten(channel)
+            except ConnectionFailed:
+                pass
+
+    # -- delivering ------------------------------------------------------------------------
+
+    def defers_acks(self) -> bool:
+        """Whether an ack given now may wait for the end of the current delivery cycle."""
+        me = threading.get_ident()
+        return me == self._delivering or me == self._hub_thread
+
+    def wake(self) -> None:
+        """Interrupt a wait for notifications (room was made for more messages)."""
+        if self._waker is not None and (self._waiting or self._hub is not None):
+            self._waker.wake()
+
+    def _channels(self) -> list[Channel]:
+        return [c for c in list(self.channels) if not c.closed and c.connection is not None]
+
+    def deliver_ready(self) -> int:
+        """One delivery cycle over every channel; grouped acks are written at its end."""
+        previous, self._delivering = self._delivering, threading.get_ident()
+        try:
+            return sum(channel.deliver_ready() for channel in self._channels())
+        finally:
+            self._delivering = previous
+            self.flush_acks()
+
+    def flush_acks(self) -> None:
+        for channel in self._channels():
+            channel.flush_acks()
+
+    def _on_notified(self, channels: set[str]) -> None:
+        if channels:
+            for channel in self._channels():
+                channel.mark_notified(channels)
+
+    def _maintain(self, now: float) -> float:
+        """Run the timers that are due (polling, visibility extension); return the next due time."""
+        if now >= self._next_poll:
+            self._next_poll = now + self.options.polling_interval
+            for channel in self._channels():
+                channel.mark_all()
+        if now >= self._next_extend:
+            self._next_extend = now + self.options.extend_interval
+            for channel in self._channels():
+                channel.extend_held()
+        return min(self._next_poll, self._next_extend)
+
+    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else monotonic() + timeout
+        while True:
+            due = self._maintain(monotonic())
+            if self.deliver_ready():
+                return
+            now = monotonic()
+            if deadline is not None and now >= deadline:
+                raise socket.timeout()
+            wait = max(0.0, min(due, deadline if deadline is not None else due) - now)
+            self._wait(wait)
+
+    def _wait(self, seconds: float) -> None:
+        if not any(c._consumers for c in self._channels()):
+            waker = self._waker
+            if waker is None:
+                threading.Event().wait(seconds)
+                return
+            self._waiting = True
+            try:
+                import select
+
+                ready, _, _ = select.select([waker.fileno()], [], [], seconds)
+                if ready:
+                    waker.drain()
+            finally:
+                self._waiting = False
+            return
+        self._waiting = True
+        try:
+            self._on_notified(self.listener().wait(seconds, self._waker))
+        finally:
+            self._waiting = False
+
+    # -- kombu's event loop (Hub) ----------------------------------------------------------
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        self._hub = loop
+        self._hub_thread = threading.get_ident()
+        listener = self.listener()
+        loop.add_reader(listener.fileno(), self.on_readable, listener.fileno())
+        if self._waker is not None:
+            loop.add_reader(self._waker.fileno(), self._on_waker)
+        loop.on_tick.add(self.on_tick)
+        self._hub_timers = [
+            loop.call_repeatedly(self.options.polling_interval, self._on_poll_timer),
+            loop.call_repeatedly(self.options.extend_interval, self._on_extend_timer),
+        ]
+
+    def unregister_from_event_loop(self, connection: Any, loop: Any) -> None:
+        if self._listener is not None:
+            loop.remove_reader(self._listener.fileno())
+        if self._waker is not None:
+            loop.remove_reader(self._waker.fileno())
+        loop.on_tick.discard(self.on_tick)
+        for timer in self._hub_timers:
+            timer.cancel()
+        self._hub_timers = []
+        self._hub = None
+        self._hub_thread = None
+
+    def on_readable(self, fileno: int) -> None:
+        """The listener's socket is readable: note which queues were written to."""
+        if self._listener is not None:
+            self._on_notified(self._listener.poll())
+
+    def _on_waker(self) -> None:
+        if self._waker is not None:
+            self._waker.drain()
+
+    def on_tick(self) -> None:
+        """Every loop iteration: write grouped acks, read the queues that may hold messages."""
+        if any(channel.wants_read() for channel in self._channels()):
+            self.deliver_ready()
+        else:
+            self.flush_acks()
+
+    def _on_poll_timer(self) -> None:
+        for channel in self._channels():
+            channel.mark_all()
+
+    def _on_extend_timer(self) -> None:
+        for channel in self._channels():
+            channel.extend_held()
+
+    # -- kombu plumbing --------------------------------------------------------------------
+
+    def driver_version(self) -> str:
+        return str(psycopg.__version__)
+
+    @classmethod
+    def as_uri(cls, uri: str, include_password: bool = False, mask: str = "**") -> str:
+        return uri if include_password else redacted(uri, mask)
+
+    @property
+    def default_connection_params(self) -> dict[str, Any]:
+        return {"port": self.default_port, "hostname": "localhost"}
+
+
+__all__ = ["Transport", "translate"]

@@ -1,0 +1,167 @@
+-- The kombu transport (pgflow_kombu.transport): exchanges, queues and bindings shared by every
+-- process on the database, and the helpers its reads and publishes run on pgmq's queue tables.
+-- Messages stay plain pgmq rows (msg_id, read_ct, enqueued_at, vt, message), so pgmq's own
+-- functions and other pgmq/pgflow workers keep working on the same queues.
+
+CREATE SCHEMA IF NOT EXISTS pgflow_kombu;
+
+-- Declared exchanges. An exchange that was never declared routes as 'direct'.
+CREATE TABLE pgflow_kombu.exchanges (
+    name text PRIMARY KEY,
+    type text NOT NULL CHECK (type IN ('direct', 'topic', 'fanout')),
+    durable boolean NOT NULL DEFAULT true,
+    auto_delete boolean NOT NULL DEFAULT false,
+    arguments jsonb NOT NULL DEFAULT '{}'::jsonb,
+    declared_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Declared kombu queues and the pgmq queue each one is stored in (see transport/names.py).
+CREATE TABLE pgflow_kombu.queues (
+    name text PRIMARY KEY,
+    pgmq_name text NOT NULL CHECK (length(pgmq_name) BETWEEN 1 AND 47),
+    auto_delete boolean NOT NULL DEFAULT false,
+    arguments jsonb NOT NULL DEFAULT '{}'::jsonb,
+    declared_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Bindings of queues to exchanges. pattern is the routing key as an anchored regular expression
+-- matched against '.' || routing_key (used by topic exchanges only).
+CREATE TABLE pgflow_kombu.bindings (
+    exchange text NOT NULL,
+    routing_key text NOT NULL,
+    queue text NOT NULL,
+    pgmq_name text NOT NULL,
+    pattern text NOT NULL,
+    arguments jsonb NOT NULL DEFAULT '{}'::jsonb,
+    PRIMARY KEY (exchange, routing_key, queue)
+);
+CREATE INDEX bindings_queue_idx ON pgflow_kombu.bindings (queue);
+
+-- AMQP priority of a stored message: properties.priority of a kombu envelope clamped to 0..9,
+-- 0 for anything else (pgflow's task messages). Immutable so that queue tables can index it.
+CREATE FUNCTION pgflow_kombu.message_priority(message jsonb) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE
+        WHEN jsonb_typeof(message -> 'properties' -> 'priority') = 'number'
+        THEN least(greatest(floor((message -> 'properties' ->> 'priority')::numeric), 0), 9)::integer
+        ELSE 0
+    END
+$$;
+
+-- Whether a message outlived its time to live: the envelope's properties.expiration (milliseconds,
+-- as kombu writes it) or the queue's x-message-ttl, counted from when it was published.
+CREATE FUNCTION pgflow_kombu.message_expired(
+    message jsonb,
+    enqueued_at timestamptz,
+    queue_ttl_ms double precision
+) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT coalesce(
+        enqueued_at + make_interval(secs => least(
+            CASE
+                WHEN (message -> 'properties' ->> 'expiration') ~ '^[0-9]{1,15}(\.[0-9]+)?$'
+                THEN (message -> 'properties' ->> 'expiration')::double precision
+            END,
+            queue_ttl_ms
+        ) / 1000.0) <= clock_timestamp(),
+        false
+    )
+$$;
+
+-- Statement-level trigger on queue tables: wake the consumers listening on the table's channel.
+-- One notification per inserting statement, carrying nothing but the channel name, so that
+-- pgmq.send_batch and pgflow's own inserts wake consumers at the cost of a single NOTIFY.
+CREATE FUNCTION pgflow_kombu.wake_consumers() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM pg_notify('pgflow_kombu.' || TG_TABLE_NAME, '');
+    RETURN NULL;
+END;
+$$;
+
+-- Make sure a pgmq queue exists and carries what the transport needs: the wake-up trigger and an
+-- index in delivery order (priority, then age). Cheap when everything is already there, so it can
+-- run whenever a queue is declared or consumed (also for queues pgflow created).
+CREATE FUNCTION pgflow_kombu.ensure_queue(queue_name text) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    tbl text := 'q_' || lower(queue_name);
+    rel regclass;
+BEGIN
+    rel := to_regclass(format('pgmq.%I', tbl));
+    IF rel IS NOT NULL
+       AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = rel AND tgname = 'pgflow_kombu_wake')
+       AND to_regclass(format('pgmq.%I', tbl || '_kombu_idx')) IS NOT NULL THEN
+        RETURN;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('pgflow_kombu.queue.' || tbl));
+    IF to_regclass(format('pgmq.%I', tbl)) IS NULL THEN
+        PERFORM pgmq.create(queue_name);
+    END IF;
+    rel := to_regclass(format('pgmq.%I', tbl));
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = rel AND tgname = 'pgflow_kombu_wake') THEN
+        EXECUTE format(
+            'CREATE TRIGGER pgflow_kombu_wake AFTER INSERT ON pgmq.%I '
+            'FOR EACH STATEMENT EXECUTE FUNCTION pgflow_kombu.wake_consumers()', tbl);
+    END IF;
+    EXECUTE format(
+        'CREATE INDEX IF NOT EXISTS %I ON pgmq.%I '
+        '(pgflow_kombu.message_priority(message) DESC, msg_id)', tbl || '_kombu_idx', tbl);
+END;
+$$;
+
+-- Route one message through an exchange and store a copy in every bound queue, in one round trip.
+-- Returns the number of queues it went to (0: nothing bound matched; the message is dropped, as
+-- AMQP does). Bindings whose queue table is gone are skipped.
+CREATE FUNCTION pgflow_kombu.publish(
+    exchange text,
+    routing_key text,
+    message jsonb,
+    delay_seconds double precision DEFAULT 0
+) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    kind text;
+    target text;
+    delivered integer := 0;
+BEGIN
+    SELECT e.type INTO kind FROM pgflow_kombu.exchanges AS e WHERE e.name = publish.exchange;
+    kind := coalesce(kind, 'direct');
+    FOR target IN
+        SELECT DISTINCT 'q_' || lower(b.pgmq_name)
+        FROM pgflow_kombu.bindings AS b
+        WHERE b.exchange = publish.exchange
+          AND CASE kind
+                WHEN 'fanout' THEN true
+                WHEN 'topic' THEN ('.' || publish.routing_key) ~ b.pattern
+                ELSE b.routing_key = publish.routing_key
+              END
+    LOOP
+        CONTINUE WHEN to_regclass(format('pgmq.%I', target)) IS NULL;
+        EXECUTE format(
+            'INSERT INTO pgmq.%I (vt, message) '
+            'VALUES (clock_timestamp() + make_interval(secs => $1), $2)', target)
+        USING greatest(delay_seconds, 0), message;
+        delivered := delivered + 1;
+    END LOOP;
+    RETURN delivered;
+END;
+$$;
+
+-- Remove a kombu queue: its bindings, its record and its pgmq queue.
+CREATE FUNCTION pgflow_kombu.delete_queue(queue_name text, pgmq_name text) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    DELETE FROM pgflow_kombu.bindings AS b WHERE b.queue = delete_queue.queue_name;
+    DELETE FROM pgflow_kombu.queues AS q WHERE q.name = delete_queue.queue_name;
+    IF to_regclass(format('pgmq.%I', 'q_' || lower(pgmq_name))) IS NOT NULL THEN
+        PERFORM pgmq.drop_queue(pgmq_name);
+    END IF;
+END;
+$$;

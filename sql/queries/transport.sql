@@ -1,0 +1,151 @@
+-- Queries of the kombu transport (pgflow_kombu.transport). {table} is a pgmq queue table
+-- ("q_" + lower(pgmq queue name)), passed through psycopg.sql.Identifier.
+
+-- name: put
+INSERT INTO pgmq.{table} (vt, message)
+VALUES (clock_timestamp() + make_interval(secs => %(delay)s), %(message)s::jsonb);
+
+-- name: publish
+SELECT pgflow_kombu.publish(%(exchange)s, %(routing_key)s, %(message)s::jsonb, %(delay)s);
+
+-- name: read
+-- Take up to %(limit)s visible messages in delivery order (priority, then age) and hide them for
+-- %(vt)s seconds; expired ones are deleted instead and come back as rows with a NULL read_ct.
+WITH picked AS (
+    SELECT msg_id, pgflow_kombu.message_expired(message, enqueued_at, %(ttl_ms)s) AS expired
+    FROM pgmq.{table}
+    WHERE vt <= clock_timestamp()
+    ORDER BY pgflow_kombu.message_priority(message) DESC, msg_id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), dropped AS (
+    DELETE FROM pgmq.{table} AS q
+    USING picked
+    WHERE q.msg_id = picked.msg_id AND picked.expired
+    RETURNING q.msg_id
+), taken AS (
+    UPDATE pgmq.{table} AS q
+    SET vt = clock_timestamp() + make_interval(secs => %(vt)s), read_ct = q.read_ct + 1
+    FROM picked
+    WHERE q.msg_id = picked.msg_id AND NOT picked.expired
+    RETURNING q.msg_id, q.read_ct, q.message, pgflow_kombu.message_priority(q.message) AS priority
+)
+SELECT msg_id, read_ct, message::text AS message
+FROM (
+    SELECT msg_id, read_ct, message, priority FROM taken
+    UNION ALL
+    SELECT msg_id, NULL, NULL, -1 FROM dropped
+) AS rows
+ORDER BY priority DESC, msg_id;
+
+-- name: pop
+-- Like read, for consumers without acknowledgements: the messages are deleted as they are taken.
+WITH picked AS (
+    SELECT msg_id, pgflow_kombu.message_expired(message, enqueued_at, %(ttl_ms)s) AS expired
+    FROM pgmq.{table}
+    WHERE vt <= clock_timestamp()
+    ORDER BY pgflow_kombu.message_priority(message) DESC, msg_id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), taken AS (
+    DELETE FROM pgmq.{table} AS q
+    USING picked
+    WHERE q.msg_id = picked.msg_id
+    RETURNING q.msg_id, q.read_ct + 1 AS read_ct, q.message, picked.expired,
+              pgflow_kombu.message_priority(q.message) AS priority
+)
+SELECT msg_id, CASE WHEN expired THEN NULL ELSE read_ct END AS read_ct,
+       CASE WHEN expired THEN NULL ELSE message::text END AS message
+FROM taken
+ORDER BY expired, priority DESC, msg_id;
+
+-- name: delete
+DELETE FROM pgmq.{table} WHERE msg_id = ANY(%(ids)s);
+
+-- name: archive
+SELECT pgmq.archive(%(queue)s, %(ids)s);
+
+-- name: make_visible
+UPDATE pgmq.{table} SET vt = clock_timestamp() WHERE msg_id = ANY(%(ids)s);
+
+-- name: extend
+UPDATE pgmq.{table}
+SET vt = clock_timestamp() + make_interval(secs => %(vt)s)
+WHERE msg_id = ANY(%(ids)s);
+
+-- name: purge
+-- Ready messages and those waiting for a delay; messages a consumer holds are left alone.
+DELETE FROM pgmq.{table} WHERE vt <= clock_timestamp() OR read_ct = 0;
+
+-- name: size
+SELECT count(*) FROM pgmq.{table} WHERE vt <= clock_timestamp() OR read_ct = 0;
+
+-- name: queue_exists
+SELECT to_regclass(%(qualified)s) IS NOT NULL;
+
+-- name: ensure_queue
+SELECT pgflow_kombu.ensure_queue(%(pgmq_name)s);
+
+-- name: record_queue
+INSERT INTO pgflow_kombu.queues (name, pgmq_name, auto_delete, arguments)
+VALUES (%(name)s, %(pgmq_name)s, %(auto_delete)s, %(arguments)s::jsonb)
+ON CONFLICT (name) DO UPDATE
+SET auto_delete = EXCLUDED.auto_delete, arguments = EXCLUDED.arguments
+WHERE (queues.auto_delete, queues.arguments) IS DISTINCT FROM
+      (EXCLUDED.auto_delete, EXCLUDED.arguments);
+
+-- name: queue_record
+SELECT auto_delete, arguments FROM pgflow_kombu.queues WHERE name = %(name)s;
+
+-- name: delete_queue
+SELECT pgflow_kombu.delete_queue(%(name)s, %(pgmq_name)s);
+
+-- name: declare_exchange
+-- Returns the type the exchange has (the existing one when it was declared before).
+WITH inserted AS (
+    INSERT INTO pgflow_kombu.exchanges (name, type, durable, auto_delete, arguments)
+    VALUES (%(name)s, %(type)s, %(durable)s, %(auto_delete)s, %(arguments)s::jsonb)
+    ON CONFLICT (name) DO NOTHING
+    RETURNING type
+)
+SELECT type FROM inserted
+UNION ALL
+SELECT type FROM pgflow_kombu.exchanges WHERE name = %(name)s
+LIMIT 1;
+
+-- name: exchange_type
+SELECT type FROM pgflow_kombu.exchanges WHERE name = %(name)s;
+
+-- name: delete_exchange
+WITH unbound AS (
+    DELETE FROM pgflow_kombu.bindings WHERE exchange = %(name)s
+)
+DELETE FROM pgflow_kombu.exchanges WHERE name = %(name)s;
+
+-- name: exchange_in_use
+SELECT EXISTS (SELECT 1 FROM pgflow_kombu.bindings WHERE exchange = %(name)s);
+
+-- name: bind
+INSERT INTO pgflow_kombu.bindings (exchange, routing_key, queue, pgmq_name, pattern, arguments)
+VALUES (%(exchange)s, %(routing_key)s, %(queue)s, %(pgmq_name)s, %(pattern)s,
+        %(arguments)s::jsonb)
+ON CONFLICT (exchange, routing_key, queue) DO NOTHING;
+
+-- name: unbind
+DELETE FROM pgflow_kombu.bindings
+WHERE exchange = %(exchange)s AND routing_key = %(routing_key)s AND queue = %(queue)s;
+
+-- name: exchange_bindings
+SELECT routing_key, pattern, queue FROM pgflow_kombu.bindings WHERE exchange = %(exchange)s;
+
+-- name: all_bindings
+SELECT queue, exchange, routing_key FROM pgflow_kombu.bindings ORDER BY exchange, routing_key, queue;
+
+-- name: listen
+LISTEN {channel};
+
+-- name: unlisten
+UNLISTEN {channel};
+
+-- name: ping
+SELECT 1;
