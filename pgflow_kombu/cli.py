@@ -21,6 +21,7 @@ from pgflow_kombu.errors import (
     RunNotFound,
     RunTimeout,
 )
+from pgflow_kombu.worker.command import worker_options
 
 if TYPE_CHECKING:
     from pgflow_kombu.app import PgFlow
@@ -399,6 +400,16 @@ def demo(ctx: click.Context, timeout: float) -> None:
     url = database_url(ctx)
     migrations.upgrade(url)
     sys.exit(demo_module.run(url, timeout=timeout))
+
+
+@cli.command("worker")
+@worker_options
+@click.pass_context
+def worker(ctx: click.Context, /, **options: Any) -> None:
+    """Run a worker executing the app's flows (SIGTERM/Ctrl-C stop it gracefully)."""
+    from pgflow_kombu.worker.command import run_command
+
+    sys.exit(run_command(database_url(ctx), **options))
 
 
 def main() -> None:

@@ -1,0 +1,194 @@
+"""``pgflow-kombu worker``: options (each also an environment variable), banner, exit codes.
+
+The command in ``pgflow_kombu.cli`` applies :func:`worker_options` and calls :func:`run_command`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from pgflow_kombu.db.urls import redact
+from pgflow_kombu.errors import PgFlowError
+from pgflow_kombu.worker.logs import LOG_FORMATS, configure_logging
+from pgflow_kombu.worker.pools import POOL_KINDS
+from pgflow_kombu.worker.worker import ExitCode, Worker
+
+__all__ = ["run_command", "worker_options"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ENV = "PGFLOW_WORKER_"
+
+
+def _opt(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
+    return click.option(*names, envvar=ENV + env, show_envvar=True, **kwargs)
+
+
+def worker_options(fn: F) -> F:
+    """The worker command's options, outermost first."""
+    decorators = [
+        click.option(
+            "-A",
+            "--app",
+            "app_ref",
+            envvar=[ENV + "APP", "PGFLOW_APP"],
+            show_envvar=True,
+            required=True,
+            metavar="MODULE:ATTR",
+            help="The app (or a flow, task or module of them), e.g. myproject.jobs:app.",
+        ),
+        _opt("--flows", env="FLOWS", metavar="A,B", help="Serve only these flows."),
+        _opt(
+            "-c",
+            "--concurrency",
+            env="CONCURRENCY",
+            type=click.IntRange(min=1),
+            default=4,
+            show_default=True,
+            help="Handlers running at once.",
+        ),
+        _opt(
+            "-P",
+            "--pool",
+            env="POOL",
+            type=click.Choice(POOL_KINDS),
+            default="threads",
+            show_default=True,
+            help="Where handlers run.",
+        ),
+        _opt(
+            "--prefetch",
+            env="PREFETCH",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Tasks claimed ahead of free slots (default: 2 x concurrency).",
+        ),
+        _opt(
+            "--shutdown-timeout",
+            env="SHUTDOWN_TIMEOUT",
+            type=click.FloatRange(min=0, min_open=True),
+            default=30.0,
+            show_default=True,
+            help="Seconds a stop waits for running handlers.",
+        ),
+        _opt(
+            "--heartbeat-interval",
+            env="HEARTBEAT_INTERVAL",
+            type=click.FloatRange(min=0, min_open=True),
+            default=5.0,
+            show_default=True,
+        ),
+        _opt(
+            "--stalled-after",
+            env="STALLED_AFTER",
+            type=click.FloatRange(min=0, min_open=True),
+            default=30.0,
+            show_default=True,
+            help="Seconds without heartbeat after which a worker's tasks are requeued.",
+        ),
+        _opt(
+            "-l",
+            "--loglevel",
+            env="LOGLEVEL",
+            default="info",
+            show_default=True,
+            type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+        ),
+        _opt(
+            "--log-format",
+            env="LOG_FORMAT",
+            type=click.Choice(LOG_FORMATS),
+            default="text",
+            show_default=True,
+        ),
+        _opt(
+            "--source",
+            env="SOURCE",
+            type=click.Choice(["kombu", "pgmq"]),
+            default="kombu",
+            show_default=True,
+            help="Read messages through the pgflow:// kombu transport, or with pgmq directly.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        fn = decorator(fn)
+    return fn
+
+
+def run_command(url: str, **options: Any) -> int:
+    """Load the app, print the banner, serve until stopped; returns the exit code."""
+    from pgflow_kombu.db import migrations
+    from pgflow_kombu.worker.loading import flows_of, load_target
+
+    configure_logging(options["loglevel"], options["log_format"])
+    app_ref: str = options["app_ref"]
+    try:
+        pending = migrations.pending(url)
+        if pending:
+            names = ", ".join(f"{m.version:04d}_{m.name}" for m in pending)
+            raise PgFlowError(
+                f"the database schema is not up to date (pending: {names}): "
+                "run 'pgflow-kombu db upgrade' first"
+            )
+        flows = flows_of(load_target(app_ref))
+        queues = [q.strip() for q in (options["flows"] or "").split(",") if q.strip()] or None
+        worker = Worker(
+            flows,
+            url,
+            queues=queues,
+            concurrency=options["concurrency"],
+            pool=options["pool"],
+            prefetch=options["prefetch"],
+            shutdown_timeout=options["shutdown_timeout"],
+            heartbeat_interval=options["heartbeat_interval"],
+            stalled_after=options["stalled_after"],
+            app_ref=app_ref,
+            source=_source(options["source"], url),
+        )
+    except PgFlowError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return ExitCode.STARTUP_FAILED
+    click.echo(banner(worker, app_ref, options["source"]), err=True)
+    return worker.run()
+
+
+def _source(kind: str, url: str) -> Any:
+    if kind == "pgmq":
+        from pgflow_kombu.worker.source import PgmqSource
+
+        return PgmqSource(url)
+    return None  # the worker's default: the kombu transport
+
+
+def banner(worker: Worker, app_ref: str, source: str) -> str:
+    from importlib.metadata import version as package_version
+
+    from pgflow_kombu.client import CORE_VERSION
+
+    version = package_version("pgflow-kombu")
+
+    flows = ", ".join(
+        f"{slug} ({len(getattr(flow, 'steps', ()))} steps)" for slug, flow in worker.flows.items()
+    )
+    rows = [
+        ("app", app_ref),
+        ("database", redact(worker.url)),
+        ("pool", f"{worker.pool_kind} x {worker.concurrency}, prefetch {worker.prefetch}"),
+        ("messages", "pgflow:// kombu transport" if source == "kombu" else "pgmq reads"),
+        ("flows", flows),
+        (
+            "liveness",
+            f"heartbeat every {worker.membership.heartbeat_interval:g} s, "
+            f"stalled after {worker.membership.stalled_after:g} s",
+        ),
+        (
+            "shutdown",
+            f"SIGTERM/Ctrl-C waits up to {worker.shutdown_timeout:g} s; Ctrl-C twice exits at once",
+        ),
+    ]
+    head = f"pgflow-kombu worker {version} (pgflow core {CORE_VERSION}), pid {os.getpid()}"
+    return "\n".join([head, *(f"  {k:<9} {v}" for k, v in rows)])
