@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from contextlib import suppress
+from typing import Any
 
 import psycopg
 from amqp.protocol import queue_declare_ok_t
 from kombu.exceptions import ChannelError
-from kombu.transport import virtual
 from kombu.transport.virtual.base import (
     NOT_EQUIVALENT_FMT,
     UNDELIVERABLE_FMT,
@@ -20,80 +18,21 @@ from kombu.transport.virtual.base import (
 )
 
 from pgflow_kombu.transport import store
-from pgflow_kombu.transport.connections import Connection, is_usable, translate
-from pgflow_kombu.transport.consuming import ConsumingMixin
+from pgflow_kombu.transport.consuming import ConsumingChannel
 from pgflow_kombu.transport.messages import prepare_envelope, topic_pattern
-from pgflow_kombu.transport.qos import QoS
-from pgflow_kombu.transport.queues import QueueInfo
-
-if TYPE_CHECKING:
-    from pgflow_kombu.transport.transport import Transport
 
 
-class Channel(ConsumingMixin, virtual.Channel):  # type: ignore[misc]
+class Channel(ConsumingChannel):
     """A kombu channel on pgmq queues; exchanges and bindings live in schema ``pgflow_kombu``."""
 
-    QoS = QoS
     supports_fanout = True
-    connection: Transport
-
-    def __init__(self, connection: Transport, **kwargs: Any) -> None:
-        super().__init__(connection, **kwargs)
-        self.options = connection.options
-        self._conns: dict[bool, Connection] = {}
-        self._conns_lock = threading.Lock()
-        self.init_consuming()
-
-    # -- database access -------------------------------------------------------------------
-
-    @contextmanager
-    def db(self, *, consumer: bool = False) -> Iterator[Connection]:
-        """This channel's connection (``consumer``: the one for reads, acks and visibility)."""
-        transport = self.connection
-        if transport is None:
-            raise ChannelError("channel is closed")
-        consumer = consumer and not self.options.durable_acks
-        conn = self._conns.get(consumer)
-        if conn is None:
-            with self._conns_lock:
-                conn = self._conns.get(consumer)
-                if conn is None:
-                    conn = self._conns[consumer] = transport.pool(consumer).get()
-        try:
-            yield conn
-        except psycopg.Error as exc:
-            if not is_usable(conn):
-                self._conns.pop(consumer, None)
-            raise translate(exc) from exc
-
-    def release_connections(self, transport: Transport) -> None:
-        with self._conns_lock:
-            conns, self._conns = self._conns, {}
-        for consumer, conn in conns.items():
-            transport.pool(consumer).put(conn)
-
-    def queue_info(self, queue: str) -> QueueInfo:
-        return self.connection.queues.info(queue, self._queue_record)
-
-    def _queue_record(self, queue: str) -> tuple[bool, dict[str, Any]] | None:
-        with self.db() as conn:
-            return store.queue_record(conn, queue)
-
-    def ensure_queue(self, info: QueueInfo) -> None:
-        """Create the pgmq queue if needed and install the wake-up trigger (once per process)."""
-        queues = self.connection.queues
-        if queues.is_ensured(info.pgmq):
-            return
-        with self.db() as conn:
-            store.ensure_queue(conn, info.pgmq)
-        queues.mark_ensured(info.pgmq)
 
     # -- exchanges -------------------------------------------------------------------------
 
     def exchange_declare(
         self,
         exchange: str | None = None,
-        type: str = "direct",  # noqa: A002 - kombu's signature
+        type: str = "direct",
         durable: bool = False,
         auto_delete: bool = False,
         arguments: dict[str, Any] | None = None,
@@ -107,8 +46,7 @@ class Channel(ConsumingMixin, virtual.Channel):  # type: ignore[misc]
                 known = store.exchange_type(conn, name)
             if known is None:
                 raise ChannelError(
-                    f"NOT_FOUND - no exchange {name!r} in vhost "
-                    f"{self.connection.client.virtual_host or '/'!r}",
+                    f"NOT_FOUND - no exchange {name!r} in vhost {self._vhost()!r}",
                     (50, 10),
                     "Channel.exchange_declare",
                     "404",
@@ -125,10 +63,11 @@ class Channel(ConsumingMixin, virtual.Channel):  # type: ignore[misc]
                 arguments=arguments or {},
             )
         if existing != kind:
-            raise NotEquivalentError(
-                NOT_EQUIVALENT_FMT.format(name, self.connection.client.virtual_host or "/")
-            )
+            raise NotEquivalentError(NOT_EQUIVALENT_FMT.format(name, self._vhost()))
         self._remember_exchange(name, kind, durable, auto_delete, arguments)
+
+    def _vhost(self) -> str:
+        return str(getattr(self.connection.client, "virtual_host", None) or "/")
 
     def _remember_exchange(
         self,
@@ -186,7 +125,7 @@ class Channel(ConsumingMixin, virtual.Channel):  # type: ignore[misc]
             return store.queue_exists(conn, info.table)
 
     def queue_declare(self, queue: str | None = None, passive: bool = False, **kwargs: Any) -> Any:
-        result = super().queue_declare(queue, passive, **kwargs)
+        result = super().queue_declare(queue, passive, **kwargs)  # type: ignore[no-untyped-call]
         return queue_declare_ok_t(result.queue, result.message_count, 0)
 
     def queue_delete(
@@ -252,12 +191,13 @@ class Channel(ConsumingMixin, virtual.Channel):  # type: ignore[misc]
         # Envelopes are stored as JSON, which has no bytes: binary bodies always go as base64.
         if isinstance(body, bytes | bytearray) and (not encoding or encoding.lower() == "utf-8"):
             encoding = "base64"
-        return super().encode_body(body, encoding)
+        encoded: tuple[Any, str | None] = super().encode_body(body, encoding)  # type: ignore[no-untyped-call]
+        return encoded
 
     def basic_publish(
         self, message: dict[str, Any], exchange: str, routing_key: str, **kwargs: Any
     ) -> None:
-        self._inplace_augment_message(message, exchange, routing_key)
+        self._inplace_augment_message(message, exchange, routing_key)  # type: ignore[no-untyped-call]
         text, delay = prepare_envelope(message, eta_in_queue=self.options.eta_in_queue)
         if not exchange:
             self.put_text(routing_key, text, delay)
@@ -297,12 +237,11 @@ class Channel(ConsumingMixin, virtual.Channel):  # type: ignore[misc]
         if self.closed:
             return
         transport = self.connection
-        try:
+        # Acks not written now come back after the visibility timeout: at-least-once.
+        with suppress(Exception):
             self.flush_acks()
-        except Exception:  # noqa: BLE001 - unflushed acks come back after the visibility timeout
-            pass
         try:
-            super().close()
+            super().close()  # type: ignore[no-untyped-call]
         finally:
             if transport is not None:
                 self.release_connections(transport)

@@ -10,6 +10,7 @@ message is never at risk.
 from __future__ import annotations
 
 import threading
+from contextlib import suppress
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
@@ -112,10 +113,8 @@ class Pool:
 
 
 def _close_quietly(conn: Connection) -> None:
-    try:
+    with suppress(Exception):
         conn.close()
-    except Exception:  # noqa: BLE001 - a connection being thrown away may fail in any way
-        pass
 
 
 def close_quietly(conn: Connection) -> None:

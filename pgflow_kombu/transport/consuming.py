@@ -15,52 +15,89 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from itertools import count
 from typing import TYPE_CHECKING, Any
 
+import psycopg
+from kombu.exceptions import ChannelError
 from kombu.transport import virtual
 
 from pgflow_kombu.transport import store
+from pgflow_kombu.transport.connections import Connection, is_usable, translate
 from pgflow_kombu.transport.messages import delivered_payload
 from pgflow_kombu.transport.names import table_name
+from pgflow_kombu.transport.qos import QoS
 from pgflow_kombu.transport.queues import QueueInfo
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from contextlib import AbstractContextManager
-
-    from pgflow_kombu.transport.connections import Connection
-    from pgflow_kombu.transport.options import Options
     from pgflow_kombu.transport.transport import Transport
 
 PendingKey = tuple[str, str]  # (table, pgmq queue)
 
 
-class ConsumingMixin:
-    if TYPE_CHECKING:
-        connection: Transport
-        options: Options
-        qos: Any
-        deadletter_queue: str | None
-        _consumers: set[str]
-        _active_queues: list[str]
-        _tag_to_queue: dict[str, str]
-        _qos: Any
+class ConsumingChannel(virtual.Channel):
+    """Database access and consuming; declarations and publishing are in ``channel.Channel``."""
 
-        def db(self, *, consumer: bool = False) -> AbstractContextManager[Connection]: ...
-        def queue_info(self, queue: str) -> QueueInfo: ...
-        def ensure_queue(self, info: QueueInfo) -> None: ...
-        def queue_delete(self, queue: str, if_unused: bool = False, if_empty: bool = False) -> None: ...
-        def Message(self, payload: Any, channel: Any = None) -> Any: ...  # noqa: N802
+    QoS = QoS
+    connection: Transport
 
-    def init_consuming(self) -> None:
+    def __init__(self, connection: Transport, **kwargs: Any) -> None:
+        super().__init__(connection, **kwargs)  # type: ignore[no-untyped-call]
+        self.options = connection.options
+        self._conns: dict[bool, Connection] = {}
+        self._conns_lock = threading.Lock()
         self._noack_queues: set[str] = set()
         self._dirty: set[str] = set()
         self._tags = count(1)
         self._pending: dict[PendingKey, list[int]] = defaultdict(list)
         self._pending_lock = threading.Lock()
         self._rotation = 0
+
+    # -- database access -------------------------------------------------------------------
+
+    @contextmanager
+    def db(self, *, consumer: bool = False) -> Iterator[Connection]:
+        """This channel's connection (``consumer``: the one for reads, acks and visibility)."""
+        transport = self.connection
+        if transport is None:
+            raise ChannelError("channel is closed")
+        consumer = consumer and not self.options.durable_acks
+        conn = self._conns.get(consumer)
+        if conn is None:
+            with self._conns_lock:
+                conn = self._conns.get(consumer)
+                if conn is None:
+                    conn = self._conns[consumer] = transport.pool(consumer).get()
+        try:
+            yield conn
+        except psycopg.Error as exc:
+            if not is_usable(conn):
+                self._conns.pop(consumer, None)
+            raise translate(exc) from exc
+
+    def release_connections(self, transport: Transport) -> None:
+        with self._conns_lock:
+            conns, self._conns = self._conns, {}
+        for consumer, conn in conns.items():
+            transport.pool(consumer).put(conn)
+
+    def queue_info(self, queue: str) -> QueueInfo:
+        return self.connection.queues.info(queue, self._queue_record)
+
+    def _queue_record(self, queue: str) -> tuple[bool, dict[str, Any]] | None:
+        with self.db() as conn:
+            return store.queue_record(conn, queue)
+
+    def ensure_queue(self, info: QueueInfo) -> None:
+        """Create the pgmq queue if needed and install the wake-up trigger (once per process)."""
+        queues = self.connection.queues
+        if queues.is_ensured(info.pgmq):
+            return
+        with self.db() as conn:
+            store.ensure_queue(conn, info.pgmq)
+        queues.mark_ensured(info.pgmq)
 
     # -- consumers -------------------------------------------------------------------------
 
@@ -71,7 +108,9 @@ class ConsumingMixin:
         self.ensure_queue(info)
         # Listen before the first read, so that nothing published in between goes unnoticed.
         self.connection.listen(info.channel)
-        result = virtual.Channel.basic_consume(self, queue, no_ack, callback, consumer_tag, **kwargs)
+        result = super().basic_consume(  # type: ignore[no-untyped-call]
+            queue, no_ack, callback, consumer_tag, **kwargs
+        )
         if no_ack:
             self._noack_queues.add(queue)
         self._dirty.add(queue)
@@ -80,7 +119,7 @@ class ConsumingMixin:
     def basic_cancel(self, consumer_tag: str) -> Any:
         queue = self._tag_to_queue.get(consumer_tag)
         was_consumer = consumer_tag in self._consumers
-        result = virtual.Channel.basic_cancel(self, consumer_tag)
+        result = super().basic_cancel(consumer_tag)  # type: ignore[no-untyped-call]
         if queue is None or not was_consumer or queue in self._active_queues:
             return result
         self._noack_queues.discard(queue)
@@ -88,7 +127,7 @@ class ConsumingMixin:
         info = self.queue_info(queue)
         self.connection.unlisten(info.channel)
         if info.auto_delete:
-            self.queue_delete(queue)
+            self.queue_delete(queue)  # type: ignore[no-untyped-call]
         return result
 
     # -- reading ---------------------------------------------------------------------------
@@ -159,7 +198,7 @@ class ConsumingMixin:
                 read_ct=read_ct,
             )
             try:
-                deliver(payload, queue)
+                deliver(payload, queue)  # type: ignore[no-untyped-call]
             except BaseException:
                 # Hand back what this batch took but never delivered, instead of letting it
                 # wait for the visibility timeout.
@@ -188,7 +227,7 @@ class ConsumingMixin:
             msg_id=msg_id,
             read_ct=read_ct,
         )
-        message = self.Message(payload, channel=self)
+        message = self.Message(payload, channel=self)  # type: ignore[no-untyped-call]
         if not no_ack:
             self.qos.append(message, message.delivery_tag)
         return message
@@ -301,4 +340,3 @@ class ConsumingMixin:
 
     def held_messages(self) -> Iterator[Any]:
         return iter(self.qos.held()) if self._qos is not None else iter(())
-

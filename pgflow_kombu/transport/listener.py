@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import select
+from contextlib import suppress
 from typing import Any
 
 import psycopg
@@ -29,10 +30,9 @@ class Waker:
         return self._read
 
     def wake(self) -> None:
-        try:
+        # A full pipe already holds a pending wake-up.
+        with suppress(OSError):
             os.write(self._write, b"x")
-        except (BlockingIOError, OSError):
-            pass  # the pipe is full (a wake-up is pending anyway) or closed
 
     def drain(self) -> None:
         try:
@@ -43,10 +43,8 @@ class Waker:
 
     def close(self) -> None:
         for fd in (self._read, self._write):
-            try:
+            with suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 class Listener:

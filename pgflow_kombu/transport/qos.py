@@ -12,7 +12,7 @@ from pgflow_kombu.errors import PgFlowError
 logger = logging.getLogger(__name__)
 
 
-class QoS(virtual.QoS):  # type: ignore[misc]
+class QoS(virtual.QoS):
     """Restoring an unacknowledged message does not re-insert it: a kombu envelope is made visible
     again in its queue (one statement per queue), a plain message is left alone (the handler that
     holds it may still be running; its visibility belongs to that handler). When the database
@@ -21,7 +21,7 @@ class QoS(virtual.QoS):  # type: ignore[misc]
     """
 
     def restore_unacked(self) -> list[tuple[BaseException, Any]]:
-        self._flush()
+        self._flush()  # type: ignore[no-untyped-call]
         messages = list(self._delivered.values())
         self._delivered.clear()
         if not messages:

@@ -22,7 +22,9 @@ class QueueInfo:
     ttl_ms: float | None = None
 
 
-def make_info(name: str, auto_delete: bool = False, arguments: Mapping[str, Any] | None = None) -> QueueInfo:
+def make_info(
+    name: str, auto_delete: bool = False, arguments: Mapping[str, Any] | None = None
+) -> QueueInfo:
     pgmq = pgmq_name(name)
     return QueueInfo(
         name=name,

@@ -27,7 +27,9 @@ def _on_table(name: str, table: str) -> bytes:
 
 @cache
 def _on_channel(name: str, channel: str) -> bytes:
-    return sql.SQL(query(f"transport.{name}")).format(channel=sql.Identifier(channel)).as_bytes(None)
+    return (
+        sql.SQL(query(f"transport.{name}")).format(channel=sql.Identifier(channel)).as_bytes(None)
+    )
 
 
 def put(conn: Connection, table: str, message: str, delay: float) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import socket
+import select
 import threading
+from contextlib import suppress
 from time import monotonic
 from typing import Any
 
@@ -12,8 +13,8 @@ from kombu.transport import virtual
 
 from pgflow_kombu.errors import ConnectionFailed, DatabaseError
 from pgflow_kombu.transport import store
-from pgflow_kombu.transport.channel import Channel
-from pgflow_kombu.transport.connections import Pool, redacted, translate, url_from_client
+from pgflow_kombu.transport.channel import Channel as PgChannel
+from pgflow_kombu.transport.connections import Pool, redacted, url_from_client
 from pgflow_kombu.transport.listener import Listener, Waker
 from pgflow_kombu.transport.options import Options
 from pgflow_kombu.transport.queues import QueueRegistry
@@ -21,13 +22,13 @@ from pgflow_kombu.transport.queues import QueueRegistry
 DEFAULT_PORT = 5432
 
 
-class Transport(virtual.Transport):  # type: ignore[misc]
+class Transport(virtual.Transport):
     """kombu transport ``pgflow://`` (see the package docstring for features and options)."""
 
-    Channel = Channel
+    Channel = PgChannel
 
     can_parse_url = True
-    default_port = DEFAULT_PORT
+    default_port = DEFAULT_PORT  # type: ignore[assignment]
     driver_type = "pgflow"
     driver_name = "psycopg"
 
@@ -43,11 +44,18 @@ class Transport(virtual.Transport):  # type: ignore[misc]
         psycopg.InterfaceError,
     )
     recoverable_channel_errors = ()
-    connection_errors = (*virtual.Transport.connection_errors, *recoverable_connection_errors)
-    channel_errors = (*virtual.Transport.channel_errors, DatabaseError, psycopg.DatabaseError)
+    connection_errors = (  # type: ignore[assignment]
+        *virtual.Transport.connection_errors,
+        *recoverable_connection_errors,
+    )
+    channel_errors = (  # type: ignore[assignment]
+        *virtual.Transport.channel_errors,
+        DatabaseError,
+        psycopg.DatabaseError,
+    )
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
-        super().__init__(client, **kwargs)
+        super().__init__(client, **kwargs)  # type: ignore[no-untyped-call]
         self.options = Options.from_transport_options(client.transport_options or {})
         self.polling_interval = self.options.polling_interval
         self.url = url_from_client(client)
@@ -72,7 +80,7 @@ class Transport(virtual.Transport):  # type: ignore[misc]
             pool = self._pools[consumer] = Pool(
                 self.url,
                 size=self.options.pool_size,
-                connect_timeout=float(self.client.connect_timeout or 10),
+                connect_timeout=float(getattr(self.client, "connect_timeout", None) or 10),
                 application_name=self.options.application_name,
                 durable=not consumer or self.options.durable_acks,
             )
@@ -84,11 +92,11 @@ class Transport(virtual.Transport):  # type: ignore[misc]
         conn = pool.get()
         pool.put(conn)
         self._waker = self._waker or Waker()
-        return super().establish_connection()
+        return super().establish_connection()  # type: ignore[no-untyped-call]
 
     def close_connection(self, connection: Any) -> None:
         try:
-            super().close_connection(connection)
+            super().close_connection(connection)  # type: ignore[no-untyped-call]
         finally:
             if self._listener is not None:
                 self._listener.close()
@@ -128,24 +136,23 @@ class Transport(virtual.Transport):  # type: ignore[misc]
 
     def unlisten(self, channel: str) -> None:
         if self._listener is not None:
-            try:
+            # A lost listener connection took its LISTENs with it.
+            with suppress(ConnectionFailed):
                 self._listener.unlisten(channel)
-            except ConnectionFailed:
-                pass
 
     # -- delivering ------------------------------------------------------------------------
 
     def defers_acks(self) -> bool:
         """Whether an ack given now may wait for the end of the current delivery cycle."""
         me = threading.get_ident()
-        return me == self._delivering or me == self._hub_thread
+        return me in (self._delivering, self._hub_thread)
 
     def wake(self) -> None:
         """Interrupt a wait for notifications (room was made for more messages)."""
         if self._waker is not None and (self._waiting or self._hub is not None):
             self._waker.wake()
 
-    def _channels(self) -> list[Channel]:
+    def _channels(self) -> list[PgChannel]:
         return [c for c in list(self.channels) if not c.closed and c.connection is not None]
 
     def deliver_ready(self) -> int:
@@ -178,7 +185,7 @@ class Transport(virtual.Transport):  # type: ignore[misc]
                 channel.extend_held()
         return min(self._next_poll, self._next_extend)
 
-    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+    def drain_events(self, connection: Any, timeout: float | None = None, **kwargs: Any) -> None:
         deadline = None if timeout is None else monotonic() + timeout
         while True:
             due = self._maintain(monotonic())
@@ -186,7 +193,7 @@ class Transport(virtual.Transport):  # type: ignore[misc]
                 return
             now = monotonic()
             if deadline is not None and now >= deadline:
-                raise socket.timeout()
+                raise TimeoutError()
             wait = max(0.0, min(due, deadline if deadline is not None else due) - now)
             self._wait(wait)
 
@@ -198,8 +205,6 @@ class Transport(virtual.Transport):  # type: ignore[misc]
                 return
             self._waiting = True
             try:
-                import select
-
                 ready, _, _ = select.select([waker.fileno()], [], [], seconds)
                 if ready:
                     waker.drain()
@@ -218,7 +223,7 @@ class Transport(virtual.Transport):  # type: ignore[misc]
         self._hub = loop
         self._hub_thread = threading.get_ident()
         listener = self.listener()
-        loop.add_reader(listener.fileno(), self.on_readable, listener.fileno())
+        loop.add_reader(listener.fileno(), self.on_readable)
         if self._waker is not None:
             loop.add_reader(self._waker.fileno(), self._on_waker)
         loop.on_tick.add(self.on_tick)
@@ -239,7 +244,7 @@ class Transport(virtual.Transport):  # type: ignore[misc]
         self._hub = None
         self._hub_thread = None
 
-    def on_readable(self, fileno: int) -> None:
+    def on_readable(self, connection: Any = None, loop: Any = None) -> None:
         """The listener's socket is readable: note which queues were written to."""
         if self._listener is not None:
             self._on_notified(self._listener.poll())
@@ -277,4 +282,4 @@ class Transport(virtual.Transport):  # type: ignore[misc]
         return {"port": self.default_port, "hostname": "localhost"}
 
 
-__all__ = ["Transport", "translate"]
+__all__ = ["Transport"]
