@@ -260,7 +260,8 @@ BEGIN
     IF NOT pgflow.is_valid_slug(create_flow.flow_slug) THEN
         RAISE EXCEPTION 'invalid flow slug %: use 1-128 letters, digits or underscores, not starting with a digit, and not "run"',
             coalesce(quote_literal(create_flow.flow_slug), 'NULL')
-            USING ERRCODE = 'check_violation';
+            USING ERRCODE = CASE WHEN create_flow.flow_slug IS NULL THEN 'not_null_violation'
+                                 ELSE 'check_violation' END;
     END IF;
     IF length(create_flow.flow_slug) > 47 THEN
         RAISE EXCEPTION 'invalid flow slug "%": a flow slug names its pgmq queue, which allows at most 47 characters (got %)',
@@ -319,7 +320,8 @@ BEGIN
     IF NOT pgflow.is_valid_slug(add_step.step_slug) THEN
         RAISE EXCEPTION 'invalid step slug %: use 1-128 letters, digits or underscores, not starting with a digit, and not "run"',
             coalesce(quote_literal(add_step.step_slug), 'NULL')
-            USING ERRCODE = 'check_violation';
+            USING ERRCODE = CASE WHEN add_step.step_slug IS NULL THEN 'not_null_violation'
+                                 ELSE 'check_violation' END;
     END IF;
     IF add_step.max_attempts < 0 OR add_step.base_delay < 0 OR add_step.timeout <= 0
        OR add_step.start_delay < 0 THEN
