@@ -562,11 +562,7 @@ class Worker:
 
 
 def default_source(url: str) -> MessageSource:
-    """The kombu ``pgflow://`` source when the transport is installed, else direct pgmq reads."""
-    try:
-        from pgflow_kombu.worker.consumer import KombuSource
-    except ImportError:
-        from pgflow_kombu.worker.source import PgmqSource
+    """The ``pgflow://`` kombu transport."""
+    from pgflow_kombu.worker.consumer import KombuSource
 
-        return PgmqSource(url)
     return KombuSource(url)

@@ -15,7 +15,7 @@ from pgflow_kombu.flows import Flow
 from pgflow_kombu.worker import ExitCode, PgmqSource, Worker
 from tests.support.sql import test_query
 
-SOURCES = ["pgmq"]
+SOURCES = ["kombu", "pgmq"]
 
 
 def make_source(kind: str, url: str) -> Any:

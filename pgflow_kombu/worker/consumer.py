@@ -1,0 +1,183 @@
+"""The worker's message source on the ``pgflow://`` kombu transport.
+
+One kombu connection and channel, one consumer on the flow queues (queue name = flow slug). The
+transport delivers pgflow's plain pgmq messages as kombu messages whose ``delivery_info`` carries
+``pgmq_queue`` and ``pgmq_msg_id``; it reads them in batches sized by the channel's QoS, wakes up
+on NOTIFY, never re-inserts them, leaves their visibility alone when a channel closes, and their
+ack costs nothing. The worker acknowledges a message once its task is reported, so the QoS
+prefetch count bounds the tasks it holds; before each drain the prefetch count is set to what is
+held plus the room the worker has, which keeps that true across reconnections.
+
+Messages are read hidden for ``read_visibility`` seconds (a transport option): long enough to
+claim them, short enough that a message read but not claimed (a claim lost with the connection)
+comes back soon. The claim then sets the visibility to the step's timeout + 2 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from kombu import Connection, Consumer, Queue
+
+from pgflow_kombu.db.urls import check_url, redact
+from pgflow_kombu.errors import ConnectionFailed, PgFlowError
+from pgflow_kombu.worker.source import Delivery
+
+__all__ = ["KombuSource", "pgflow_url"]
+
+log = logging.getLogger("pgflow_kombu.worker")
+
+DEFAULT_READ_VISIBILITY = 30.0
+
+
+def pgflow_url(url: str) -> str:
+    """The same database as a ``pgflow://`` URL (the transport's scheme)."""
+    parts = urlsplit(check_url(url))
+    return urlunsplit(parts._replace(scheme="pgflow"))
+
+
+class KombuSource:
+    def __init__(
+        self,
+        url: str,
+        *,
+        read_visibility: float = DEFAULT_READ_VISIBILITY,
+        polling_interval: float = 1.0,
+        transport_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.url = pgflow_url(url)
+        self.transport_options = {
+            "visibility_timeout": read_visibility,
+            "polling_interval": polling_interval,
+            "application_name": "pgflow-kombu-worker",
+            **(transport_options or {}),
+        }
+        self._queues: list[str] = []
+        self._prefetch = 1
+        self._conn: Any = None
+        self._channel: Any = None
+        self._consumer: Any = None
+        self._buffer: list[Delivery] = []
+        self._unacked = 0  # delivered on the current channel and not acknowledged
+        self._consuming = False
+        self._ignored_envelopes = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def open(self, queues: Sequence[str], prefetch: int) -> None:
+        self._queues = list(queues)
+        self._prefetch = prefetch
+        self._consuming = True
+        self._connect()
+
+    def _connect(self) -> None:
+        conn = Connection(self.url, transport_options=self.transport_options)
+        try:
+            conn.connect()
+            channel = conn.channel()
+            channel.basic_qos(0, self._prefetch, False)
+            consumer = Consumer(
+                channel,
+                queues=[Queue(q, routing_key=q) for q in self._queues],
+                on_message=self._on_message,
+                no_ack=False,
+            )
+            consumer.consume()
+        except PgFlowError:
+            with contextlib.suppress(Exception):
+                conn.release()
+            raise
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                conn.release()
+            if _is_connection_error(conn, exc):
+                raise ConnectionFailed(f"cannot consume from {redact(self.url)}: {exc}") from exc
+            raise
+        self._conn, self._channel, self._consumer = conn, channel, consumer
+        self._unacked = 0
+
+    def _disconnect(self) -> None:
+        conn, self._conn, self._channel, self._consumer = self._conn, None, None, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.release()
+
+    def close(self) -> None:
+        self._consuming = False
+        self._disconnect()
+
+    def stop_consuming(self) -> None:
+        self._consuming = False
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                self._consumer.cancel()
+
+    def wake(self) -> None:
+        """Interrupt a drain waiting for notifications (from any thread)."""
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.transport.wake()
+
+    # -- delivering ----------------------------------------------------------------------------
+
+    def fetch(self, limit: int, timeout: float) -> list[Delivery]:
+        if not self._consuming or limit <= 0:
+            return []
+        if self._conn is None:
+            self._connect()
+        # Room for exactly `limit` more: the QoS counts what this channel delivered unacked.
+        self._channel.basic_qos(0, self._unacked + limit, False)
+        self._buffer = []
+        try:
+            self._conn.drain_events(timeout=timeout)
+        except TimeoutError:
+            pass
+        except Exception as exc:
+            if _is_connection_error(self._conn, exc):
+                self._disconnect()
+                raise ConnectionFailed(f"lost the message connection: {exc}") from exc
+            raise
+        found, self._buffer = self._buffer, []
+        return found
+
+    def _on_message(self, message: Any) -> None:
+        info = message.delivery_info
+        self._unacked += 1
+        if not info.get("pgmq_plain"):
+            # A kombu envelope in a flow queue is not a pgflow task: drop it.
+            self._ignored_envelopes += 1
+            if self._ignored_envelopes == 1:
+                log.warning(
+                    "dropping a kombu message found in flow queue %r (flow queues hold pgflow "
+                    "task messages only)",
+                    info.get("pgmq_queue"),
+                )
+            self.ack([message])
+            return
+        self._buffer.append(Delivery(info["pgmq_queue"], int(info["pgmq_msg_id"]), message))
+
+    def ack(self, handles: Sequence[Any]) -> None:
+        """Acknowledge messages (free for pgflow's plain messages; returns room to the QoS)."""
+        for message in handles:
+            if message is None:
+                continue
+            if message.channel is not self._channel:
+                continue  # delivered before a reconnection: nothing left to acknowledge
+            with contextlib.suppress(Exception):
+                message.ack()
+            self._unacked -= 1
+
+
+def _is_connection_error(conn: Any, exc: BaseException) -> bool:
+    if isinstance(exc, ConnectionFailed):
+        return True
+    try:
+        errors = tuple(conn.connection_errors)
+    except Exception:
+        errors = ()
+    return isinstance(exc, (*errors, OSError))
