@@ -21,7 +21,9 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from kombu import Connection, Consumer, Queue
+from kombu import connection as kombu_connection
+from kombu import entity as kombu_entity
+from kombu import messaging as kombu_messaging
 
 from pgflow_kombu.db.urls import check_url, redact
 from pgflow_kombu.errors import ConnectionFailed, PgFlowError
@@ -32,6 +34,11 @@ __all__ = ["KombuSource", "pgflow_url"]
 log = logging.getLogger("pgflow_kombu.worker")
 
 DEFAULT_READ_VISIBILITY = 30.0
+
+# kombu ships partial type hints; its classes are used through Any.
+Connection: Any = kombu_connection.Connection
+Consumer: Any = kombu_messaging.Consumer
+Queue: Any = kombu_entity.Queue
 
 
 def pgflow_url(url: str) -> str:
