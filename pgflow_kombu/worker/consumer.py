@@ -25,6 +25,7 @@ from kombu import connection as kombu_connection
 from kombu import entity as kombu_entity
 from kombu import messaging as kombu_messaging
 
+from pgflow_kombu.db.connect import first_line
 from pgflow_kombu.db.urls import check_url, redact
 from pgflow_kombu.errors import ConnectionFailed, PgFlowError
 from pgflow_kombu.worker.source import Delivery
@@ -102,7 +103,9 @@ class KombuSource:
             with contextlib.suppress(Exception):
                 conn.release()
             if _is_connection_error(conn, exc):
-                raise ConnectionFailed(f"cannot consume from {redact(self.url)}: {exc}") from exc
+                raise ConnectionFailed(
+                    f"cannot consume from {redact(self.url)}: {first_line(exc)}"
+                ) from exc
             raise
         self._conn, self._channel, self._consumer = conn, channel, consumer
         self._unacked = 0
@@ -147,7 +150,7 @@ class KombuSource:
         except Exception as exc:
             if _is_connection_error(self._conn, exc):
                 self._disconnect()
-                raise ConnectionFailed(f"lost the message connection: {exc}") from exc
+                raise ConnectionFailed(f"lost the message connection: {first_line(exc)}") from exc
             raise
         found, self._buffer = self._buffer, []
         return found

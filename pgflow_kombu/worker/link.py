@@ -13,7 +13,7 @@ from typing import Any, LiteralString
 
 import psycopg
 
-from pgflow_kombu.db.connect import connect, translate
+from pgflow_kombu.db.connect import connect, first_line, translate
 from pgflow_kombu.errors import ConnectionFailed, PgFlowError
 
 __all__ = ["Link", "is_connection_error"]
@@ -51,7 +51,7 @@ class Link:
                 raise
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 self._drop()
-                raise ConnectionFailed(f"lost the database connection: {exc}") from exc
+                raise ConnectionFailed(f"lost the database connection: {first_line(exc)}") from exc
             except psycopg.Error as exc:
                 raise translate(exc) from exc
 

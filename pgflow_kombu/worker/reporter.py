@@ -104,10 +104,9 @@ class Reporter:
                     return
                 level = logging.WARNING if is_connection_error(exc) else logging.ERROR
                 log.log(
-                    level,
-                    "could not report %d outcome(s), retrying in %.1f s: %s",
+                    level if delay == 0.05 else logging.DEBUG,
+                    "could not report %d outcome(s), retrying: %s",
                     len(batch),
-                    delay,
                     exc,
                     extra={"event": "report_failed"},
                 )

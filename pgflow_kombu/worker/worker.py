@@ -167,6 +167,7 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._signals = 0
         self._needs_reconcile = False
+        self._unclaimed: list[Delivery] = []
         self._holding: dict[tuple[str, str, int], ClaimedTask] = {}
 
     # -- public API ----------------------------------------------------------------------------
@@ -330,17 +331,24 @@ class Worker:
             try:
                 if self._needs_reconcile:
                     self._reconcile()
+                if self._unclaimed:
+                    # Read before the connection broke and not claimed yet: still hidden for
+                    # us, so claim them now instead of letting them wait out their visibility.
+                    retry, self._unclaimed = self._unclaimed, []
+                    self._claim(source, retry)
                 deliveries = source.fetch(free, self.fetch_timeout)
                 if deliveries:
                     self._claim(source, deliveries)
+                if backoff > 0.1:
+                    log.info("database reachable again", extra={"event": "db_reconnected"})
                 backoff = 0.1
             except PgFlowError as exc:
                 if not is_connection_error(exc):
                     raise
-                log.warning(
-                    "database unreachable (%s); retrying in %.1f s",
+                log.log(
+                    logging.WARNING if backoff == 0.1 else logging.DEBUG,
+                    "database unreachable (%s); retrying every few seconds",
                     exc,
-                    backoff,
                     extra={"event": "db_unreachable"},
                 )
                 self._stopping.wait(backoff)
@@ -350,46 +358,53 @@ class Worker:
         by_queue: dict[str, list[Delivery]] = defaultdict(list)
         for delivery in deliveries:
             by_queue[delivery.queue].append(delivery)
-        for flow_slug, batch in by_queue.items():
-            worker_id = self.membership.worker_ids.get(flow_slug)
-            if worker_id is None:  # not one of ours: leave it alone
-                source.ack([d.handle for d in batch])
-                continue
-            by_id = {d.msg_id: d for d in batch}
+        batches = list(by_queue.items())
+        for position, (flow_slug, batch) in enumerate(batches):
             try:
-                rows = self._claims.fetch(
-                    query("worker.claim_tasks"),
-                    {"flow_slug": flow_slug, "msg_ids": list(by_id), "worker_id": worker_id},
-                )
+                self._claim_batch(source, flow_slug, batch)
             except PgFlowError as exc:
-                # The claim may have committed before the connection broke: once the database
-                # is back, tasks started by us that we do not hold are handed back.
                 if is_connection_error(exc):
+                    # The claim may have committed before the connection broke: once the
+                    # database is back, tasks started by us that we do not hold are handed back,
+                    # and the messages not claimed are claimed again.
                     self._needs_reconcile = True
-                source.ack([d.handle for d in batch])
+                    self._unclaimed = [d for _q, b in batches[position:] for d in b]
+                else:
+                    source.ack([d.handle for _q, b in batches[position:] for d in b])
                 raise
-            self.stats.claim_batches += 1
-            for run_id, step_slug, task_index, msg_id, task_input, attempt, timeout in rows:
-                delivery = by_id.pop(msg_id)
-                task = ClaimedTask(
-                    flow_slug=flow_slug,
-                    run_id=str(run_id),
-                    step_slug=step_slug,
-                    task_index=task_index,
-                    msg_id=msg_id,
-                    input=task_input,
-                    attempt=attempt,
-                    timeout=float(timeout),
-                    worker_id=worker_id,
-                    delivery=delivery.handle,
-                )
-                self._held += 1
-                self.stats.claimed += 1
-                self._track(task)
-                self._pool.submit(task)
-            if by_id:
-                self.stats.unclaimed += len(by_id)
-                source.ack([d.handle for d in by_id.values()])
+
+    def _claim_batch(self, source: MessageSource, flow_slug: str, batch: list[Delivery]) -> None:
+        worker_id = self.membership.worker_ids.get(flow_slug)
+        if worker_id is None:  # not one of ours: leave it alone
+            source.ack([d.handle for d in batch])
+            return
+        by_id = {d.msg_id: d for d in batch}
+        rows = self._claims.fetch(
+            query("worker.claim_tasks"),
+            {"flow_slug": flow_slug, "msg_ids": list(by_id), "worker_id": worker_id},
+        )
+        self.stats.claim_batches += 1
+        for run_id, step_slug, task_index, msg_id, task_input, attempt, timeout in rows:
+            delivery = by_id.pop(msg_id)
+            task = ClaimedTask(
+                flow_slug=flow_slug,
+                run_id=str(run_id),
+                step_slug=step_slug,
+                task_index=task_index,
+                msg_id=msg_id,
+                input=task_input,
+                attempt=attempt,
+                timeout=float(timeout),
+                worker_id=worker_id,
+                delivery=delivery.handle,
+            )
+            self._held += 1
+            self.stats.claimed += 1
+            self._track(task)
+            self._pool.submit(task)
+        if by_id:
+            self.stats.unclaimed += len(by_id)
+            source.ack([d.handle for d in by_id.values()])
 
     def _on_outcome(self, outcome: Outcome) -> None:
         """Called by the pool (any thread) when an attempt ends."""

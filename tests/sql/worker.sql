@@ -47,3 +47,20 @@ FROM pgflow.workers ORDER BY queue_name;
 
 -- name: worker_deprecate_all
 UPDATE pgflow.workers SET deprecated_at = now();
+
+-- name: worker_ids_of_pid
+-- The pgflow.workers rows of one worker process (function_name ends with ':<pid>').
+SELECT worker_id FROM pgflow.workers WHERE function_name LIKE '%%:' || %(pid)s::text;
+
+-- name: worker_started_by
+SELECT run_id, step_slug, task_index FROM pgflow.step_tasks
+WHERE status = 'started' AND last_worker_id = ANY(%(worker_ids)s::uuid[]);
+
+-- name: worker_run_summary
+-- Per run: its status and each of its tasks' (status, attempts) as JSON, for end-state checks.
+SELECT r.run_id, r.status,
+       coalesce(jsonb_agg(jsonb_build_array(t.step_slug, t.task_index, t.status, t.attempts_count)
+                ORDER BY t.step_slug, t.task_index) FILTER (WHERE t.run_id IS NOT NULL), '[]')
+FROM pgflow.runs AS r LEFT JOIN pgflow.step_tasks AS t ON t.run_id = r.run_id
+WHERE r.run_id = ANY(%(run_ids)s::uuid[])
+GROUP BY r.run_id, r.status;
