@@ -116,3 +116,19 @@ def not_json(kind: str):  # type: ignore[no-untyped-def]  # no hint: the output 
 def sleeper(seconds: float, tag: Any = None) -> dict[str, Any]:
     time.sleep(seconds)
     return {"slept": seconds, "tag": tag}
+
+
+# -- shared with a TypeScript worker (tests/e2e_apps/ts_worker.mjs implements the same steps) ----
+
+interop = app.flow("interop", base_delay=0)
+
+
+@interop.step
+def inc(run: dict[str, float]) -> int:
+    time.sleep(run.get("sleep", 0.0))
+    return int(run["n"]) + 1
+
+
+@interop.step
+def dbl(inc: int) -> int:
+    return inc * 2
