@@ -16,14 +16,14 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from itertools import count
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from kombu.exceptions import ChannelError
 from kombu.transport import virtual
 
+from pgflow_kombu.errors import ConnectionFailed
 from pgflow_kombu.transport import store
 from pgflow_kombu.transport.connections import Connection, is_usable, translate
 from pgflow_kombu.transport.messages import delivered_payload
@@ -60,9 +60,7 @@ class ConsumingChannel(virtual.Channel):
     @contextmanager
     def db(self, *, consumer: bool = False) -> Iterator[Connection]:
         """This channel's connection (``consumer``: the one for reads, acks and visibility)."""
-        transport = self.connection
-        if transport is None:
-            raise ChannelError("channel is closed")
+        transport = self.transport()
         consumer = consumer and not self.options.durable_acks
         conn = self._conns.get(consumer)
         if conn is None:
@@ -83,8 +81,20 @@ class ConsumingChannel(virtual.Channel):
         for consumer, conn in conns.items():
             transport.pool(consumer).put(conn)
 
+    def transport(self) -> Transport:
+        """The transport of this channel, while it is open.
+
+        kombu closes channels when it reconnects; one still held elsewhere (a declaration retried
+        on its own replaces the channel under a publish in progress) fails as a lost connection,
+        so that the caller's retry moves to the new channel.
+        """
+        transport = self.connection
+        if transport is None:
+            raise ConnectionFailed("this channel was closed (its connection was closed or lost)")
+        return transport
+
     def queue_info(self, queue: str) -> QueueInfo:
-        return self.connection.queues.info(queue, self._queue_record)
+        return self.transport().queues.info(queue, self._queue_record)
 
     def _queue_record(self, queue: str) -> tuple[bool, dict[str, Any]] | None:
         with self.db() as conn:
@@ -127,7 +137,9 @@ class ConsumingChannel(virtual.Channel):
         info = self.queue_info(queue)
         self.connection.unlisten(info.channel)
         if info.auto_delete:
-            self.queue_delete(queue)  # type: ignore[no-untyped-call]
+            # A connection lost now leaves the queue behind; nothing else is at stake.
+            with suppress(ConnectionFailed):
+                self.queue_delete(queue)  # type: ignore[no-untyped-call]
         return result
 
     # -- reading ---------------------------------------------------------------------------
