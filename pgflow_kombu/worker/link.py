@@ -24,9 +24,16 @@ def is_connection_error(exc: BaseException) -> bool:
 
 
 class Link:
-    def __init__(self, url: str, *, application_name: str = "pgflow-kombu-worker") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        application_name: str = "pgflow-kombu-worker",
+        synchronous_commit: bool = True,
+    ) -> None:
         self.url = url
         self.application_name = application_name
+        self.synchronous_commit = synchronous_commit
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
 
@@ -36,7 +43,8 @@ class Link:
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = connect(self.url, application_name=self.application_name)
+            options = "" if self.synchronous_commit else "-c synchronous_commit=off"
+            self._conn = connect(self.url, application_name=self.application_name, options=options)
         return self._conn
 
     def fetch(self, sql: LiteralString, params: dict[str, Any] | None = None) -> list[Any]:

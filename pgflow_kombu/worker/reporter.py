@@ -34,13 +34,24 @@ Reported = Callable[[list[tuple[Outcome, str]]], None]
 
 class Reporter:
     def __init__(
-        self, url: str, on_reported: Reported, *, batch_size: int = DEFAULT_BATCH_SIZE
+        self,
+        url: str,
+        on_reported: Reported,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        synchronous_commit: bool = True,
+        on_connection_lost: Callable[[], None] | None = None,
     ) -> None:
         self.batch_size = batch_size
         self.batches = 0
         self.reported = 0
         self._on_reported = on_reported
-        self._link = Link(url, application_name="pgflow-kombu-reporter")
+        self._on_connection_lost = on_connection_lost
+        self._link = Link(
+            url,
+            application_name="pgflow-kombu-reporter",
+            synchronous_commit=synchronous_commit,
+        )
         self._queue: deque[Outcome] = deque()
         self._cond = threading.Condition()
         self._closing = False
@@ -100,6 +111,8 @@ class Reporter:
                 )
             except PgFlowError as exc:
                 self._requeue(batch)
+                if is_connection_error(exc) and self._on_connection_lost is not None:
+                    self._on_connection_lost()
                 if self._abandoned():
                     return
                 level = logging.WARNING if is_connection_error(exc) else logging.ERROR

@@ -93,6 +93,7 @@ class Worker:
         report_batch: int = DEFAULT_BATCH_SIZE,
         fetch_timeout: float = 1.0,
         function_name: str | None = None,
+        synchronous_commit: bool = False,
     ) -> None:
         self.url = check_url(url)
         served = dict(flows)
@@ -147,8 +148,18 @@ class Worker:
             on_deprecated=self._wake,
         )
         self._source = source
-        self._claims = Link(self.url, application_name="pgflow-kombu-claims")
-        self._reporter = Reporter(self.url, self._on_reported, batch_size=report_batch)
+        self._claims = Link(
+            self.url,
+            application_name="pgflow-kombu-claims",
+            synchronous_commit=synchronous_commit,
+        )
+        self._reporter = Reporter(
+            self.url,
+            self._on_reported,
+            batch_size=report_batch,
+            synchronous_commit=synchronous_commit,
+            on_connection_lost=self._on_connection_lost,
+        )
         self._pool: Pool = make_pool(
             pool,
             served,
@@ -158,6 +169,7 @@ class Worker:
             loglevel=logging.getLogger().getEffectiveLevel(),
         )
         self._reported: queue.SimpleQueue[list[tuple[Outcome, str]]] = queue.SimpleQueue()
+        self._done_tasks: queue.SimpleQueue[ClaimedTask] = queue.SimpleQueue()
         self._wakeup = threading.Event()
         self._stopping = threading.Event()
         self._started = threading.Event()
@@ -323,7 +335,10 @@ class Worker:
             self._drain_reported()
             if self.membership.deprecated:
                 break
-            free = self.prefetch - self._held
+            # Room: prefetch minus the tasks waiting or running, minus a report backlog beyond
+            # two batches (a slow database slows claiming down too).
+            backlog = max(0, self._reporter.backlog - 2 * self._reporter.batch_size)
+            free = self.prefetch - self._held - backlog
             if free <= 0:
                 self._wakeup.wait(0.5)
                 self._wakeup.clear()
@@ -437,21 +452,37 @@ class Worker:
                 extra={"event": "task_completed", "run_id": task.run_id},
             )
         self._reporter.put(outcome)
+        # Its slot is free: the loop may claim more while the report is being committed.
+        self._done_tasks.put(task)
+        self._wake()
 
     def _on_reported(self, done: list[tuple[Outcome, str]]) -> None:
         """Called by the reporter thread after a batch committed."""
         self._reported.put(done)
-        self._wake()
+
+    def _on_connection_lost(self) -> None:
+        """A connection of the worker broke: reports or claims committed just before may be lost
+        (commits are asynchronous), so once the database is back, tasks the database says we
+        started but we no longer hold are handed back (at-least-once)."""
+        self._needs_reconcile = True
 
     def _drain_reported(self) -> None:
         handles: list[Any] = []
+        while True:
+            try:
+                task = self._done_tasks.get_nowait()
+            except queue.Empty:
+                break
+            self._held -= 1
+            handles.append(task.delivery)
+        if handles and self._source is not None:
+            self._source.ack(handles)
         while True:
             try:
                 done = self._reported.get_nowait()
             except queue.Empty:
                 break
             for outcome, result in done:
-                self._held -= 1
                 self._untrack(outcome.task)
                 if result == "completed":
                     self.stats.completed += 1
@@ -459,9 +490,6 @@ class Worker:
                     self.stats.failed += 1
                 else:
                     self.stats.stale += 1
-                handles.append(outcome.task.delivery)
-        if handles and self._source is not None:
-            self._source.ack(handles)
 
     def _wake(self) -> None:
         self._wakeup.set()
