@@ -198,7 +198,3 @@ def listen(conn: Connection, channel: str) -> None:
 
 def unlisten(conn: Connection, channel: str) -> None:
     conn.execute(_on_channel("unlisten", channel))
-
-
-def ping(conn: Connection) -> None:
-    conn.execute(query("transport.ping"))

@@ -83,8 +83,10 @@ END;
 $$;
 
 -- Make sure a pgmq queue exists and carries what the transport needs: the wake-up trigger and an
--- index in delivery order (priority, then age). Cheap when everything is already there, so it can
--- run whenever a queue is declared or consumed (also for queues pgflow created).
+-- index in delivery order: priority, then the time the message became visible, then msg_id.
+-- Messages that consumers hold (vt in the future) sort behind the visible ones of their priority,
+-- so reads never wade through them. Cheap when everything is already there, so it can run
+-- whenever a queue is declared or consumed (also for queues pgflow created).
 CREATE FUNCTION pgflow_kombu.ensure_queue(queue_name text) RETURNS void
 LANGUAGE plpgsql
 AS $$
@@ -110,7 +112,7 @@ BEGIN
     END IF;
     EXECUTE format(
         'CREATE INDEX IF NOT EXISTS %I ON pgmq.%I '
-        '(pgflow_kombu.message_priority(message) DESC, msg_id)', tbl || '_kombu_idx', tbl);
+        '(pgflow_kombu.message_priority(message) DESC, vt, msg_id)', tbl || '_kombu_idx', tbl);
 END;
 $$;
 

@@ -9,13 +9,16 @@ VALUES (clock_timestamp() + make_interval(secs => %(delay)s), %(message)s::jsonb
 SELECT pgflow_kombu.publish(%(exchange)s, %(routing_key)s, %(message)s::jsonb, %(delay)s);
 
 -- name: read
--- Take up to %(limit)s visible messages in delivery order (priority, then age) and hide them for
--- %(vt)s seconds; expired ones are deleted instead and come back as rows with a NULL read_ct.
+-- Take up to %(limit)s visible messages in delivery order (priority, then the time they became
+-- visible, then msg_id) and hide them for %(vt)s seconds; expired ones are deleted instead and
+-- come back as rows with a NULL read_ct. vt <= now() (not clock_timestamp()) lets the index
+-- bound the scan to visible messages.
 WITH picked AS (
-    SELECT msg_id, pgflow_kombu.message_expired(message, enqueued_at, %(ttl_ms)s) AS expired
+    SELECT msg_id, vt AS ready_at,
+           pgflow_kombu.message_expired(message, enqueued_at, %(ttl_ms)s) AS expired
     FROM pgmq.{table}
-    WHERE vt <= clock_timestamp()
-    ORDER BY pgflow_kombu.message_priority(message) DESC, msg_id
+    WHERE vt <= now()
+    ORDER BY pgflow_kombu.message_priority(message) DESC, vt, msg_id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), dropped AS (
@@ -28,36 +31,38 @@ WITH picked AS (
     SET vt = clock_timestamp() + make_interval(secs => %(vt)s), read_ct = q.read_ct + 1
     FROM picked
     WHERE q.msg_id = picked.msg_id AND NOT picked.expired
-    RETURNING q.msg_id, q.read_ct, q.message, pgflow_kombu.message_priority(q.message) AS priority
+    RETURNING q.msg_id, q.read_ct, q.message, pgflow_kombu.message_priority(q.message) AS priority,
+              picked.ready_at
 )
 SELECT msg_id, read_ct, message::text AS message
 FROM (
-    SELECT msg_id, read_ct, message, priority FROM taken
+    SELECT msg_id, read_ct, message, priority, ready_at FROM taken
     UNION ALL
-    SELECT msg_id, NULL, NULL, -1 FROM dropped
+    SELECT msg_id, NULL, NULL, -1, NULL FROM dropped
 ) AS rows
-ORDER BY priority DESC, msg_id;
+ORDER BY priority DESC, ready_at, msg_id;
 
 -- name: pop
 -- Like read, for consumers without acknowledgements: the messages are deleted as they are taken.
 WITH picked AS (
-    SELECT msg_id, pgflow_kombu.message_expired(message, enqueued_at, %(ttl_ms)s) AS expired
+    SELECT msg_id, vt AS ready_at,
+           pgflow_kombu.message_expired(message, enqueued_at, %(ttl_ms)s) AS expired
     FROM pgmq.{table}
-    WHERE vt <= clock_timestamp()
-    ORDER BY pgflow_kombu.message_priority(message) DESC, msg_id
+    WHERE vt <= now()
+    ORDER BY pgflow_kombu.message_priority(message) DESC, vt, msg_id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), taken AS (
     DELETE FROM pgmq.{table} AS q
     USING picked
     WHERE q.msg_id = picked.msg_id
-    RETURNING q.msg_id, q.read_ct + 1 AS read_ct, q.message, picked.expired,
+    RETURNING q.msg_id, q.read_ct + 1 AS read_ct, q.message, picked.expired, picked.ready_at,
               pgflow_kombu.message_priority(q.message) AS priority
 )
 SELECT msg_id, CASE WHEN expired THEN NULL ELSE read_ct END AS read_ct,
        CASE WHEN expired THEN NULL ELSE message::text END AS message
 FROM taken
-ORDER BY expired, priority DESC, msg_id;
+ORDER BY expired, priority DESC, ready_at, msg_id;
 
 -- name: delete
 DELETE FROM pgmq.{table} WHERE msg_id = ANY(%(ids)s);
@@ -66,7 +71,8 @@ DELETE FROM pgmq.{table} WHERE msg_id = ANY(%(ids)s);
 SELECT pgmq.archive(%(queue)s, %(ids)s);
 
 -- name: make_visible
-UPDATE pgmq.{table} SET vt = clock_timestamp() WHERE msg_id = ANY(%(ids)s);
+-- Visible at once, back in its place in the line (ordered by when it first became visible).
+UPDATE pgmq.{table} SET vt = least(enqueued_at, clock_timestamp()) WHERE msg_id = ANY(%(ids)s);
 
 -- name: extend
 UPDATE pgmq.{table}
@@ -146,6 +152,3 @@ LISTEN {channel};
 
 -- name: unlisten
 UNLISTEN {channel};
-
--- name: ping
-SELECT 1;
