@@ -8,9 +8,9 @@ ack costs nothing. The worker acknowledges a message once its task is reported, 
 prefetch count bounds the tasks it holds; before each drain the prefetch count is set to what is
 held plus the room the worker has, which keeps that true across reconnections.
 
-Messages are read hidden for ``read_visibility`` seconds (a transport option): long enough to
-claim them, short enough that a message read but not claimed (a claim lost with the connection)
-comes back soon. The claim then sets the visibility to the step's timeout + 2 s.
+Messages are read hidden for ``read_visibility`` seconds (the transport's ``visibility_timeout``),
+which the worker sets to its longest step timeout + 2 s (within bounds): the claim then only has
+to extend the messages of steps with a longer timeout.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ class KombuSource:
         transport_options: dict[str, Any] | None = None,
     ) -> None:
         self.url = pgflow_url(url)
+        self.read_visibility = int(read_visibility)
         self.transport_options = {
-            "visibility_timeout": read_visibility,
             "polling_interval": polling_interval,
             "application_name": "pgflow-kombu-worker",
             **(transport_options or {}),
@@ -83,7 +83,8 @@ class KombuSource:
         self._connect()
 
     def _connect(self) -> None:
-        conn = Connection(self.url, transport_options=self.transport_options)
+        options = {"visibility_timeout": self.read_visibility, **self.transport_options}
+        conn = Connection(self.url, transport_options=options)
         try:
             conn.connect()
             channel = conn.channel()

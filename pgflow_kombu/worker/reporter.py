@@ -1,10 +1,12 @@
 """Reporting finished attempts in groups: many ``complete_task``/``fail_task`` per commit.
 
-Outcomes queue up while a report is in flight; the next report takes all of them (up to
-``batch_size``) in one call of ``pgflow_kombu.report_tasks``, one transaction. So an idle worker
-reports each task at once, and a busy one shares a commit between many tasks without waiting
-for a timer. The function applies each report only to the attempt it names, which makes
-re-sending a batch after a lost connection harmless (already applied rows come back 'stale').
+Outcomes queue up while reports are in flight; each reporter connection takes everything queued
+(up to ``batch_size``) into one call of ``pgflow_kombu.report_tasks``, one transaction. So an
+idle worker reports each task at once, and a busy one shares a commit between many tasks without
+waiting for a timer. Two connections by default, so that one batch's commit overlaps the next
+batch's work (the database runs ``complete_task`` on one core per connection). The function
+applies each report only to the attempt it names, which makes re-sending a batch after a lost
+connection harmless (rows already applied come back 'stale').
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from pgflow_kombu.errors import PgFlowError
 from pgflow_kombu.worker.link import Link, is_connection_error
 from pgflow_kombu.worker.tasks import Outcome
 
-__all__ = ["Reporter"]
+__all__ = ["DEFAULT_BATCH_SIZE", "Reporter"]
 
 log = logging.getLogger("pgflow_kombu.worker")
 
 # Each report runs in a subtransaction; PostgreSQL caches 64 per transaction before it spills.
 DEFAULT_BATCH_SIZE = 50
+DEFAULT_CONNECTIONS = 2
 
 Reported = Callable[[list[tuple[Outcome, str]]], None]
 
@@ -39,6 +42,7 @@ class Reporter:
         on_reported: Reported,
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        connections: int = DEFAULT_CONNECTIONS,
         synchronous_commit: bool = True,
         on_connection_lost: Callable[[], None] | None = None,
     ) -> None:
@@ -47,20 +51,31 @@ class Reporter:
         self.reported = 0
         self._on_reported = on_reported
         self._on_connection_lost = on_connection_lost
-        self._link = Link(
-            url,
-            application_name="pgflow-kombu-reporter",
-            synchronous_commit=synchronous_commit,
-        )
+        self._links = [
+            Link(
+                url,
+                application_name="pgflow-kombu-reporter",
+                synchronous_commit=synchronous_commit,
+            )
+            for _ in range(max(1, connections))
+        ]
         self._queue: deque[Outcome] = deque()
         self._cond = threading.Condition()
         self._closing = False
         self._abandon_at: float | None = None
         self._in_flight = 0
-        self._thread = threading.Thread(target=self._run, name="pgflow-reporter", daemon=True)
+        self._threads = [
+            threading.Thread(
+                target=self._run, args=(link,), name=f"pgflow-reporter-{i + 1}", daemon=True
+            )
+            for i, link in enumerate(self._links)
+        ]
+        self._started = False
 
     def start(self) -> None:
-        self._thread.start()
+        self._started = True
+        for thread in self._threads:
+            thread.start()
 
     def put(self, outcome: Outcome) -> None:
         with self._cond:
@@ -69,6 +84,7 @@ class Reporter:
 
     @property
     def backlog(self) -> int:
+        """Outcomes queued or being reported."""
         return len(self._queue) + self._in_flight
 
     def stop(self, timeout: float) -> int:
@@ -80,10 +96,12 @@ class Reporter:
             self._closing = True
             self._abandon_at = time.monotonic() + timeout
             self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout + 5)
-        self._link.close()
-        return len(self._queue) + self._in_flight
+        if self._started:
+            for thread in self._threads:
+                thread.join(max(0.0, self._abandon_at - time.monotonic()) + 5)
+        for link in self._links:
+            link.close()
+        return self.backlog
 
     def _take(self) -> list[Outcome]:
         with self._cond:
@@ -93,20 +111,20 @@ class Reporter:
                 self._cond.wait()
             n = min(self.batch_size, len(self._queue))
             batch = [self._queue.popleft() for _ in range(n)]
-            self._in_flight = n
+            self._in_flight += n
             return batch
 
     def _abandoned(self) -> bool:
         return self._abandon_at is not None and time.monotonic() >= self._abandon_at
 
-    def _run(self) -> None:
+    def _run(self, link: Link) -> None:
         delay = 0.05
         while True:
             batch = self._take()
             if not batch:
                 return
             try:
-                rows = self._link.fetch(
+                rows = link.fetch(
                     query("worker.report_tasks"), {"reports": Jsonb([o.report() for o in batch])}
                 )
             except PgFlowError as exc:
@@ -137,7 +155,8 @@ class Reporter:
     def _requeue(self, outcomes: list[Outcome]) -> None:
         with self._cond:
             self._queue.extendleft(reversed(outcomes))
-            self._in_flight = 0
+            self._in_flight -= len(outcomes)
+            self._cond.notify()
 
     def _settle(self, batch: list[Outcome], rows: list[tuple[int, str, str | None]]) -> None:
         done: list[tuple[Outcome, str]] = []
@@ -167,10 +186,11 @@ class Reporter:
                 )
             done.append((outcome, result))
         with self._cond:
-            self._in_flight = 0
+            self._in_flight -= len(batch)
             if retry:
                 self._queue.extendleft(reversed(retry))
-        self.batches += 1
-        self.reported += len(done)
+                self._cond.notify()
+            self.batches += 1
+            self.reported += len(done)
         if done:
             self._on_reported(done)

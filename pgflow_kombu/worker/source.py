@@ -39,7 +39,13 @@ class Delivery:
 
 
 class MessageSource(Protocol):
-    """Delivers pgflow messages of some queues; used from one thread only."""
+    """Delivers pgflow messages of some queues; used from one thread only.
+
+    ``read_visibility``: seconds a delivered message stays hidden from other readers (the worker
+    sets it before :meth:`open`; claims extend it for steps with longer timeouts).
+    """
+
+    read_visibility: int
 
     def open(self, queues: Sequence[str], prefetch: int) -> None: ...
 
@@ -64,14 +70,13 @@ class MessageSource(Protocol):
 class PgmqSource:
     """Reads the flow queues with ``pgmq.read``, woken by pgmq's insert notifications.
 
-    Messages are hidden for ``read_vt`` seconds until the worker claims them (the claim then
-    sets their visibility to the step's timeout + 2 s). Without insert notifications enabled on
+    Messages are hidden for ``read_visibility`` seconds. Without insert notifications enabled on
     a queue, the source polls every ``poll_interval`` seconds.
     """
 
-    def __init__(self, url: str, *, read_vt: int = 30, poll_interval: float = 0.5) -> None:
+    def __init__(self, url: str, *, read_visibility: int = 30, poll_interval: float = 0.5) -> None:
         self.url = url
-        self.read_vt = read_vt
+        self.read_visibility = read_visibility
         self.poll_interval = poll_interval
         self._link = Link(url, application_name="pgflow-kombu-reader")
         self._listen: psycopg.Connection[Any] | None = None
@@ -116,7 +121,7 @@ class PgmqSource:
             queue = self._queues[(self._turn + i) % n]
             rows = self._link.fetch(
                 query("worker.read_messages"),
-                {"queue_name": queue, "vt": self.read_vt, "qty": limit - len(found)},
+                {"queue_name": queue, "vt": self.read_visibility, "qty": limit - len(found)},
             )
             found.extend(Delivery(queue, row[0]) for row in rows)
             if len(found) >= limit:

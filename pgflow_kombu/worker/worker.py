@@ -41,6 +41,10 @@ __all__ = ["ExitCode", "Worker"]
 log = logging.getLogger("pgflow_kombu.worker")
 
 
+MIN_READ_VISIBILITY = 30
+MAX_READ_VISIBILITY = 300
+
+
 class ExitCode:
     """What :meth:`Worker.run` (and ``pgflow-kombu worker``) returns."""
 
@@ -317,6 +321,7 @@ class Worker:
         self.membership.start()
         if self._source is None:
             self._source = default_source(self.url)
+        self._source.read_visibility = self._read_visibility()
         self._source.open(list(self.flows), self.prefetch)
         log.info(
             "worker ready: %s pool x %d, prefetch %d, flows %s",
@@ -326,6 +331,14 @@ class Worker:
             ", ".join(self.flows),
             extra={"event": "worker_ready", "worker_ids": self.worker_ids},
         )
+
+    def _read_visibility(self) -> int:
+        """Longest step timeout + 2 s of the served flows, within [30, 300] s: reads hide
+        messages that long, so most claims need no second visibility update, and a message read
+        but never claimed (the worker died in between) is back within minutes at most."""
+        rows = self._claims.fetch(query("worker.flow_timeouts"), {"flow_slugs": list(self.flows)})
+        longest = max((int(timeout) for _flow, _step, timeout in rows), default=0)
+        return min(max(longest + 2, MIN_READ_VISIBILITY), MAX_READ_VISIBILITY)
 
     def _loop(self) -> None:
         source = self._source
@@ -359,7 +372,17 @@ class Worker:
                 backoff = 0.1
             except PgFlowError as exc:
                 if not is_connection_error(exc):
-                    raise
+                    # A statement failed (a conflict, a schema that does not match): the messages
+                    # come back after their visibility; keep serving, loudly.
+                    log.error(
+                        "claiming failed: %s; retrying in %.1f s",
+                        exc,
+                        backoff,
+                        extra={"event": "claim_failed"},
+                    )
+                    self._stopping.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
                 log.log(
                     logging.WARNING if backoff == 0.1 else logging.DEBUG,
                     "database unreachable (%s); retrying every few seconds",
@@ -396,7 +419,12 @@ class Worker:
         by_id = {d.msg_id: d for d in batch}
         rows = self._claims.fetch(
             query("worker.claim_tasks"),
-            {"flow_slug": flow_slug, "msg_ids": list(by_id), "worker_id": worker_id},
+            {
+                "flow_slug": flow_slug,
+                "msg_ids": list(by_id),
+                "worker_id": worker_id,
+                "read_visibility": source.read_visibility,
+            },
         )
         self.stats.claim_batches += 1
         for run_id, step_slug, task_index, msg_id, task_input, attempt, timeout in rows:

@@ -22,7 +22,8 @@ WHERE worker_id = ANY(%(worker_ids)s::uuid[]);
 -- name: claim_tasks
 SELECT run_id, step_slug, task_index, msg_id, input, attempt, timeout
 FROM pgflow_kombu.claim_tasks(
-    flow_slug => %(flow_slug)s, msg_ids => %(msg_ids)s::bigint[], worker_id => %(worker_id)s::uuid);
+    flow_slug => %(flow_slug)s, msg_ids => %(msg_ids)s::bigint[], worker_id => %(worker_id)s::uuid,
+    read_visibility => %(read_visibility)s::int);
 
 -- name: report_tasks
 SELECT ordinal, outcome, detail

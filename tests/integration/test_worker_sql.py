@@ -59,10 +59,16 @@ def read(conn: Conn, slug: str = "wf", vt: int = 30) -> list[int]:
     return [r[0] for r in rows]
 
 
-def claim(conn: Conn, msg_ids: list[int], slug: str = "wf", worker: str = WORKER) -> list[Any]:
-    return conn.execute(
-        query("worker.claim_tasks"), {"flow_slug": slug, "msg_ids": msg_ids, "worker_id": worker}
-    ).fetchall()
+def claim(
+    conn: Conn, msg_ids: list[int], slug: str = "wf", worker: str = WORKER, read_visibility: int = 0
+) -> list[Any]:
+    params = {
+        "flow_slug": slug,
+        "msg_ids": msg_ids,
+        "worker_id": worker,
+        "read_visibility": read_visibility,
+    }
+    return conn.execute(query("worker.claim_tasks"), params).fetchall()
 
 
 def report(conn: Conn, reports: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
@@ -105,6 +111,16 @@ def test_claim_returns_inputs_and_attempts_and_sets_visibility_to_timeout_plus_2
     assert 6 <= left[rows[0][3]] <= 7.5  # step timeout 5 + 2
     assert 21 <= left[rows[1][3]] <= 22.5  # flow timeout 20 + 2
     assert [t[2:4] for t in tasks(conn, run_id)] == [("started", 1), ("started", 1)]
+
+
+def test_claim_extends_only_what_the_read_did_not_hide_long_enough(conn: Conn) -> None:
+    setup_flow(conn, steps=(("a", [], 5, "single"), ("b", [], None, "single")), timeout=20)
+    start(conn)
+    rows = claim(conn, read(conn, vt=10), read_visibility=10)
+    left = delays(conn)
+    by_step = {r[1]: r[3] for r in rows}
+    assert 8 <= left[by_step["a"]] <= 10.5  # 5 + 2 <= 10: left as the read hid it
+    assert 21 <= left[by_step["b"]] <= 22.5  # 20 + 2 > 10: extended
 
 
 def test_a_message_whose_task_is_not_queued_is_left_alone(conn: Conn) -> None:
