@@ -158,6 +158,10 @@ class ConsumingChannel(virtual.Channel):
     def mark_all(self) -> None:
         self._dirty.update(self._active_queues)
 
+    def mark_dirty(self, queue: str) -> None:
+        if queue in self._active_queues:
+            self._dirty.add(queue)
+
     def wants_read(self) -> bool:
         return bool(self._consumers and self._dirty)
 
@@ -196,6 +200,10 @@ class ConsumingChannel(virtual.Channel):
         rows = self._read(info, limit, queue in self._noack_queues)
         if len(rows) < limit:
             self._dirty.discard(queue)
+            if rows:
+                # An insert that raced with this read may have skipped its wake-up (see the
+                # trigger in 0010_transport.sql): look again shortly.
+                self.connection.recheck_later(self, queue)
         deliver = self.connection._deliver
         delivered = 0
         for position, (msg_id, read_ct, text) in enumerate(rows):

@@ -14,11 +14,14 @@ from kombu.transport import virtual
 from pgflow_kombu.errors import ConnectionFailed, DatabaseError
 from pgflow_kombu.transport.channel import Channel as PgChannel
 from pgflow_kombu.transport.connections import Pool, redacted, url_from_client
+from pgflow_kombu.transport.consuming import ConsumingChannel
 from pgflow_kombu.transport.listener import Listener, Waker
 from pgflow_kombu.transport.options import Options
 from pgflow_kombu.transport.queues import QueueRegistry
 
 DEFAULT_PORT = 5432
+# How long after a read that emptied a queue it is read once more: longer than an insert's commit.
+RECHECK_DELAY = 0.05
 
 
 class Transport(virtual.Transport):
@@ -70,6 +73,7 @@ class Transport(virtual.Transport):
         self._hub_timers: list[Any] = []
         self._next_poll = 0.0
         self._next_extend = 0.0
+        self._rechecks: list[tuple[float, ConsumingChannel, str]] = []
 
     # -- connections -----------------------------------------------------------------------
 
@@ -165,8 +169,16 @@ class Transport(virtual.Transport):
             for channel in self._channels():
                 channel.mark_notified(channels)
 
+    def recheck_later(self, channel: ConsumingChannel, queue: str) -> None:
+        """Read ``queue`` once more after :data:`RECHECK_DELAY` seconds."""
+        if self._hub is not None and threading.get_ident() == self._hub_thread:
+            self._hub.call_later(RECHECK_DELAY, channel.mark_dirty, queue)
+        else:
+            self._rechecks.append((monotonic() + RECHECK_DELAY, channel, queue))
+
     def _maintain(self, now: float) -> float:
-        """Run the timers that are due (polling, visibility extension); return the next due time."""
+        """Run the timers that are due (polling, visibility extension, rechecks); return the
+        time the next one is due."""
         if now >= self._next_poll:
             self._next_poll = now + self.options.polling_interval
             for channel in self._channels():
@@ -175,7 +187,17 @@ class Transport(virtual.Transport):
             self._next_extend = now + self.options.extend_interval
             for channel in self._channels():
                 channel.extend_held()
-        return min(self._next_poll, self._next_extend)
+        due = min(self._next_poll, self._next_extend)
+        if self._rechecks:
+            waiting: list[tuple[float, ConsumingChannel, str]] = []
+            for when, owner, queue in self._rechecks:
+                if when <= now:
+                    owner.mark_dirty(queue)
+                else:
+                    waiting.append((when, owner, queue))
+                    due = min(due, when)
+            self._rechecks = waiting
+        return due
 
     def drain_events(self, connection: Any, timeout: float | None = None, **kwargs: Any) -> None:
         deadline = None if timeout is None else monotonic() + timeout

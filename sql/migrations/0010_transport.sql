@@ -70,16 +70,28 @@ AS $$
     )
 $$;
 
--- Statement-level trigger on queue tables: wake the consumers listening on the table's channel.
--- One notification per inserting statement, carrying nothing but the channel name, so that
--- pgmq.send_batch and pgflow's own inserts wake consumers at the cost of a single NOTIFY.
-CREATE FUNCTION pgflow_kombu.wake_consumers() RETURNS trigger
-LANGUAGE plpgsql
+-- Wake-ups: each consumed queue table gets a statement-level AFTER INSERT trigger that sends a
+-- NOTIFY on channel 'pgflow_kombu.q_<name>' (no payload), so that pgmq.send_batch and pgflow's own
+-- inserts wake consumers too, at one notification per statement. A notifying commit takes a
+-- database-wide lock (notifying commits are serialised), so the notification is sent only when it
+-- can matter: when no older message still waits for its first read. If one does, consumers are
+-- already due to read: its insert woke them, or they are busy and read again when they have room.
+-- (A consumer also re-reads shortly after a read that emptied the queue, which covers an insert
+-- that raced with that read.) The trigger function is made per table, so that its query is planned
+-- once per session instead of once per insert.
+CREATE FUNCTION pgflow_kombu.wake_function_sql(tbl text) RETURNS text
+LANGUAGE sql IMMUTABLE
 AS $$
-BEGIN
-    PERFORM pg_notify('pgflow_kombu.' || TG_TABLE_NAME, '');
-    RETURN NULL;
-END;
+    SELECT format(
+        'CREATE OR REPLACE FUNCTION pgflow_kombu.%I() RETURNS trigger LANGUAGE plpgsql AS $body$ '
+        'BEGIN '
+        '  IF NOT EXISTS (SELECT 1 FROM pgmq.%I '
+        '                 WHERE vt <= now() AND read_ct = 0 AND enqueued_at < now()) THEN '
+        '    PERFORM pg_notify(%L, %L); '
+        '  END IF; '
+        '  RETURN NULL; '
+        'END $body$',
+        'wake_' || tbl, tbl, 'pgflow_kombu.' || tbl, '')
 $$;
 
 -- Make sure a pgmq queue exists and carries what the transport needs: the wake-up trigger and an
@@ -106,9 +118,10 @@ BEGIN
     END IF;
     rel := to_regclass(format('pgmq.%I', tbl));
     IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = rel AND tgname = 'pgflow_kombu_wake') THEN
+        EXECUTE pgflow_kombu.wake_function_sql(tbl);
         EXECUTE format(
             'CREATE TRIGGER pgflow_kombu_wake AFTER INSERT ON pgmq.%I '
-            'FOR EACH STATEMENT EXECUTE FUNCTION pgflow_kombu.wake_consumers()', tbl);
+            'FOR EACH STATEMENT EXECUTE FUNCTION pgflow_kombu.%I()', tbl, 'wake_' || tbl);
     END IF;
     EXECUTE format(
         'CREATE INDEX IF NOT EXISTS %I ON pgmq.%I '
@@ -155,15 +168,18 @@ BEGIN
 END;
 $$;
 
--- Remove a kombu queue: its bindings, its record and its pgmq queue.
+-- Remove a kombu queue: its bindings, its record, its pgmq queue and its wake-up function.
 CREATE FUNCTION pgflow_kombu.delete_queue(queue_name text, pgmq_name text) RETURNS void
 LANGUAGE plpgsql
 AS $$
+DECLARE
+    tbl text := 'q_' || lower(pgmq_name);
 BEGIN
     DELETE FROM pgflow_kombu.bindings AS b WHERE b.queue = delete_queue.queue_name;
     DELETE FROM pgflow_kombu.queues AS q WHERE q.name = delete_queue.queue_name;
-    IF to_regclass(format('pgmq.%I', 'q_' || lower(pgmq_name))) IS NOT NULL THEN
+    IF to_regclass(format('pgmq.%I', tbl)) IS NOT NULL THEN
         PERFORM pgmq.drop_queue(pgmq_name);
     END IF;
+    EXECUTE format('DROP FUNCTION IF EXISTS pgflow_kombu.%I()', 'wake_' || tbl);
 END;
 $$;

@@ -152,6 +152,26 @@ def test_sql_insert_wakes_a_blocking_consumer(conn: Conn, url: str) -> None:
     assert got.bodies == [TASK, TASK]
 
 
+def test_wake_up_is_sent_only_when_no_older_message_waits(
+    conn: Conn, db_url: str, url: str
+) -> None:
+    with connection(url) as kconn, kconn.channel() as channel:
+        kombu.Queue("quiet")(channel).declare()
+    with psycopg.connect(db_url, autocommit=True) as ear:
+        ear.execute('LISTEN "pgflow_kombu.q_quiet"')
+
+        def heard() -> int:
+            return len(list(ear.notifies(timeout=0.3)))
+
+        conn.execute("SELECT pgmq.send('quiet', '{}'::jsonb)")
+        assert heard() == 1  # the queue was idle: consumers must be woken
+        conn.execute("SELECT pgmq.send('quiet', '{}'::jsonb)")
+        assert heard() == 0  # an older message still waits: consumers are due to read anyway
+        conn.execute("SELECT * FROM pgmq.read('quiet', 30, 10)")
+        conn.execute("SELECT pgmq.send_batch('quiet', ARRAY['{}'::jsonb, '{}'::jsonb])")
+        assert heard() == 1  # everything older was taken: wake again, once per statement
+
+
 # -- names, routing ----------------------------------------------------------------------------
 
 
