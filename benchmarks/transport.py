@@ -23,6 +23,7 @@ The database URL names a server where the script may create databases (``pgflow_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import statistics
@@ -31,21 +32,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import kombu
+import psycopg
 
-import kombu  # noqa: E402
-import psycopg  # noqa: E402
-
-import pgflow_kombu  # noqa: E402, F401 - registers pgflow://
-from pgflow_kombu.db import migrations  # noqa: E402
-from pgflow_kombu.db.admin import create_database, drop_database  # noqa: E402
-from pgflow_kombu.db.connect import connect  # noqa: E402
-from pgflow_kombu.db.pgmq_setup import ensure_pgmq  # noqa: E402
-from pgflow_kombu.db.urls import to_libpq, with_database  # noqa: E402
+import pgflow_kombu  # noqa: F401 - registers pgflow://
+from pgflow_kombu.db import migrations
+from pgflow_kombu.db.admin import create_database, drop_database
+from pgflow_kombu.db.connect import connect
+from pgflow_kombu.db.pgmq_setup import ensure_pgmq
+from pgflow_kombu.db.urls import to_libpq, with_database
 
 QUEUE = "bench"
 BODY = {"task": "bench.noop", "args": [1, 2], "kwargs": {}, "pad": "x" * 64}
@@ -145,10 +143,8 @@ def measure_latency(peer: Peer, samples: int) -> list[float]:
                 with consumer:
                     ready.set()
                     while not stop.is_set():
-                        try:
+                        with contextlib.suppress(TimeoutError):
                             conn.drain_events(timeout=0.5)
-                        except TimeoutError:
-                            pass
         except BaseException as exc:
             failures.append(exc)
             ready.set()
@@ -266,7 +262,7 @@ def run(args: argparse.Namespace) -> None:
     for peer in peers:
         try:
             purge(peer)
-        except Exception as exc:  # noqa: BLE001 - a peer that is not running is reported
+        except Exception as exc:
             peer.error = f"{type(exc).__name__}: {exc}"
     live = [p for p in peers if p.error is None]
     for number in range(1, args.runs + 1):
