@@ -169,6 +169,9 @@ class Counter:
     def __init__(self, read: Callable[[], int]) -> None:
         self._read = read
 
+    def read(self) -> int:
+        return self._read()
+
     def wait_for(self, n: int, timeout: float = 600.0) -> tuple[float, float]:
         """Wait until ``n`` completions; returns (time of the first, time of the last)."""
         first = None

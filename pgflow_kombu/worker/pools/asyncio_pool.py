@@ -110,6 +110,7 @@ class AsyncioPool:
             self._tasks.pop(attempt, None)
         if attempt.finish():
             assert result is not None
+            self._watchdog.forget()
             with self._cond:
                 self._running -= 1
                 self.stats.finished += 1

@@ -61,6 +61,10 @@ class Attempt:
     def expired(self) -> bool:
         return self._state == _EXPIRED
 
+    @property
+    def running(self) -> bool:
+        return self._state == _RUNNING
+
     def timeout_outcome(self) -> Outcome:
         task = self.task
         return Outcome(
@@ -92,6 +96,7 @@ class Watchdog:
         self._counter = itertools.count()
         self._cond = threading.Condition()
         self._stopping = False
+        self._dead = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -102,6 +107,16 @@ class Watchdog:
             heapq.heappush(self._heap, (attempt.deadline, next(self._counter), attempt))
             if self._heap[0][2] is attempt:
                 self._cond.notify()
+
+    def forget(self) -> None:
+        """An attempt ended before its deadline: its entry is dead weight until then, so the
+        heap is compacted once dead entries outnumber live ones (memory stays flat)."""
+        with self._cond:
+            self._dead += 1
+            if self._dead > 64 and self._dead * 2 > len(self._heap):
+                self._heap = [e for e in self._heap if e[2].running]
+                heapq.heapify(self._heap)
+                self._dead = 0
 
     def stop(self) -> None:
         with self._cond:

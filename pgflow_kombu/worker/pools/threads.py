@@ -84,6 +84,7 @@ class ThreadPool:
             self._watchdog.watch(attempt)
             result = execute(self.flows, task)
             if attempt.finish():
+                self._watchdog.forget()
                 with self._cond:
                     self._running -= 1
                     self.stats.finished += 1
