@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import multiprocessing
 import os
+import queue as queue_module
 import statistics
 import sys
 import threading
@@ -54,6 +55,7 @@ class Peer:
     name: str
     url: str
     options: dict[str, Any] = field(default_factory=dict)
+    database: str | None = None  # PostgreSQL peers: vacuumed between phases
     latency_samples: int | None = None  # fewer for the polling transports
     publish: list[float] = field(default_factory=list)
     consume: list[float] = field(default_factory=list)
@@ -89,6 +91,16 @@ def purge(peer: Peer) -> None:
             bound = queue(channel)
             bound.declare()
             bound.purge()
+
+
+def vacuum(peer: Peer) -> None:
+    """VACUUM the queue tables, as autovacuum would between bursts (this server may run without)."""
+    if peer.database is None:
+        return
+    with psycopg.connect(pg_url(peer.database), autocommit=True) as conn:
+        for name in (QUEUE, f"{QUEUE}_latency"):
+            if conn.execute("SELECT to_regclass(%s)", (f"pgmq.q_{name}",)).fetchone() != (None,):
+                conn.execute(f"VACUUM pgmq.q_{name}")
 
 
 def measure_publish(peer: Peer, count: int) -> float:
@@ -201,7 +213,13 @@ def measure_parallel_publish(url: str, processes: int, count: int) -> float:
     ]
     for worker in workers:
         worker.start()
-    spans = [results.get(timeout=300) for _ in workers]
+    spans = []
+    while len(spans) < len(workers):
+        try:
+            spans.append(results.get(timeout=1))
+        except queue_module.Empty:
+            if any(w.exitcode not in (None, 0) for w in workers):
+                raise RuntimeError("a publishing process failed") from None
     for worker in workers:
         worker.join()
     return (count // processes) * processes / (max(e for _, e in spans) - min(s for s, _ in spans))
@@ -221,6 +239,7 @@ def notify_cost(ours_db: str, url: str, count: int, runs: int) -> list[tuple[str
         for _ in range(runs):
             for enabled, bucket in ((True, with_trigger), (False, without)):
                 set_wake_trigger(ours_db, enabled)
+                vacuum(Peer("pgflow", url, database=ours_db))
                 if processes == 1:
                     bucket.append(measure_publish(Peer("pgflow", url), count))
                 else:
@@ -240,18 +259,22 @@ def notify_cost(ours_db: str, url: str, count: int, runs: int) -> list[tuple[str
 def run(args: argparse.Namespace) -> None:
     ours_db, pgmq_db = prepare_databases(args.database_url)
     peers = [
-        Peer("pgflow://", urlunsplit(urlsplit(ours_db)._replace(scheme="pgflow"))),
+        Peer(
+            "pgflow://", urlunsplit(urlsplit(ours_db)._replace(scheme="pgflow")), database=ours_db
+        ),
         Peer(
             "pgmq://",
             "pgmq://postgres@localhost/postgres",
             {"init_extension": False, "conn_string": pg_url(pgmq_db)},
             latency_samples=min(args.latency, 60),
+            database=pgmq_db,
         ),
         Peer(
             "pgmq:// use_notify",
             "pgmq://postgres@localhost/postgres",
             {"init_extension": False, "conn_string": pg_url(pgmq_db), "use_notify": True},
             latency_samples=min(args.latency, 60),
+            database=pgmq_db,
         ),
         Peer("redis://", args.redis_url),
         Peer("amqp://", args.amqp_url),
@@ -269,8 +292,11 @@ def run(args: argparse.Namespace) -> None:
         for peer in live:
             step(f"run {number}/{args.runs}: {peer.name}")
             purge(peer)
+            vacuum(peer)
             peer.publish.append(measure_publish(peer, args.messages))
+            vacuum(peer)
             peer.consume.append(measure_consume(peer, args.messages, args.prefetch))
+            vacuum(peer)
             latencies = measure_latency(peer, peer.latency_samples or args.latency)
             peer.p50.append(percentile(latencies, 0.5))
             peer.p99.append(percentile(latencies, 0.99))

@@ -72,7 +72,8 @@ class Pool:
         size: int,
         connect_timeout: float,
         application_name: str,
-        durable: bool,
+        consumer: bool,
+        durable_acks: bool,
     ) -> None:
         self.url = url
         self.size = size
@@ -80,8 +81,13 @@ class Pool:
             "connect_timeout": max(1, round(connect_timeout)),
             "application_name": application_name,
         }
-        if not durable:
-            self._kwargs["options"] = "-c synchronous_commit=off"
+        if consumer:
+            # Only queue statements run here; they want an index whatever the table looked like
+            # when psycopg prepared them (a queue can grow from empty to a backlog).
+            options = "-c enable_seqscan=off"
+            if not durable_acks:
+                options += " -c synchronous_commit=off"
+            self._kwargs["options"] = options
         self._idle: list[Connection] = []
         self._lock = threading.Lock()
         self._closed = False

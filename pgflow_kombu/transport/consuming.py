@@ -61,7 +61,6 @@ class ConsumingChannel(virtual.Channel):
     def db(self, *, consumer: bool = False) -> Iterator[Connection]:
         """This channel's connection (``consumer``: the one for reads, acks and visibility)."""
         transport = self.transport()
-        consumer = consumer and not self.options.durable_acks
         conn = self._conns.get(consumer)
         if conn is None:
             with self._conns_lock:

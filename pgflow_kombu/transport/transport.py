@@ -85,7 +85,8 @@ class Transport(virtual.Transport):
                 size=self.options.pool_size,
                 connect_timeout=float(getattr(self.client, "connect_timeout", None) or 10),
                 application_name=self.options.application_name,
-                durable=not consumer or self.options.durable_acks,
+                consumer=consumer,
+                durable_acks=self.options.durable_acks,
             )
         return pool
 

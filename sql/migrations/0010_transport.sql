@@ -78,15 +78,18 @@ $$;
 -- already due to read: its insert woke them, or they are busy and read again when they have room.
 -- (A consumer also re-reads shortly after a read that emptied the queue, which covers an insert
 -- that raced with that read.) The trigger function is made per table, so that its query is planned
--- once per session instead of once per insert.
+-- once per session instead of once per insert, and that plan walks pgmq's vt index whatever the
+-- table's size was when it was made (not a table full of consumed, dead rows).
 CREATE FUNCTION pgflow_kombu.wake_function_sql(tbl text) RETURNS text
 LANGUAGE sql IMMUTABLE
 AS $$
     SELECT format(
-        'CREATE OR REPLACE FUNCTION pgflow_kombu.%I() RETURNS trigger LANGUAGE plpgsql AS $body$ '
+        'CREATE OR REPLACE FUNCTION pgflow_kombu.%I() RETURNS trigger LANGUAGE plpgsql '
+        'SET enable_seqscan = off AS $body$ '
         'BEGIN '
-        '  IF NOT EXISTS (SELECT 1 FROM pgmq.%I '
-        '                 WHERE vt <= now() AND read_ct = 0 AND enqueued_at < now()) THEN '
+        '  PERFORM FROM pgmq.%I WHERE vt <= now() AND read_ct = 0 AND enqueued_at < now() '
+        '  ORDER BY vt LIMIT 1; '
+        '  IF NOT FOUND THEN '
         '    PERFORM pg_notify(%L, %L); '
         '  END IF; '
         '  RETURN NULL; '
