@@ -28,8 +28,9 @@ from __future__ import annotations
 from pgflow_kombu.worker.membership import Membership
 from pgflow_kombu.worker.pools import POOL_KINDS, PoolKind
 from pgflow_kombu.worker.source import Delivery, MessageSource, PgmqSource
+from pgflow_kombu.worker.status import ExitCode, WorkerStats
 from pgflow_kombu.worker.tasks import ClaimedTask, Outcome
-from pgflow_kombu.worker.worker import ExitCode, Worker, WorkerStats
+from pgflow_kombu.worker.worker import Worker
 
 __all__ = [
     "POOL_KINDS",

@@ -15,7 +15,8 @@ from pgflow_kombu.db.urls import redact
 from pgflow_kombu.errors import PgFlowError
 from pgflow_kombu.worker.logs import LOG_FORMATS, configure_logging
 from pgflow_kombu.worker.pools import POOL_KINDS
-from pgflow_kombu.worker.worker import ExitCode, Worker
+from pgflow_kombu.worker.status import ExitCode
+from pgflow_kombu.worker.worker import Worker
 
 __all__ = ["run_command", "worker_options"]
 

@@ -12,7 +12,9 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["LOG_FORMATS", "configure_logging"]
+from pgflow_kombu.worker.tasks import Outcome
+
+__all__ = ["LOG_FORMATS", "configure_logging", "log_outcome"]
 
 LOG_FORMATS = ("text", "json")
 
@@ -75,3 +77,38 @@ def configure_logging(level: str | int = "INFO", fmt: str = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+
+
+_log = logging.getLogger("pgflow_kombu.worker")
+
+
+def log_outcome(outcome: Outcome) -> None:
+    """A failed attempt at ERROR with its traceback; a completed one at DEBUG."""
+    task = outcome.task
+    if outcome.failed:
+        _log.error(
+            "task %s failed (run %s, attempt %d): %s%s",
+            task.label,
+            task.run_id,
+            task.attempt,
+            outcome.error,
+            f"\n{outcome.traceback.rstrip()}" if outcome.traceback else "",
+            extra={
+                "event": "task_failed",
+                "flow_slug": task.flow_slug,
+                "step_slug": task.step_slug,
+                "task_index": task.task_index,
+                "run_id": task.run_id,
+                "attempt": task.attempt,
+                "timed_out": outcome.timed_out,
+            },
+        )
+    elif _log.isEnabledFor(logging.DEBUG):
+        _log.debug(
+            "task %s completed in %.1f ms (run %s, attempt %d)",
+            task.label,
+            outcome.duration * 1000,
+            task.run_id,
+            task.attempt,
+            extra={"event": "task_completed", "run_id": task.run_id},
+        )

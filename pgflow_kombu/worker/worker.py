@@ -1,72 +1,41 @@
 """The worker: claims pgflow tasks from flow queues, runs their handlers, reports the outcomes.
 
-Threads of a running worker: the consumer loop (the caller's thread under :meth:`Worker.run`),
-the pool's slots, one reporter, one heartbeat. The loop asks its message source for what one
-drain cycle delivers (at most the free prefetch), claims those messages with one
-``pgflow_kombu.claim_tasks`` per flow (which also sets their visibility to timeout + 2 s), and
-hands the claimed tasks to the pool. Outcomes go to the reporter, which reports them in grouped
-transactions; once reported, the loop acknowledges their messages, which frees prefetch room.
+Threads of a running worker: the loop (the caller's thread under :meth:`Worker.run`), the pool's
+slots, two reporters, one heartbeat. The loop asks its message source for what one drain cycle
+delivers (at most the free prefetch), claims it with one ``pgflow_kombu.claim_tasks`` per flow
+(see claims.py), and hands the claimed tasks to the pool. A finished task frees its slot at once
+(its message is acknowledged, which returns room to the QoS prefetch) and its outcome goes to
+the reporter, which reports outcomes in grouped transactions while the loop claims more.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
-import signal
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from types import FrameType
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
-from pgflow_kombu.db.queries import query
 from pgflow_kombu.db.urls import check_url
 from pgflow_kombu.errors import ConfigurationError, PgFlowError
+from pgflow_kombu.worker.claims import Claims
 from pgflow_kombu.worker.execution import FlowLike
-from pgflow_kombu.worker.link import Link, is_connection_error
+from pgflow_kombu.worker.link import is_connection_error
+from pgflow_kombu.worker.logs import log_outcome
 from pgflow_kombu.worker.membership import Membership
-from pgflow_kombu.worker.pools import POOL_KINDS, Pool, make_pool
+from pgflow_kombu.worker.options import check_options, select_flows
+from pgflow_kombu.worker.pools import Pool, make_pool
 from pgflow_kombu.worker.reporter import DEFAULT_BATCH_SIZE, Reporter
-from pgflow_kombu.worker.source import Delivery, MessageSource
+from pgflow_kombu.worker.signals import install_stop_signals
+from pgflow_kombu.worker.source import MessageSource
+from pgflow_kombu.worker.status import ExitCode, WorkerStats
 from pgflow_kombu.worker.tasks import ClaimedTask, Outcome
 
-__all__ = ["ExitCode", "Worker"]
+__all__ = ["Worker"]
 
 log = logging.getLogger("pgflow_kombu.worker")
-
-
-MIN_READ_VISIBILITY = 30
-MAX_READ_VISIBILITY = 300
-
-
-class ExitCode:
-    """What :meth:`Worker.run` (and ``pgflow-kombu worker``) returns."""
-
-    OK = 0  # stopped cleanly: every task it took was reported or handed back
-    STARTUP_FAILED = 1  # configuration, flows or database prevented the start
-    CRASHED = 70  # an unexpected internal error stopped the loop
-    TASKS_LEFT = 75  # stopped, but tasks still running at the deadline were left for recovery
-    FORCED = 130  # a second SIGINT: exited at once
-
-
-@dataclass
-class WorkerStats:
-    claimed: int = 0
-    completed: int = 0
-    failed: int = 0
-    stale: int = 0
-    released: int = 0
-    unclaimed: int = 0  # delivered messages with no queued task (another worker holds it)
-    claim_batches: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(vars(self))
 
 
 class Worker:
@@ -100,37 +69,15 @@ class Worker:
         synchronous_commit: bool = False,
     ) -> None:
         self.url = check_url(url)
-        served = dict(flows)
-        if queues:
-            unknown = sorted(set(queues) - set(served))
-            if unknown:
-                raise ConfigurationError(
-                    f"no code for flow(s) {', '.join(unknown)} (known: {', '.join(sorted(served))})"
-                )
-            served = {q: served[q] for q in queues}
-        if not served:
-            raise ConfigurationError("a worker needs at least one flow to serve")
-        if concurrency < 1:
-            raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
-        if pool not in POOL_KINDS:
-            raise ConfigurationError(
-                f"unknown pool {pool!r}: choose one of {', '.join(POOL_KINDS)}"
-            )
-        prefetch = 2 * concurrency if prefetch is None else prefetch
-        if prefetch < 1:
-            raise ConfigurationError(f"prefetch must be >= 1, got {prefetch}")
-        for name, value in (
-            ("shutdown_timeout", shutdown_timeout),
-            ("heartbeat_interval", heartbeat_interval),
-            ("stalled_after", stalled_after),
-        ):
-            if not value > 0:
-                raise ConfigurationError(f"{name} must be > 0, got {value}")
-        if stalled_after <= heartbeat_interval:
-            raise ConfigurationError(
-                f"stalled_after ({stalled_after} s) must exceed heartbeat_interval "
-                f"({heartbeat_interval} s), or live workers would look dead"
-            )
+        served = select_flows(flows, queues)
+        prefetch = check_options(
+            concurrency=concurrency,
+            pool=pool,
+            prefetch=prefetch,
+            shutdown_timeout=shutdown_timeout,
+            heartbeat_interval=heartbeat_interval,
+            stalled_after=stalled_after,
+        )
         self.flows: dict[str, FlowLike] = served
         self.concurrency = concurrency
         self.pool_kind = pool
@@ -152,9 +99,10 @@ class Worker:
             on_deprecated=self._wake,
         )
         self._source = source
-        self._claims = Link(
+        self._claims = Claims(
             self.url,
-            application_name="pgflow-kombu-claims",
+            self.membership.worker_ids,
+            self.stats,
             synchronous_commit=synchronous_commit,
         )
         self._reporter = Reporter(
@@ -181,10 +129,6 @@ class Worker:
         self._startup_error: BaseException | None = None
         self._held = 0
         self._thread: threading.Thread | None = None
-        self._signals = 0
-        self._needs_reconcile = False
-        self._unclaimed: list[Delivery] = []
-        self._holding: dict[tuple[str, str, int], ClaimedTask] = {}
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -195,7 +139,7 @@ class Worker:
 
     @property
     def held(self) -> int:
-        """Tasks claimed and not yet reported."""
+        """Tasks claimed and not finished (waiting for a slot or running)."""
         return self._held
 
     @property
@@ -208,7 +152,7 @@ class Worker:
         Returns an :class:`ExitCode`. The first signal stops claiming and lets running handlers
         finish within ``shutdown_timeout``; a second SIGINT exits the process at once.
         """
-        restore = self._install_signals()
+        restore = install_stop_signals(self.request_stop, self._stop_description)
         try:
             return self._serve()
         finally:
@@ -245,36 +189,8 @@ class Worker:
     def wait_stopped(self, timeout: float | None = None) -> bool:
         return self._finished.wait(timeout)
 
-    # -- signals -------------------------------------------------------------------------------
-
-    def _install_signals(self) -> Callable[[], None]:
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {
-            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
-        }
-
-        def restore() -> None:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-        return restore
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._signals += 1
-        if self._signals > 1 and signum == signal.SIGINT:
-            os.write(2, b"pgflow-kombu worker: second interrupt, exiting now\n")
-            os._exit(ExitCode.FORCED)
-        if self._signals == 1:
-            log.warning(
-                "%s received: no new tasks; waiting up to %g s for %d running task(s) "
-                "(press Ctrl-C again to exit at once)",
-                signal.Signals(signum).name,
-                self.shutdown_timeout,
-                self._pool.running,
-                extra={"event": "shutdown_requested"},
-            )
-        self.request_stop()
+    def _stop_description(self) -> str:
+        return f"waiting up to {self.shutdown_timeout:g} s for {self._pool.running} running task(s)"
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -321,7 +237,7 @@ class Worker:
         self.membership.start()
         if self._source is None:
             self._source = default_source(self.url)
-        self._source.read_visibility = self._read_visibility()
+        self._source.read_visibility = self._claims.read_visibility(self.flows)
         self._source.open(list(self.flows), self.prefetch)
         log.info(
             "worker ready: %s pool x %d, prefetch %d, flows %s",
@@ -331,14 +247,6 @@ class Worker:
             ", ".join(self.flows),
             extra={"event": "worker_ready", "worker_ids": self.worker_ids},
         )
-
-    def _read_visibility(self) -> int:
-        """Longest step timeout + 2 s of the served flows, within [30, 300] s: reads hide
-        messages that long, so most claims need no second visibility update, and a message read
-        but never claimed (the worker died in between) is back within minutes at most."""
-        rows = self._claims.fetch(query("worker.flow_timeouts"), {"flow_slugs": list(self.flows)})
-        longest = max((int(timeout) for _flow, _step, timeout in rows), default=0)
-        return min(max(longest + 2, MIN_READ_VISIBILITY), MAX_READ_VISIBILITY)
 
     def _loop(self) -> None:
         source = self._source
@@ -357,16 +265,14 @@ class Worker:
                 self._wakeup.clear()
                 continue
             try:
-                if self._needs_reconcile:
-                    self._reconcile()
-                if self._unclaimed:
-                    # Read before the connection broke and not claimed yet: still hidden for
-                    # us, so claim them now instead of letting them wait out their visibility.
-                    retry, self._unclaimed = self._unclaimed, []
-                    self._claim(source, retry)
+                if self._claims.needs_reconcile:
+                    self._claims.reconcile()
+                retry = self._claims.pending_retry()
+                if retry:
+                    self._claims.claim(source, retry, self._submit)
                 deliveries = source.fetch(free, self.fetch_timeout)
                 if deliveries:
-                    self._claim(source, deliveries)
+                    self._claims.claim(source, deliveries, self._submit)
                 if backoff > 0.1:
                     log.info("database reachable again", extra={"event": "db_reconnected"})
                 backoff = 0.1
@@ -392,96 +298,17 @@ class Worker:
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    def _claim(self, source: MessageSource, deliveries: list[Delivery]) -> None:
-        by_queue: dict[str, list[Delivery]] = defaultdict(list)
-        for delivery in deliveries:
-            by_queue[delivery.queue].append(delivery)
-        batches = list(by_queue.items())
-        for position, (flow_slug, batch) in enumerate(batches):
-            try:
-                self._claim_batch(source, flow_slug, batch)
-            except PgFlowError as exc:
-                if is_connection_error(exc):
-                    # The claim may have committed before the connection broke: once the
-                    # database is back, tasks started by us that we do not hold are handed back,
-                    # and the messages not claimed are claimed again.
-                    self._needs_reconcile = True
-                    self._unclaimed = [d for _q, b in batches[position:] for d in b]
-                else:
-                    source.ack([d.handle for _q, b in batches[position:] for d in b])
-                raise
-
-    def _claim_batch(self, source: MessageSource, flow_slug: str, batch: list[Delivery]) -> None:
-        worker_id = self.membership.worker_ids.get(flow_slug)
-        if worker_id is None:  # not one of ours: leave it alone
-            source.ack([d.handle for d in batch])
-            return
-        by_id = {d.msg_id: d for d in batch}
-        rows = self._claims.fetch(
-            query("worker.claim_tasks"),
-            {
-                "flow_slug": flow_slug,
-                "msg_ids": list(by_id),
-                "worker_id": worker_id,
-                "read_visibility": source.read_visibility,
-            },
-        )
-        self.stats.claim_batches += 1
-        for run_id, step_slug, task_index, msg_id, task_input, attempt, timeout in rows:
-            delivery = by_id.pop(msg_id)
-            task = ClaimedTask(
-                flow_slug=flow_slug,
-                run_id=str(run_id),
-                step_slug=step_slug,
-                task_index=task_index,
-                msg_id=msg_id,
-                input=task_input,
-                attempt=attempt,
-                timeout=float(timeout),
-                worker_id=worker_id,
-                delivery=delivery.handle,
-            )
-            self._held += 1
-            self.stats.claimed += 1
-            self._track(task)
+    def _submit(self, tasks: list[ClaimedTask]) -> None:
+        self._held += len(tasks)
+        for task in tasks:
             self._pool.submit(task)
-        if by_id:
-            self.stats.unclaimed += len(by_id)
-            source.ack([d.handle for d in by_id.values()])
 
     def _on_outcome(self, outcome: Outcome) -> None:
         """Called by the pool (any thread) when an attempt ends."""
-        task = outcome.task
-        if outcome.failed:
-            log.error(
-                "task %s failed (run %s, attempt %d): %s%s",
-                task.label,
-                task.run_id,
-                task.attempt,
-                outcome.error,
-                f"\n{outcome.traceback.rstrip()}" if outcome.traceback else "",
-                extra={
-                    "event": "task_failed",
-                    "flow_slug": task.flow_slug,
-                    "step_slug": task.step_slug,
-                    "task_index": task.task_index,
-                    "run_id": task.run_id,
-                    "attempt": task.attempt,
-                    "timed_out": outcome.timed_out,
-                },
-            )
-        elif log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "task %s completed in %.1f ms (run %s, attempt %d)",
-                task.label,
-                outcome.duration * 1000,
-                task.run_id,
-                task.attempt,
-                extra={"event": "task_completed", "run_id": task.run_id},
-            )
+        log_outcome(outcome)
         self._reporter.put(outcome)
         # Its slot is free: the loop may claim more while the report is being committed.
-        self._done_tasks.put(task)
+        self._done_tasks.put(outcome.task)
         self._wake()
 
     def _on_reported(self, done: list[tuple[Outcome, str]]) -> None:
@@ -492,7 +319,7 @@ class Worker:
         """A connection of the worker broke: reports or claims committed just before may be lost
         (commits are asynchronous), so once the database is back, tasks the database says we
         started but we no longer hold are handed back (at-least-once)."""
-        self._needs_reconcile = True
+        self._claims.needs_reconcile = True
 
     def _drain_reported(self) -> None:
         handles: list[Any] = []
@@ -511,7 +338,7 @@ class Worker:
             except queue.Empty:
                 break
             for outcome, result in done:
-                self._untrack(outcome.task)
+                self._claims.forget(outcome.task)
                 if result == "completed":
                     self.stats.completed += 1
                 elif result in ("failed", "rejected"):
@@ -525,39 +352,6 @@ class Worker:
         if waker is not None:
             waker()
 
-    # -- held tasks, for reconciliation after a lost claim ---------------------------------------
-
-    def _track(self, task: ClaimedTask) -> None:
-        self._holding[(task.run_id, task.step_slug, task.task_index)] = task
-
-    def _untrack(self, task: ClaimedTask) -> None:
-        self._holding.pop((task.run_id, task.step_slug, task.task_index), None)
-
-    def _reconcile(self) -> None:
-        """Hand back tasks the database says we started but we never received."""
-        rows = self._claims.fetch(
-            query("worker.held_tasks"), {"worker_ids": list(self.membership.worker_ids.values())}
-        )
-        orphans = [
-            {
-                "run_id": str(run_id),
-                "step_slug": step_slug,
-                "task_index": task_index,
-                "attempt": attempts,
-                "worker_id": str(worker_id),
-            }
-            for run_id, step_slug, task_index, attempts, worker_id in rows
-            if (str(run_id), step_slug, task_index) not in self._holding
-        ]
-        if orphans:
-            rows = self._claims.fetch(query("worker.release_tasks"), {"tasks": Jsonb(orphans)})
-            log.warning(
-                "handed back %d task(s) claimed while the connection broke",
-                rows[0][0] if rows else 0,
-                extra={"event": "tasks_reconciled"},
-            )
-        self._needs_reconcile = False
-
     # -- shutdown ------------------------------------------------------------------------------
 
     def _shutdown(self) -> int:
@@ -567,8 +361,10 @@ class Worker:
             with contextlib.suppress(Exception):
                 self._source.stop_consuming()
         unstarted = self._pool.close()
-        if unstarted:
-            self._release(unstarted)
+        if unstarted and self._claims.release(unstarted):
+            self._held -= len(unstarted)
+            if self._source is not None:
+                self._source.ack([t.delivery for t in unstarted])
         finished = self._pool.join(max(0.0, deadline - time.monotonic()))
         running = self._pool.running
         if not finished:
@@ -593,29 +389,6 @@ class Worker:
             extra={"event": "worker_stopped", **self.stats.as_dict()},
         )
         return (0 if finished else running) + unreported
-
-    def _release(self, tasks: list[ClaimedTask]) -> None:
-        payload = Jsonb([t.identity() for t in tasks])
-        for attempt in range(3):
-            try:
-                rows = self._claims.fetch(query("worker.release_tasks"), {"tasks": payload})
-            except PgFlowError as exc:
-                log.warning("could not hand back %d unstarted task(s): %s", len(tasks), exc)
-                time.sleep(0.5 * (attempt + 1))
-                continue
-            released = rows[0][0] if rows else 0
-            self.stats.released += released
-            self._held -= len(tasks)
-            for task in tasks:
-                self._untrack(task)
-            if self._source is not None:
-                self._source.ack([t.delivery for t in tasks])
-            log.info(
-                "handed back %d claimed task(s) that had not started",
-                released,
-                extra={"event": "tasks_released", "count": released},
-            )
-            return
 
     def _teardown(self) -> None:
         for closer in (

@@ -1,0 +1,207 @@
+"""Claiming tasks for delivered messages, and knowing which claimed tasks this worker holds.
+
+One ``pgflow_kombu.claim_tasks`` per flow per drain cycle turns delivered messages into started
+tasks (attempt counted, visibility set). A message with no queued task is acknowledged and left
+alone. Knowing what it holds lets the worker repair the two ways a claim can go astray:
+
+* the connection broke during a claim, which may have committed: once the database is back,
+  tasks the database says we started but that we do not hold are handed back
+  (:meth:`Claims.reconcile`), and the messages not yet claimed are claimed again;
+* a stop: claimed tasks that never started are handed back (:meth:`Claims.release`), as if
+  never claimed (the attempt is not counted), instead of waiting for stalled-task recovery.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from pgflow_kombu.db.queries import query
+from pgflow_kombu.errors import PgFlowError
+from pgflow_kombu.worker.link import Link, is_connection_error
+from pgflow_kombu.worker.source import Delivery, MessageSource
+from pgflow_kombu.worker.status import WorkerStats
+from pgflow_kombu.worker.tasks import ClaimedTask
+
+__all__ = ["MAX_READ_VISIBILITY", "MIN_READ_VISIBILITY", "Claims"]
+
+log = logging.getLogger("pgflow_kombu.worker")
+
+MIN_READ_VISIBILITY = 30
+MAX_READ_VISIBILITY = 300
+
+TaskKey = tuple[str, str, int]
+
+
+def _key(task: ClaimedTask) -> TaskKey:
+    return (task.run_id, task.step_slug, task.task_index)
+
+
+class Claims:
+    """Used from the worker's loop thread only."""
+
+    def __init__(
+        self,
+        url: str,
+        worker_ids: Mapping[str, str],
+        stats: WorkerStats,
+        *,
+        synchronous_commit: bool = False,
+    ) -> None:
+        self.worker_ids = worker_ids
+        self.stats = stats
+        self.link = Link(
+            url, application_name="pgflow-kombu-claims", synchronous_commit=synchronous_commit
+        )
+        self.needs_reconcile = False
+        self._unclaimed: list[Delivery] = []
+        self._holding: dict[TaskKey, ClaimedTask] = {}
+
+    def close(self) -> None:
+        self.link.close()
+
+    def read_visibility(self, flow_slugs: Iterable[str]) -> int:
+        """Longest step timeout + 2 s of the flows, within [30, 300] s: reads hide messages that
+        long, so most claims need no second visibility update, and a message read but never
+        claimed (the worker died in between) is back within minutes at most."""
+        rows = self.link.fetch(query("worker.flow_timeouts"), {"flow_slugs": list(flow_slugs)})
+        longest = max((int(timeout) for _flow, _step, timeout in rows), default=0)
+        return min(max(longest + 2, MIN_READ_VISIBILITY), MAX_READ_VISIBILITY)
+
+    # -- claiming ------------------------------------------------------------------------------
+
+    def pending_retry(self) -> list[Delivery]:
+        """Messages read before a connection broke and not claimed: still hidden for us."""
+        retry, self._unclaimed = self._unclaimed, []
+        return retry
+
+    def claim(
+        self,
+        source: MessageSource,
+        deliveries: list[Delivery],
+        submit: Callable[[list[ClaimedTask]], None],
+    ) -> None:
+        """Claim what the deliveries stand for, one statement per flow; each flow's claimed
+        tasks go to ``submit`` at once (so a later flow's failure loses none of them)."""
+        by_queue: dict[str, list[Delivery]] = defaultdict(list)
+        for delivery in deliveries:
+            by_queue[delivery.queue].append(delivery)
+        batches = list(by_queue.items())
+        for position, (flow_slug, batch) in enumerate(batches):
+            try:
+                tasks = self._claim_flow(source, flow_slug, batch)
+            except PgFlowError as exc:
+                rest = [d for _q, b in batches[position:] for d in b]
+                if is_connection_error(exc):
+                    # The claim may have committed before the connection broke.
+                    self.needs_reconcile = True
+                    self._unclaimed = rest
+                else:
+                    source.ack([d.handle for d in rest])  # back after their visibility
+                raise
+            if tasks:
+                submit(tasks)
+
+    def _claim_flow(
+        self, source: MessageSource, flow_slug: str, batch: list[Delivery]
+    ) -> list[ClaimedTask]:
+        worker_id = self.worker_ids.get(flow_slug)
+        if worker_id is None:  # not a queue we serve: leave it alone
+            source.ack([d.handle for d in batch])
+            return []
+        by_id = {d.msg_id: d for d in batch}
+        rows = self.link.fetch(
+            query("worker.claim_tasks"),
+            {
+                "flow_slug": flow_slug,
+                "msg_ids": list(by_id),
+                "worker_id": worker_id,
+                "read_visibility": source.read_visibility,
+            },
+        )
+        self.stats.claim_batches += 1
+        tasks = []
+        for run_id, step_slug, task_index, msg_id, task_input, attempt, timeout in rows:
+            task = ClaimedTask(
+                flow_slug=flow_slug,
+                run_id=str(run_id),
+                step_slug=step_slug,
+                task_index=task_index,
+                msg_id=msg_id,
+                input=task_input,
+                attempt=attempt,
+                timeout=float(timeout),
+                worker_id=worker_id,
+                delivery=by_id.pop(msg_id).handle,
+            )
+            self._holding[_key(task)] = task
+            tasks.append(task)
+        self.stats.claimed += len(tasks)
+        if by_id:
+            self.stats.unclaimed += len(by_id)
+            source.ack([d.handle for d in by_id.values()])
+        return tasks
+
+    def forget(self, task: ClaimedTask) -> None:
+        """The task's outcome was reported: it is no longer ours to hand back."""
+        self._holding.pop(_key(task), None)
+
+    # -- handing back --------------------------------------------------------------------------
+
+    def reconcile(self) -> int:
+        """Hand back tasks the database says we started but that we do not hold."""
+        rows = self.link.fetch(
+            query("worker.held_tasks"), {"worker_ids": list(self.worker_ids.values())}
+        )
+        orphans = [
+            {
+                "run_id": str(run_id),
+                "step_slug": step_slug,
+                "task_index": task_index,
+                "attempt": attempts,
+                "worker_id": str(worker_id),
+            }
+            for run_id, step_slug, task_index, attempts, worker_id in rows
+            if (str(run_id), step_slug, task_index) not in self._holding
+        ]
+        released = self._release(orphans) if orphans else 0
+        if released:
+            self.stats.released += released
+            log.warning(
+                "handed back %d task(s) whose claim or report was lost with the connection",
+                released,
+                extra={"event": "tasks_reconciled", "count": released},
+            )
+        self.needs_reconcile = False
+        return released
+
+    def release(self, tasks: list[ClaimedTask], attempts: int = 3) -> bool:
+        """Hand back claimed tasks that never started; False when the database was unreachable
+        (they are then left to stalled-task recovery)."""
+        payload = [t.identity() for t in tasks]
+        for attempt in range(attempts):
+            try:
+                released = self._release(payload)
+            except PgFlowError as exc:
+                log.warning("could not hand back %d unstarted task(s): %s", len(tasks), exc)
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            self.stats.released += released
+            for task in tasks:
+                self.forget(task)
+            log.info(
+                "handed back %d claimed task(s) that had not started",
+                released,
+                extra={"event": "tasks_released", "count": released},
+            )
+            return True
+        return False
+
+    def _release(self, payload: list[dict[str, Any]]) -> int:
+        rows = self.link.fetch(query("worker.release_tasks"), {"tasks": Jsonb(payload)})
+        return int(rows[0][0]) if rows and rows[0][0] else 0

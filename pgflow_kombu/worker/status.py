@@ -1,0 +1,33 @@
+"""How a worker is doing (counters) and how it ended (exit codes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ExitCode", "WorkerStats"]
+
+
+class ExitCode:
+    """What :meth:`Worker.run` (and ``pgflow-kombu worker``) returns."""
+
+    OK = 0  # stopped cleanly: every task it took was reported or handed back
+    STARTUP_FAILED = 1  # configuration, flows or database prevented the start
+    CRASHED = 70  # an unexpected internal error stopped the loop
+    TASKS_LEFT = 75  # stopped, but tasks still running at the deadline were left for recovery
+    FORCED = 130  # a second SIGINT: exited at once
+
+
+@dataclass
+class WorkerStats:
+    """Counters of one worker (read by tests and logged at exit)."""
+
+    claimed: int = 0
+    completed: int = 0
+    failed: int = 0
+    stale: int = 0  # reports the database ignored: the attempt was no longer ours
+    released: int = 0  # claimed tasks handed back unstarted (shutdown, reconciliation)
+    unclaimed: int = 0  # delivered messages with no queued task (another worker holds it)
+    claim_batches: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
