@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from celery import Celery, Task
+from celery import Celery, Task, signals
 from celery.exceptions import Reject
 
 import pgflow_kombu  # noqa: F401 - registers the pgflow:// transport
@@ -50,6 +50,13 @@ def recorded(event: str) -> list[dict[str, Any]]:
         return []
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     return [e for e in map(json.loads, lines) if e["event"] == event]
+
+
+@signals.worker_ready.connect
+def on_worker_ready(sender: Any, **kwargs: Any) -> None:
+    # Whether the worker consumes on kombu's event loop (our transport registered with its Hub).
+    transport = sender.connection.transport
+    record("worker_ready", hostname=sender.hostname, event_loop=transport._hub is not None)
 
 
 @app.task

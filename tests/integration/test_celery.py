@@ -81,6 +81,12 @@ def test_plain_task(worker: Worker) -> None:
     assert add.delay(2, 3).get(timeout=20) == 5
 
 
+def test_worker_consumes_on_the_event_loop(worker: Worker) -> None:
+    ready = [e for e in recorded("worker_ready") if e["hostname"] == worker.hostname]
+    assert ready
+    assert ready[-1]["event_loop"] is True
+
+
 def test_countdown_and_eta_run_when_due(worker: Worker) -> None:
     sent = time.time()
     by_countdown = mark.apply_async(("countdown",), countdown=1.5)
