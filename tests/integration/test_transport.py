@@ -341,6 +341,14 @@ def test_held_messages_stay_hidden_past_the_visibility_timeout(url: str) -> None
 # -- connections -------------------------------------------------------------------------------
 
 
+def test_transport_class_can_be_named_instead_of_the_alias(db_url: str) -> None:
+    conn = kombu.Connection(db_url, transport="pgflow_kombu.transport:Transport")
+    with conn, closing(conn.SimpleQueue("named")) as q:
+        q.put("via the class path")
+        assert q.get(timeout=2).payload == "via the class path"
+    assert conn.as_uri().startswith("postgresql://")
+
+
 def test_unreachable_server_is_a_clear_error() -> None:
     conn = kombu.Connection("pgflow://someone:secret@127.0.0.1:1/nowhere", connect_timeout=2)
     with pytest.raises(ConnectionFailed) as failure:
