@@ -115,7 +115,7 @@ class Channel(ConsumingChannel):
         arguments = dict(kwargs.get("arguments") or {})
         auto_delete = bool(kwargs.get("auto_delete"))
         info = self.connection.queues.declare(queue, auto_delete, arguments)
-        self.ensure_queue(info)
+        self.ensure_queue(info, cached=False)
         with self.db() as conn:
             store.record_queue(conn, queue, info.pgmq, auto_delete, arguments)
 

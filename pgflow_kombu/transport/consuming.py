@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from kombu.transport import virtual
 
-from pgflow_kombu.errors import ConnectionFailed
+from pgflow_kombu.errors import ConnectionFailed, PgFlowError
 from pgflow_kombu.transport import store
 from pgflow_kombu.transport.connections import Connection, is_usable, translate
 from pgflow_kombu.transport.messages import delivered_payload
@@ -99,10 +99,11 @@ class ConsumingChannel(virtual.Channel):
         with self.db() as conn:
             return store.queue_record(conn, queue)
 
-    def ensure_queue(self, info: QueueInfo) -> None:
-        """Create the pgmq queue if needed and install the wake-up trigger (once per process)."""
+    def ensure_queue(self, info: QueueInfo, *, cached: bool = True) -> None:
+        """Create the pgmq queue if needed and install the wake-up trigger (``cached``: once per
+        transport; a declaration checks again, the queue may have been dropped since)."""
         queues = self.connection.queues
-        if queues.is_ensured(info.pgmq):
+        if cached and queues.is_ensured(info.pgmq):
             return
         with self.db() as conn:
             store.ensure_queue(conn, info.pgmq)
@@ -221,9 +222,9 @@ class ConsumingChannel(virtual.Channel):
             except BaseException:
                 # Hand back what this batch took but never delivered, instead of letting it
                 # wait for the visibility timeout.
-                if queue not in self._noack_queues:
-                    rest = [r[0] for r in rows[position + 1 :] if r[1] is not None]
-                    if rest:
+                rest = [r[0] for r in rows[position + 1 :] if r[1] is not None]
+                if rest and queue not in self._noack_queues:
+                    with suppress(PgFlowError):  # else they come back after the timeout
                         self._make_visible(info, rest)
                 raise
             delivered += 1

@@ -71,6 +71,7 @@ class Transport(virtual.Transport):
         self._hub: Any = None
         self._hub_thread: int | None = None
         self._hub_timers: list[Any] = []
+        self._hub_fds: list[int] = []
         self._next_poll = 0.0
         self._next_extend = 0.0
         self._rechecks: list[tuple[float, ConsumingChannel, str]] = []
@@ -99,6 +100,8 @@ class Transport(virtual.Transport):
         return super().establish_connection()  # type: ignore[no-untyped-call]
 
     def close_connection(self, connection: Any) -> None:
+        if self._hub is not None:
+            self.unregister_from_event_loop(connection, self._hub)
         try:
             super().close_connection(connection)  # type: ignore[no-untyped-call]
         finally:
@@ -238,9 +241,11 @@ class Transport(virtual.Transport):
         self._hub = loop
         self._hub_thread = threading.get_ident()
         listener = self.listener()
-        loop.add_reader(listener.fileno(), self.on_readable)
+        self._hub_fds = [listener.fileno()]
+        loop.add_reader(self._hub_fds[0], self.on_readable)
         if self._waker is not None:
-            loop.add_reader(self._waker.fileno(), self._on_waker)
+            self._hub_fds.append(self._waker.fileno())
+            loop.add_reader(self._hub_fds[1], self._on_waker)
         loop.on_tick.add(self.on_tick)
         self._hub_timers = [
             loop.call_repeatedly(self.options.polling_interval, self._on_poll_timer),
@@ -248,10 +253,9 @@ class Transport(virtual.Transport):
         ]
 
     def unregister_from_event_loop(self, connection: Any, loop: Any) -> None:
-        if self._listener is not None:
-            loop.remove_reader(self._listener.fileno())
-        if self._waker is not None:
-            loop.remove_reader(self._waker.fileno())
+        for fd in self._hub_fds:
+            loop.remove_reader(fd)
+        self._hub_fds = []
         loop.on_tick.discard(self.on_tick)
         for timer in self._hub_timers:
             timer.cancel()

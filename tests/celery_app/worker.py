@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from celery import Celery
+
 from tests.celery_app.app import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +26,7 @@ class Worker:
         *,
         queues: str = "celery",
         concurrency: int = 2,
+        control: Celery | None = None,
     ) -> None:
         self.name = name
         self.env = env
@@ -31,6 +34,7 @@ class Worker:
         self.queues = queues
         self.concurrency = concurrency
         self.process: subprocess.Popen[bytes] | None = None
+        self.control = control or app  # the app whose broker the readiness ping goes through
 
     @property
     def hostname(self) -> str:
@@ -71,7 +75,7 @@ class Worker:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"worker {self.name} exited:\n{self.log()}")
-            replies = app.control.inspect(destination=[self.hostname], timeout=1.0).ping()
+            replies = self.control.control.inspect(destination=[self.hostname], timeout=1.0).ping()
             if replies and self.hostname in replies:
                 return
         raise RuntimeError(f"worker {self.name} did not answer a ping in {timeout}s:\n{self.log()}")

