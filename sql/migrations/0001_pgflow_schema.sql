@@ -30,6 +30,8 @@ END
 $check$;
 
 CREATE SCHEMA pgflow;
+-- Private helpers of our pgflow functions (not part of the contract) live in our own schema.
+CREATE SCHEMA IF NOT EXISTS pgflow_kombu;
 
 -- ---------------------------------------------------------------------------------------------
 -- Slugs and retry delays
@@ -467,6 +469,92 @@ BEGIN
 END;
 $$;
 
+-- Sends one pgmq message per task of the given steps (step i gets task_counts[i] tasks, delayed by
+-- delays[i] seconds) and records the tasks as queued, in step then task_index order (msg_ids
+-- follow that order). Messages are built by cached statements and written with one small dynamic
+-- INSERT into the queue table, as pgmq.send_batch does, minus its layers of functions and its
+-- per-call table-name formatting (a valid slug names its queue table 'q_' || lower(slug)).
+CREATE FUNCTION pgflow_kombu.queue_step_tasks(
+    flow_slug text,
+    run_id uuid,
+    step_slugs text[],
+    task_counts integer[],
+    delays integer[]
+) RETURNS void
+LANGUAGE plpgsql SET search_path = '' AS $$
+DECLARE
+    v_slugs text[];
+    v_indexes integer[];
+    v_messages jsonb[];
+    v_delays integer[];
+    v_msg_ids bigint[] := '{}';
+    v_sent record;
+BEGIN
+    IF cardinality(queue_step_tasks.step_slugs) = 1 AND queue_step_tasks.task_counts[1] = 1 THEN
+        -- The common case, one single step: no statement needed to build the message.
+        v_slugs := queue_step_tasks.step_slugs;
+        v_indexes := '{0}';
+        v_delays := queue_step_tasks.delays;
+        v_messages := ARRAY[jsonb_build_object('flow_slug', queue_step_tasks.flow_slug,
+                                               'run_id', queue_step_tasks.run_id,
+                                               'step_slug', queue_step_tasks.step_slugs[1],
+                                               'task_index', 0)];
+    ELSE
+        SELECT array_agg(s.step_slug ORDER BY s.ord, i),
+               array_agg(i ORDER BY s.ord, i),
+               array_agg(jsonb_build_object('flow_slug', queue_step_tasks.flow_slug,
+                                            'run_id', queue_step_tasks.run_id,
+                                            'step_slug', s.step_slug,
+                                            'task_index', i) ORDER BY s.ord, i),
+               array_agg(s.delay ORDER BY s.ord, i)
+        INTO v_slugs, v_indexes, v_messages, v_delays
+        FROM unnest(queue_step_tasks.step_slugs, queue_step_tasks.task_counts,
+                    queue_step_tasks.delays) WITH ORDINALITY AS s(step_slug, n, delay, ord)
+        CROSS JOIN LATERAL generate_series(0, s.n - 1) AS i;
+    END IF;
+
+    FOR v_sent IN EXECUTE
+        'INSERT INTO pgmq.' || quote_ident('q_' || lower(queue_step_tasks.flow_slug))
+        || ' (vt, message) SELECT clock_timestamp() + make_interval(secs => m.delay), m.message'
+        || ' FROM unnest($1, $2) AS m(message, delay) RETURNING msg_id'
+        USING v_messages, v_delays
+    LOOP
+        v_msg_ids := v_msg_ids || v_sent.msg_id;
+    END LOOP;
+
+    INSERT INTO pgflow.step_tasks (flow_slug, run_id, step_slug, task_index, message_id)
+    SELECT queue_step_tasks.flow_slug, queue_step_tasks.run_id, t.step_slug, t.task_index,
+           t.message_id
+    FROM unnest(v_slugs, v_indexes, v_msg_ids) AS t(step_slug, task_index, message_id);
+END;
+$$;
+
+-- The output of a completed run: each leaf step (one no step depends on) mapped to its output, a
+-- map leaf to the array of its task outputs ([] without tasks); NULL for a flow without steps.
+CREATE FUNCTION pgflow_kombu.run_output(run_id uuid) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = '' AS $$
+    SELECT jsonb_object_agg(
+        ss.step_slug,
+        CASE WHEN s.step_type = 'map' THEN (
+            SELECT coalesce(jsonb_agg(t.output ORDER BY t.task_index), '[]'::jsonb)
+            FROM pgflow.step_tasks t
+            WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug AND t.status = 'completed'
+        ) ELSE (
+            SELECT t.output
+            FROM pgflow.step_tasks t
+            WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug AND t.status = 'completed'
+            LIMIT 1
+        ) END
+    )
+    FROM pgflow.step_states ss
+    JOIN pgflow.steps s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+    WHERE ss.run_id = run_output.run_id
+      AND ss.status = 'completed'
+      AND NOT EXISTS (
+          SELECT 1 FROM pgflow.deps d WHERE d.flow_slug = ss.flow_slug AND d.dep_slug = ss.step_slug
+      )
+$$;
+
 -- Starts every created step of the run whose dependencies are done and whose task count is known
 -- and positive: one step_task and one pgmq message per task, in step_slug then task_index order,
 -- delayed by the step's start_delay (first send only; retries use the backoff).
@@ -476,64 +564,63 @@ LANGUAGE plpgsql SET search_path = '' AS $$
 DECLARE
     v_rt boolean := to_regnamespace('realtime') IS NOT NULL
         AND to_regprocedure('realtime.send(jsonb,text,text,boolean)') IS NOT NULL;
-    v_step record;
+    v_flow text;
+    v_slugs text[];
+    v_counts integer[];
+    v_delays integer[];
+    v_events jsonb[];
+    v_event jsonb;
 BEGIN
-    FOR v_step IN
-        WITH started AS (
-            UPDATE pgflow.step_states ss
-            SET status = 'started', started_at = now(), remaining_tasks = ss.initial_tasks
-            FROM pgflow.steps s
-            WHERE ss.run_id = start_ready_steps.run_id
-              AND ss.status = 'created' AND ss.remaining_deps = 0 AND ss.initial_tasks > 0
-              AND s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
-              AND NOT EXISTS (
-                  SELECT 1 FROM pgflow.runs r
-                  WHERE r.run_id = start_ready_steps.run_id AND r.status = 'failed'
-              )
-            RETURNING ss.flow_slug, ss.step_slug, ss.started_at, ss.remaining_tasks,
-                      ss.remaining_deps, coalesce(s.opt_start_delay, 0) AS delay
-        )
-        SELECT * FROM started ORDER BY step_slug
-    LOOP
-        IF v_rt THEN
+    WITH started AS (
+        UPDATE pgflow.step_states ss
+        SET status = 'started', started_at = now(), remaining_tasks = ss.initial_tasks
+        FROM pgflow.steps s
+        WHERE ss.run_id = start_ready_steps.run_id
+          AND ss.status = 'created' AND ss.remaining_deps = 0 AND ss.initial_tasks > 0
+          AND s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+          AND NOT EXISTS (
+              SELECT 1 FROM pgflow.runs r
+              WHERE r.run_id = start_ready_steps.run_id AND r.status = 'failed'
+          )
+        RETURNING ss.flow_slug, ss.step_slug, ss.started_at, ss.remaining_tasks,
+                  ss.remaining_deps, coalesce(s.opt_start_delay, 0) AS delay
+    )
+    SELECT min(flow_slug),
+           array_agg(step_slug ORDER BY step_slug),
+           array_agg(remaining_tasks ORDER BY step_slug),
+           array_agg(delay ORDER BY step_slug),
+           CASE WHEN v_rt THEN array_agg(
+               jsonb_build_object(
+                   'event_type', 'step:started',
+                   'run_id', start_ready_steps.run_id,
+                   'step_slug', step_slug,
+                   'status', 'started',
+                   'started_at', started_at,
+                   'remaining_tasks', remaining_tasks,
+                   'remaining_deps', remaining_deps
+               ) ORDER BY step_slug) END
+    INTO v_flow, v_slugs, v_counts, v_delays, v_events
+    FROM started;
+
+    IF v_flow IS NULL THEN
+        RETURN;
+    END IF;
+    IF v_rt THEN
+        FOREACH v_event IN ARRAY v_events LOOP
             PERFORM realtime.send(
-                jsonb_build_object(
-                    'event_type', 'step:started',
-                    'run_id', start_ready_steps.run_id,
-                    'step_slug', v_step.step_slug,
-                    'status', 'started',
-                    'started_at', v_step.started_at,
-                    'remaining_tasks', v_step.remaining_tasks,
-                    'remaining_deps', v_step.remaining_deps
-                ),
-                'step:' || v_step.step_slug || ':started',
+                v_event,
+                'step:' || (v_event->>'step_slug') || ':started',
                 'pgflow:run:' || start_ready_steps.run_id,
                 false
             );
-        END IF;
-        INSERT INTO pgflow.step_tasks (flow_slug, run_id, step_slug, task_index, message_id)
-        SELECT v_step.flow_slug, start_ready_steps.run_id, v_step.step_slug, (m.n - 1)::integer,
-               m.msg_id
-        FROM pgmq.send_batch(
-            v_step.flow_slug,
-            ARRAY(
-                SELECT jsonb_build_object(
-                    'flow_slug', v_step.flow_slug,
-                    'run_id', start_ready_steps.run_id,
-                    'step_slug', v_step.step_slug,
-                    'task_index', i
-                )
-                FROM generate_series(0, v_step.remaining_tasks - 1) i
-                ORDER BY i
-            ),
-            v_step.delay
-        ) WITH ORDINALITY AS m(msg_id, n);
-    END LOOP;
+        END LOOP;
+    END IF;
+    PERFORM pgflow_kombu.queue_step_tasks(v_flow, start_ready_steps.run_id, v_slugs, v_counts,
+                                          v_delays);
 END;
 $$;
 
--- Completes the run when no step remains: output maps each leaf step (one no step depends on) to
--- its output, a map leaf to the array of its task outputs.
+-- Completes the run when no step remains (output: see pgflow_kombu.run_output).
 CREATE FUNCTION pgflow.maybe_complete_run(run_id uuid) RETURNS void
 LANGUAGE plpgsql SET search_path = '' AS $$
 #variable_conflict use_column
@@ -543,31 +630,7 @@ BEGIN
     UPDATE pgflow.runs r
     SET status = 'completed',
         completed_at = now(),
-        output = (
-            SELECT jsonb_object_agg(
-                ss.step_slug,
-                CASE WHEN s.step_type = 'map' THEN (
-                    SELECT coalesce(jsonb_agg(t.output ORDER BY t.task_index), '[]'::jsonb)
-                    FROM pgflow.step_tasks t
-                    WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug
-                      AND t.status = 'completed'
-                ) ELSE (
-                    SELECT t.output
-                    FROM pgflow.step_tasks t
-                    WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug
-                      AND t.status = 'completed'
-                    LIMIT 1
-                ) END
-            )
-            FROM pgflow.step_states ss
-            JOIN pgflow.steps s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
-            WHERE ss.run_id = maybe_complete_run.run_id
-              AND ss.status = 'completed'
-              AND NOT EXISTS (
-                  SELECT 1 FROM pgflow.deps d
-                  WHERE d.flow_slug = ss.flow_slug AND d.dep_slug = ss.step_slug
-              )
-        )
+        output = pgflow_kombu.run_output(r.run_id)
     WHERE r.run_id = maybe_complete_run.run_id
       AND r.remaining_steps = 0
       AND r.status = 'started'
@@ -604,6 +667,11 @@ DECLARE
     v_empty_map boolean := false;
     v_length integer;
     v_run pgflow.runs;
+    v_slugs text[];
+    v_counts integer[];
+    v_delays integer[];
+    v_started_at timestamptz;
+    i integer;
 BEGIN
     SELECT count(*), count(*) FILTER (WHERE s.step_type = 'map' AND s.deps_count = 0)
     INTO v_steps, v_root_maps
@@ -638,15 +706,36 @@ BEGIN
     RETURNING * INTO v_run;
 
     -- initial_tasks: 1 for a single step, the input's length for a root map, unknown (NULL) for a
-    -- dependent map until its dependency completes.
-    INSERT INTO pgflow.step_states (flow_slug, run_id, step_slug, remaining_deps, initial_tasks)
-    SELECT s.flow_slug, v_run.run_id, s.step_slug, s.deps_count,
-           CASE
-               WHEN s.step_type <> 'map' THEN 1
-               WHEN s.deps_count = 0 THEN v_length
-           END
-    FROM pgflow.steps s
-    WHERE s.flow_slug = start_flow.flow_slug;
+    -- dependent map until its dependency completes. Unless some map has no task (the cascade
+    -- must run first), root steps are inserted already started: same rows, one write fewer.
+    WITH created AS (
+        INSERT INTO pgflow.step_states (
+            flow_slug, run_id, step_slug, remaining_deps, initial_tasks,
+            status, started_at, remaining_tasks
+        )
+        SELECT s.flow_slug, v_run.run_id, s.step_slug, s.deps_count, n.tasks,
+               CASE WHEN n.starts THEN 'started' ELSE 'created' END,
+               CASE WHEN n.starts THEN now() END,
+               CASE WHEN n.starts THEN n.tasks END
+        FROM pgflow.steps s
+        CROSS JOIN LATERAL (
+            SELECT CASE
+                       WHEN s.step_type <> 'map' THEN 1
+                       WHEN s.deps_count = 0 THEN v_length
+                   END AS tasks,
+                   s.deps_count = 0 AND NOT v_empty_map AS starts
+        ) n
+        WHERE s.flow_slug = start_flow.flow_slug
+        RETURNING step_slug, status, remaining_tasks, started_at
+    )
+    SELECT array_agg(c.step_slug ORDER BY c.step_slug),
+           array_agg(c.remaining_tasks ORDER BY c.step_slug),
+           array_agg(coalesce(s.opt_start_delay, 0) ORDER BY c.step_slug),
+           min(c.started_at)
+    INTO v_slugs, v_counts, v_delays, v_started_at
+    FROM created c
+    JOIN pgflow.steps s ON s.flow_slug = start_flow.flow_slug AND s.step_slug = c.step_slug
+    WHERE c.status = 'started';
 
     IF v_rt THEN
         PERFORM realtime.send(
@@ -667,10 +756,36 @@ BEGIN
 
     IF v_empty_map THEN
         PERFORM pgflow.cascade_complete_taskless_steps(v_run.run_id);
+        PERFORM pgflow.start_ready_steps(v_run.run_id);
+        PERFORM pgflow.maybe_complete_run(v_run.run_id);
+        RETURN QUERY SELECT * FROM pgflow.runs r WHERE r.run_id = v_run.run_id;
+        RETURN;
     END IF;
-    PERFORM pgflow.start_ready_steps(v_run.run_id);
 
-    IF v_steps = 0 OR v_empty_map THEN
+    IF v_slugs IS NOT NULL THEN
+        IF v_rt THEN
+            FOR i IN 1 .. cardinality(v_slugs) LOOP
+                PERFORM realtime.send(
+                    jsonb_build_object(
+                        'event_type', 'step:started',
+                        'run_id', v_run.run_id,
+                        'step_slug', v_slugs[i],
+                        'status', 'started',
+                        'started_at', v_started_at,
+                        'remaining_tasks', v_counts[i],
+                        'remaining_deps', 0
+                    ),
+                    'step:' || v_slugs[i] || ':started',
+                    'pgflow:run:' || v_run.run_id,
+                    false
+                );
+            END LOOP;
+        END IF;
+        PERFORM pgflow_kombu.queue_step_tasks(v_run.flow_slug, v_run.run_id, v_slugs, v_counts,
+                                              v_delays);
+    END IF;
+
+    IF v_steps = 0 THEN
         PERFORM pgflow.maybe_complete_run(v_run.run_id);
         RETURN QUERY SELECT * FROM pgflow.runs r WHERE r.run_id = v_run.run_id;
     ELSE
@@ -781,6 +896,8 @@ DECLARE
     v_ready integer := 0;
     v_taskless integer := 0;
     v_output jsonb;
+    v_run_output jsonb;
+    v_run_completed_at timestamptz;
 BEGIN
     -- The run row lock serialises every change to one run.
     SELECT r.flow_slug, r.status INTO v_flow, v_run_status
@@ -897,7 +1014,8 @@ BEGIN
 
     IF v_step_status = 'completed' THEN
         -- Each dependent loses one pending dependency; a dependent map learns its task count from
-        -- this step (a map parent's task count, or the length of a single parent's array).
+        -- this step (a map parent's task count, or the length of a single parent's array). The
+        -- run loses one remaining step, and completes in the same write when it was the last.
         WITH dependents AS (
             UPDATE pgflow.step_states cs
             SET remaining_deps = cs.remaining_deps - 1,
@@ -917,15 +1035,19 @@ BEGIN
             RETURNING cs.remaining_deps, cs.initial_tasks
         ),
         run AS (
-            UPDATE pgflow.runs r SET remaining_steps = r.remaining_steps - 1
+            UPDATE pgflow.runs r
+            SET remaining_steps = r.remaining_steps - 1,
+                status = CASE WHEN r.remaining_steps = 1 THEN 'completed' ELSE r.status END,
+                completed_at = CASE WHEN r.remaining_steps = 1 THEN now() END,
+                output = CASE WHEN r.remaining_steps = 1 THEN pgflow_kombu.run_output(r.run_id) END
             WHERE r.run_id = complete_task.run_id
-            RETURNING r.remaining_steps
+            RETURNING r.remaining_steps, r.status, r.output, r.completed_at
         )
-        SELECT (SELECT run.remaining_steps FROM run),
-               count(*) FILTER (WHERE k.remaining_deps = 0 AND k.initial_tasks > 0),
-               count(*) FILTER (WHERE k.remaining_deps = 0 AND k.initial_tasks = 0)
-        INTO v_remaining, v_ready, v_taskless
-        FROM dependents k;
+        SELECT run.remaining_steps, run.status, run.output, run.completed_at,
+               (SELECT count(*) FROM dependents k WHERE k.remaining_deps = 0 AND k.initial_tasks > 0),
+               (SELECT count(*) FROM dependents k WHERE k.remaining_deps = 0 AND k.initial_tasks = 0)
+        INTO v_remaining, v_run_status, v_run_output, v_run_completed_at, v_ready, v_taskless
+        FROM run;
 
         IF v_rt THEN
             IF v_step_type = 'map' THEN
@@ -964,7 +1086,24 @@ BEGIN
     IF v_ready > 0 THEN
         PERFORM pgflow.start_ready_steps(complete_task.run_id);
     END IF;
-    IF v_remaining = 0 THEN
+    IF v_run_status = 'completed' THEN
+        IF v_rt THEN
+            PERFORM realtime.send(
+                jsonb_build_object(
+                    'event_type', 'run:completed',
+                    'run_id', complete_task.run_id,
+                    'flow_slug', v_flow,
+                    'status', 'completed',
+                    'output', v_run_output,
+                    'completed_at', v_run_completed_at
+                ),
+                'run:completed',
+                'pgflow:run:' || complete_task.run_id,
+                false
+            );
+        END IF;
+    ELSIF v_remaining = 0 THEN
+        -- Taskless steps completed by the cascade were the last ones.
         PERFORM pgflow.maybe_complete_run(complete_task.run_id);
     END IF;
     RETURN NEXT v_task;

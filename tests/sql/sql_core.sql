@@ -142,3 +142,25 @@ SELECT * FROM pgflow.runs WHERE run_id = %(run_id)s;
 
 -- name: sqlcore_listen
 LISTEN pgflow_kombu_run;
+
+-- name: sqlcore_bench_start_flow
+SELECT run_id FROM pgflow.start_flow(flow_slug => %(flow_slug)s, input => %(input)s::jsonb);
+
+-- name: sqlcore_bench_read
+SELECT msg_id FROM pgmq.read(queue_name => %(flow_slug)s, vt => 30, qty => 10);
+
+-- name: sqlcore_bench_start_tasks
+SELECT run_id, step_slug, task_index
+FROM pgflow.start_tasks(flow_slug => %(flow_slug)s, msg_ids => %(msg_ids)s::bigint[],
+                        worker_id => %(worker_id)s::uuid);
+
+-- name: sqlcore_bench_complete_task
+SELECT 1 FROM pgflow.complete_task(run_id => %(run_id)s::uuid, step_slug => %(step_slug)s::text,
+                                   task_index => %(task_index)s::int, output => %(output)s::jsonb);
+
+-- name: sqlcore_bench_vacuum
+-- Between benchmark chunks: the queue table (placeholder) churns (every archive deletes a row).
+VACUUM pgmq.{};
+
+-- name: sqlcore_bench_server_version
+SHOW server_version;
