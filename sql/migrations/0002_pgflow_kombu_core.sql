@@ -105,3 +105,12 @@ BEGIN
     RETURN v_count;
 END;
 $$;
+
+-- The same, with the timeout in seconds (as the worker's configuration holds it).
+CREATE OR REPLACE FUNCTION pgflow_kombu.recover_stalled_tasks(stalled_after double precision)
+RETURNS integer
+LANGUAGE sql SET search_path = '' AS $$
+    SELECT pgflow_kombu.recover_stalled_tasks(
+        heartbeat_timeout => make_interval(secs => recover_stalled_tasks.stalled_after)
+    )
+$$;

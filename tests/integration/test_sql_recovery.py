@@ -150,3 +150,14 @@ def test_timeout_must_be_positive(db: Db) -> None:
 
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="positive interval"):
         recover(db, "0 seconds")
+
+
+def test_timeout_in_seconds(db: Db) -> None:
+    start(db)
+    stall(db, heartbeat_ago="90 seconds", claimed_ago="90 seconds")
+    assert db.execute("sqlcore_recover_seconds", {"seconds": 120.0}) == [
+        {"recover_stalled_tasks": 0}
+    ]
+    assert db.execute("sqlcore_recover_seconds", {"seconds": 60.0}) == [
+        {"recover_stalled_tasks": 1}
+    ]

@@ -164,3 +164,6 @@ VACUUM pgmq.{};
 
 -- name: sqlcore_bench_server_version
 SHOW server_version;
+
+-- name: sqlcore_recover_seconds
+SELECT * FROM pgflow_kombu.recover_stalled_tasks(stalled_after => %(seconds)s);
