@@ -7,7 +7,7 @@
 -- empty-map cascade only when a map has no tasks, maybe_complete_run only when no step remains).
 --
 -- Events go through Supabase's realtime.send(payload, event, topic, private) when that function
--- exists; each entry point checks once per call (a namespace lookup, then the signature), so a
+-- exists; each function checks once per call (a namespace lookup, then the signature), so a
 -- plain PostgreSQL pays one syscache probe and nothing fails.
 --
 -- Requires pgmq >= 1.5 in schema `pgmq` (message records with headers).
