@@ -465,7 +465,7 @@ def test_concurrent_start_tasks_only_returns_what_it_claimed(pair: Pair) -> None
         other = Db(db.url, "other")
         try:
             with db.conn.transaction():
-                (first,) = db.call(
+                (_first,) = db.call(
                     "start_tasks", flow_slug="race", msg_ids=msg_ids, worker_id=WORKER_ID
                 )
                 thread = threading.Thread(
