@@ -898,6 +898,13 @@ DECLARE
     v_output jsonb;
     v_run_output jsonb;
     v_run_completed_at timestamptz;
+    v_child_tasks integer;
+    v_start_here boolean;
+    v_slugs text[];
+    v_counts integer[];
+    v_delays integer[];
+    v_started_at timestamptz;
+    i integer;
 BEGIN
     -- The run row lock serialises every change to one run.
     SELECT r.flow_slug, r.status INTO v_flow, v_run_status
@@ -1013,26 +1020,43 @@ BEGIN
     INTO v_step_status, v_step_completed_at, v_step_tasks, v_step_type;
 
     IF v_step_status = 'completed' THEN
-        -- Each dependent loses one pending dependency; a dependent map learns its task count from
-        -- this step (a map parent's task count, or the length of a single parent's array). The
-        -- run loses one remaining step, and completes in the same write when it was the last.
+        -- A dependent map learns its task count from this step: a map parent's task count, or
+        -- the length of a single parent's array.
+        IF v_step_type = 'map' THEN
+            v_child_tasks := v_step_tasks;
+        ELSIF jsonb_typeof(complete_task.output) = 'array' THEN
+            v_child_tasks := jsonb_array_length(complete_task.output);
+        END IF;
+        -- Only an empty array from a single step can leave a dependent map without tasks (for
+        -- the cascade). Otherwise dependents that become ready start in the same write that
+        -- counts their dependency done (one row version and one statement fewer per step).
+        v_start_here := v_child_tasks IS DISTINCT FROM 0;
+
+        -- Each dependent loses one pending dependency (and starts when it was the last; its task
+        -- count is known, or it is a map waiting for this step, its only dependency); the run
+        -- loses one remaining step, and completes in the same write when it was the last.
         WITH dependents AS (
             UPDATE pgflow.step_states cs
             SET remaining_deps = cs.remaining_deps - 1,
-                initial_tasks = CASE
-                    WHEN c.step_type = 'map' AND cs.initial_tasks IS NULL THEN
-                        CASE
-                            WHEN v_step_type = 'map' THEN v_step_tasks
-                            WHEN jsonb_typeof(complete_task.output) = 'array'
-                                THEN jsonb_array_length(complete_task.output)
-                        END
-                    ELSE cs.initial_tasks
-                END
+                initial_tasks = coalesce(cs.initial_tasks, v_child_tasks),
+                status = CASE
+                    WHEN v_start_here AND cs.remaining_deps = 1
+                         AND coalesce(cs.initial_tasks, v_child_tasks) > 0
+                    THEN 'started' ELSE cs.status END,
+                started_at = CASE
+                    WHEN v_start_here AND cs.remaining_deps = 1
+                         AND coalesce(cs.initial_tasks, v_child_tasks) > 0
+                    THEN now() ELSE cs.started_at END,
+                remaining_tasks = CASE
+                    WHEN v_start_here AND cs.remaining_deps = 1
+                         AND coalesce(cs.initial_tasks, v_child_tasks) > 0
+                    THEN coalesce(cs.initial_tasks, v_child_tasks) ELSE cs.remaining_tasks END
             FROM pgflow.deps d
             JOIN pgflow.steps c ON c.flow_slug = d.flow_slug AND c.step_slug = d.step_slug
             WHERE d.flow_slug = v_flow AND d.dep_slug = complete_task.step_slug
               AND cs.run_id = complete_task.run_id AND cs.step_slug = d.step_slug
-            RETURNING cs.remaining_deps, cs.initial_tasks
+            RETURNING cs.step_slug, cs.status, cs.started_at, cs.remaining_tasks,
+                      cs.remaining_deps, cs.initial_tasks, coalesce(c.opt_start_delay, 0) AS delay
         ),
         run AS (
             UPDATE pgflow.runs r
@@ -1042,12 +1066,26 @@ BEGIN
                 output = CASE WHEN r.remaining_steps = 1 THEN pgflow_kombu.run_output(r.run_id) END
             WHERE r.run_id = complete_task.run_id
             RETURNING r.remaining_steps, r.status, r.output, r.completed_at
+        ),
+        summary AS (
+            SELECT count(*) FILTER (
+                       WHERE k.remaining_deps = 0 AND k.initial_tasks > 0 AND k.status = 'created'
+                   ) AS ready,
+                   count(*) FILTER (WHERE k.remaining_deps = 0 AND k.initial_tasks = 0) AS taskless,
+                   array_agg(k.step_slug ORDER BY k.step_slug)
+                       FILTER (WHERE k.status = 'started') AS slugs,
+                   array_agg(k.remaining_tasks ORDER BY k.step_slug)
+                       FILTER (WHERE k.status = 'started') AS counts,
+                   array_agg(k.delay ORDER BY k.step_slug)
+                       FILTER (WHERE k.status = 'started') AS delays,
+                   min(k.started_at) AS started_at
+            FROM dependents k
         )
-        SELECT run.remaining_steps, run.status, run.output, run.completed_at,
-               (SELECT count(*) FROM dependents k WHERE k.remaining_deps = 0 AND k.initial_tasks > 0),
-               (SELECT count(*) FROM dependents k WHERE k.remaining_deps = 0 AND k.initial_tasks = 0)
-        INTO v_remaining, v_run_status, v_run_output, v_run_completed_at, v_ready, v_taskless
-        FROM run;
+        SELECT run.remaining_steps, run.status, run.output, run.completed_at, summary.ready,
+               summary.taskless, summary.slugs, summary.counts, summary.delays, summary.started_at
+        INTO v_remaining, v_run_status, v_run_output, v_run_completed_at, v_ready, v_taskless,
+             v_slugs, v_counts, v_delays, v_started_at
+        FROM run, summary;
 
         IF v_rt THEN
             IF v_step_type = 'map' THEN
@@ -1082,6 +1120,29 @@ BEGIN
 
     IF v_task.message_id IS NOT NULL THEN
         PERFORM pgmq.archive(v_flow, v_task.message_id);
+    END IF;
+    IF v_slugs IS NOT NULL THEN
+        -- Dependents started above: their events and messages, in step_slug order.
+        IF v_rt THEN
+            FOR i IN 1 .. cardinality(v_slugs) LOOP
+                PERFORM realtime.send(
+                    jsonb_build_object(
+                        'event_type', 'step:started',
+                        'run_id', complete_task.run_id,
+                        'step_slug', v_slugs[i],
+                        'status', 'started',
+                        'started_at', v_started_at,
+                        'remaining_tasks', v_counts[i],
+                        'remaining_deps', 0
+                    ),
+                    'step:' || v_slugs[i] || ':started',
+                    'pgflow:run:' || complete_task.run_id,
+                    false
+                );
+            END LOOP;
+        END IF;
+        PERFORM pgflow_kombu.queue_step_tasks(v_flow, complete_task.run_id, v_slugs, v_counts,
+                                              v_delays);
     END IF;
     IF v_ready > 0 THEN
         PERFORM pgflow.start_ready_steps(complete_task.run_id);
