@@ -167,3 +167,7 @@ SHOW server_version;
 
 -- name: sqlcore_recover_seconds
 SELECT * FROM pgflow_kombu.recover_stalled_tasks(stalled_after => %(seconds)s);
+
+-- name: sqlcore_realtime_schema_only
+-- A realtime schema without a send function (events must then be skipped, not fail).
+CREATE SCHEMA realtime;
