@@ -16,11 +16,25 @@ Every task runs under its step's timeout (the step's ``timeout`` option, else th
   completion of an attempt that already failed. A coroutine that blocks the event loop without
   awaiting stalls the whole asyncio pool: run such code in the thread or process pool.
 
-Guarantees: one report per attempt, applied only while that attempt is the task's current one
-(``pgflow_kombu.report_tasks`` checks status, attempt and worker); a graceful stop hands back
-claimed tasks that never started and leaves tasks still running at the deadline to stalled-task
-recovery (never failed); a worker killed outright is detected by its stale heartbeat and its
-tasks are requeued by the other workers.
+Guarantees
+==========
+
+* At least once: a task whose outcome never reached the database runs again. One report per
+  attempt, applied only while that attempt is the task's current one
+  (``pgflow_kombu.report_tasks`` checks status, attempt and worker), so a late or repeated
+  report never completes an attempt twice, nor one that already failed.
+* A graceful stop hands back claimed tasks that never started and leaves tasks still running at
+  the deadline to stalled-task recovery (never failed). A worker killed outright is detected by
+  its stale heartbeat and its tasks are requeued by the other workers (the lost attempt counts).
+* Claims and reports commit asynchronously (``synchronous_commit=off`` on the worker's own
+  connections; the transport does the same for reads): a database crash may forget the last
+  few hundred milliseconds of them. A forgotten claim leaves the task queued; a forgotten
+  report leaves it started by this worker, which, after any lost connection, hands back the
+  tasks the database says it started but that it no longer holds. Pass
+  ``Worker(..., synchronous_commit=True)`` to wait for the disk on every claim and report.
+
+Threads and processes: :class:`Worker` documents the loop; ``claims.py``, ``reporter.py``,
+``membership.py`` and ``pools/`` one concern each.
 """
 
 from __future__ import annotations

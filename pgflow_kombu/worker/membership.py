@@ -44,6 +44,7 @@ class Membership:
         recovery_interval: float | None = None,
         function_name: str | None = None,
         on_deprecated: Callable[[], None] | None = None,
+        on_connection_lost: Callable[[], None] | None = None,
     ) -> None:
         self.queues = list(queues)
         self.worker_ids: dict[str, str] = {q: str(uuid.uuid4()) for q in self.queues}
@@ -58,6 +59,7 @@ class Membership:
         self.deprecated = False
         self.recovered_total = 0
         self._on_deprecated = on_deprecated
+        self._on_connection_lost = on_connection_lost
         self._link = Link(url, application_name="pgflow-kombu-heartbeat")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pgflow-heartbeat", daemon=True)
@@ -140,6 +142,8 @@ class Membership:
                     log.info("heartbeats resumed", extra={"event": "db_reconnected"})
                 self._healthy = True
             except PgFlowError as exc:
+                if is_connection_error(exc) and self._on_connection_lost is not None:
+                    self._on_connection_lost()
                 if self._healthy:
                     level = logging.WARNING if is_connection_error(exc) else logging.ERROR
                     log.log(level, "heartbeat failed: %s", exc, extra={"event": "heartbeat_failed"})

@@ -97,6 +97,7 @@ class Worker:
             recovery_interval=recovery_interval,
             function_name=function_name,
             on_deprecated=self._wake,
+            on_connection_lost=self._on_connection_lost,
         )
         self._source = source
         self._claims = Claims(
@@ -289,6 +290,7 @@ class Worker:
                     self._stopping.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
+                self._claims.needs_reconcile = True
                 log.log(
                     logging.WARNING if backoff == 0.1 else logging.DEBUG,
                     "database unreachable (%s); retrying every few seconds",
