@@ -7,8 +7,7 @@ call per transaction (autocommit), as the TypeScript and Python workers do:
 
     start_flow, then per step: pgmq.read, pgflow.start_tasks, pgflow.complete_task per task
 
-for N runs of a single-step flow and N runs of a 3-step chain. Rounds alternate which schema
-The two schemas take turns in short chunks (the order alternates, and each queue table is vacuumed
+for N runs of a single-step flow and N runs of a 3-step chain. The two schemas take turns in short chunks (the order alternates, and each queue table is vacuumed
 before a chunk), so that load from other processes and pgmq's queue churn weigh on both alike.
 Prints runs/s per schema (all chunks) and the median of the per-chunk ratios ours/reference.
 
@@ -16,7 +15,9 @@ Prints runs/s per schema (all chunks) and the median of the per-chunk ratios our
                                   [--synchronous-commit off]
 
 ``--synchronous-commit off`` takes the WAL flush wait out of each commit (the same for both
-schemas), which leaves the work the SQL does.
+schemas), which leaves the work the SQL does. ``--work`` also counts, free of timing noise, the
+shared buffers each run touches and the WAL it writes (every call under EXPLAIN ANALYZE, which
+includes the statements the functions run).
 
 Without --url: PGFLOW_TEST_DATABASE_URL, else the embedded server of the checkout (.pgdata).
 Needs npm (the reference package is fetched into .reference/ once).
@@ -102,6 +103,52 @@ def run_flows(conn: Any, flow_slug: str, steps: int, n: int) -> float:
     return time.perf_counter() - began
 
 
+def measured(conn: Any, statement: str, params: dict[str, Any]) -> tuple[list[Any], dict[str, int]]:
+    """Run one call under EXPLAIN; return its rows and its buffer and WAL counts."""
+    with conn.transaction():
+        plan = conn.execute(
+            sql.SQL(test_query("sqlcore_bench_measured")).format(sql.SQL(statement)), params
+        ).fetchone()[0][0]["Plan"]
+        rows = conn.execute(test_query("sqlcore_bench_rows"), prepare=False).fetchall()
+    counts = {
+        "buffers": plan["Shared Hit Blocks"] + plan["Shared Read Blocks"],
+        "wal_records": plan["WAL Records"],
+        "wal_bytes": plan["WAL Bytes"],
+    }
+    return rows, counts
+
+
+def work_per_run(conn: Any, flow_slug: str, steps: int, n: int) -> dict[str, float]:
+    """Shared buffers touched and WAL written per run (the same calls as run_flows)."""
+    total = {"buffers": 0, "wal_records": 0, "wal_bytes": 0}
+
+    def call(name: str, params: dict[str, Any]) -> list[Any]:
+        rows, counts = measured(conn, test_query(name).rstrip(";"), params)
+        for key, value in counts.items():
+            total[key] += value
+        return rows
+
+    for _ in range(n):
+        call("sqlcore_bench_start_flow", {"flow_slug": flow_slug, "input": INPUT})
+        for _step in range(steps):
+            msg_ids = [row[0] for row in call("sqlcore_bench_read", {"flow_slug": flow_slug})]
+            tasks = call(
+                "sqlcore_bench_start_tasks",
+                {"flow_slug": flow_slug, "msg_ids": msg_ids, "worker_id": WORKER_ID},
+            )
+            for run_id, step_slug, task_index in tasks:
+                call(
+                    "sqlcore_bench_complete_task",
+                    {
+                        "run_id": run_id,
+                        "step_slug": step_slug,
+                        "task_index": task_index,
+                        "output": OUTPUT,
+                    },
+                )
+    return {key: value / n for key, value in total.items()}
+
+
 def vacuum_queues(conn: Any) -> None:
     for flow_slug, _steps in WORKLOADS.values():
         table = sql.Identifier(f"q_{flow_slug}")
@@ -114,6 +161,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=25, help="runs per chunk")
     parser.add_argument("--chunks", type=int, default=12, help="chunks per workload and schema")
     parser.add_argument("--synchronous-commit", choices=["on", "off"], default="on")
+    parser.add_argument("--work", action="store_true", help="also count buffers and WAL per run")
     args = parser.parse_args()
 
     admin = admin_url(args.url)
@@ -159,6 +207,18 @@ def main() -> None:
                     f"{workload:>13}: ours {ours:7.1f} runs/s   reference {ref:7.1f} runs/s   "
                     f"ours/reference {ratio:.2f}x (median of chunks)"
                 )
+            if args.work:
+                for workload, (flow_slug, steps) in WORKLOADS.items():
+                    for conn in by_schema.values():
+                        vacuum_queues(conn)
+                    work = {s: work_per_run(c, flow_slug, steps, 20) for s, c in by_schema.items()}
+                    o, r = work["ours"], work["reference"]
+                    print(
+                        f"{workload:>13}: per run, shared buffers ours {o['buffers']:.0f} "
+                        f"reference {r['buffers']:.0f}; WAL records ours {o['wal_records']:.0f} "
+                        f"reference {r['wal_records']:.0f}; WAL bytes ours {o['wal_bytes']:.0f} "
+                        f"reference {r['wal_bytes']:.0f}"
+                    )
     finally:
         with connect(admin) as conn:
             for name in names.values():

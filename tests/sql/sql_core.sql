@@ -171,3 +171,12 @@ SELECT * FROM pgflow_kombu.recover_stalled_tasks(stalled_after => %(seconds)s);
 -- name: sqlcore_realtime_schema_only
 -- A realtime schema without a send function (events must then be skipped, not fail).
 CREATE SCHEMA realtime;
+
+-- name: sqlcore_bench_measured
+-- Run a benchmark call (placeholder) under EXPLAIN to count its buffers and WAL, keeping its rows
+-- in a temporary table (sqlcore_bench_rows) for the next call.
+EXPLAIN (ANALYZE, BUFFERS, WAL, TIMING OFF, FORMAT JSON)
+CREATE TEMPORARY TABLE sqlcore_bench_rows ON COMMIT DROP AS {};
+
+-- name: sqlcore_bench_rows
+SELECT * FROM sqlcore_bench_rows;
