@@ -11,6 +11,17 @@
 -- plain PostgreSQL pays one syscache probe and nothing fails.
 --
 -- Requires pgmq >= 1.5 in schema `pgmq` (message records with headers).
+--
+-- Where this deliberately differs from pgflow 0.8.1 (tests/integration/test_differential*.py):
+-- * a repeated complete_task on a completed task changes nothing (0.8.1 re-sends
+--   step:<slug>:completed and re-runs the empty-map cascade);
+-- * start_tasks returns only the tasks it moved to started (0.8.1 also returns tasks a
+--   concurrent call claimed first);
+-- * bad definitions and inputs fail with a message naming the problem (same SQLSTATE as 0.8.1's
+--   constraint errors), and add_step refuses a dependency listed twice (0.8.1 would count it
+--   twice and the step could never start);
+-- * events of steps that start or complete together follow step_slug / step_index order by
+--   construction, not by the order an UPDATE happens to visit rows.
 
 DO $check$
 BEGIN
