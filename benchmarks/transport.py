@@ -154,9 +154,10 @@ def measure_latency(peer: Peer, samples: int) -> list[float]:
                 consumer = kombu.Consumer(conn, [queue], callbacks=[on_message], accept=["json"])
                 with consumer:
                     ready.set()
+                    # A long drain timeout: kombu's pgmq:// long-polls only for waits >= 1 s.
                     while not stop.is_set():
                         with contextlib.suppress(TimeoutError):
-                            conn.drain_events(timeout=0.5)
+                            conn.drain_events(timeout=2)
         except BaseException as exc:
             failures.append(exc)
             ready.set()
@@ -181,6 +182,7 @@ def measure_latency(peer: Peer, samples: int) -> list[float]:
                 raise RuntimeError(f"{peer.name}: a message did not arrive within 30 s")
             latencies.append((arrivals[-1] - sent) * 1000)
         stop.set()
+        producer.publish(BODY, routing_key=queue.name)  # ends the consumer's last drain
         thread.join(15)
     if failures:
         raise failures[0]
@@ -261,6 +263,12 @@ def run(args: argparse.Namespace) -> None:
     peers = [
         Peer(
             "pgflow://", urlunsplit(urlsplit(ours_db)._replace(scheme="pgflow")), database=ours_db
+        ),
+        Peer(
+            "pgflow:// durable_acks",
+            urlunsplit(urlsplit(ours_db)._replace(scheme="pgflow")),
+            {"durable_acks": True},
+            database=ours_db,
         ),
         Peer(
             "pgmq://",
