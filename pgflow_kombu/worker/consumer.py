@@ -2,7 +2,7 @@
 
 One kombu connection and channel, one consumer on the flow queues (queue name = flow slug). The
 transport delivers pgflow's plain pgmq messages as kombu messages whose ``delivery_info`` carries
-``pgmq_queue`` and ``pgmq_msg_id``; it reads them in batches sized by the channel's QoS, wakes up
+the queue (``routing_key``) and ``pgmq_msg_id``; it reads them in batches sized by the channel's QoS, wakes up
 on NOTIFY, never re-inserts them, leaves their visibility alone when a channel closes, and their
 ack costs nothing. The worker acknowledges a message once its task is reported, so the QoS
 prefetch count bounds the tasks it holds; before each drain the prefetch count is set to what is
@@ -170,7 +170,10 @@ class KombuSource:
                 )
             self.ack([message])
             return
-        self._buffer.append(Delivery(info["pgmq_queue"], int(info["pgmq_msg_id"]), message))
+        # routing_key is the consumed kombu queue, i.e. the flow slug (pgmq_queue is the name
+        # pgmq stores it under, which may differ in case).
+        queue = info.get("routing_key") or info["pgmq_queue"]
+        self._buffer.append(Delivery(queue, int(info["pgmq_msg_id"]), message))
 
     def ack(self, handles: Sequence[Any]) -> None:
         """Acknowledge messages (free for pgflow's plain messages; returns room to the QoS)."""

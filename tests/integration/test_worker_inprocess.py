@@ -222,3 +222,19 @@ def test_worker_rows_name_each_served_queue(run_worker: Callable[..., Worker], d
         rows = conn.execute(test_query("worker_rows")).fetchall()
     assert {(str(r[0]), r[1]) for r in rows} == {(v, k) for k, v in worker.worker_ids.items()}
     assert all(r[2].startswith("pgflow-kombu:") and not r[3] for r in rows)
+
+
+camel = Flow("CamelCase")
+
+
+@camel.step
+def shout(run: str) -> str:
+    return run.upper()
+
+
+def test_a_flow_slug_in_mixed_case_is_served(
+    run_worker: Callable[..., Worker], client: Client
+) -> None:
+    # pgmq keeps its queue in a lower-case table; deliveries still name the flow's own slug.
+    run_worker({"CamelCase": camel})
+    assert client.wait(client.start_flow("CamelCase", "hi"), timeout=30).output == {"shout": "HI"}
