@@ -72,8 +72,8 @@ def test_map_tasks_completed_concurrently(db: Db) -> None:
     for step in ("each", "square"):
         tasks = db.call("start_tasks", flow_slug="fan", msg_ids=db.read("fan"), worker_id=WORKER_ID)
         assert len(tasks) == 40
-        op = (lambda x: x + 1) if step == "each" else (lambda x: x * x)
-        in_parallel(db.url, [complete(t, op(t["input"])) for t in tasks])
+        outputs = [t["input"] + 1 if step == "each" else t["input"] ** 2 for t in tasks]
+        in_parallel(db.url, [complete(t, out) for t, out in zip(tasks, outputs, strict=True)])
 
     (total,) = db.call("start_tasks", flow_slug="fan", msg_ids=db.read("fan"), worker_id=WORKER_ID)
     assert total["input"]["square"] == [(i + 1) ** 2 for i in range(40)]
