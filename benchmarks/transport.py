@@ -326,17 +326,17 @@ def report(peers: list[Peer], notify: list[tuple[str, float, float]], args: Any)
         f"medians of {args.runs} runs (latency: {args.latency} samples, 60 for pgmq://)\n"
     )
     header = (
-        f"| {'transport':<20} | {'publish msg/s':>13} | {'consume+ack msg/s':>17} "
+        f"| {'transport':<24} | {'publish msg/s':>13} | {'consume+ack msg/s':>17} "
         f"| {'idle p50 ms':>11} | {'idle p99 ms':>11} |"
     )
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for p in peers:
         if p.error:
-            print(f"| {p.name:<20} | not measured: {p.error[:80]}")
+            print(f"| {p.name:<24} | not measured: {p.error[:80]}")
             continue
         print(
-            f"| {p.name:<20} | {med(p.publish):>13,.0f} | {med(p.consume):>17,.0f} "
+            f"| {p.name:<24} | {med(p.publish):>13,.0f} | {med(p.consume):>17,.0f} "
             f"| {med(p.p50):>11.2f} | {med(p.p99):>11.2f} |"
         )
     ours = next((p for p in peers if p.name == "pgflow://" and not p.error), None)
@@ -347,7 +347,7 @@ def report(peers: list[Peer], notify: list[tuple[str, float, float]], args: Any)
         if p is ours or p.error:
             continue
         print(
-            f"  vs {p.name:<20} publish {med(ours.publish) / med(p.publish):5.2f}x   "
+            f"  vs {p.name:<24} publish {med(ours.publish) / med(p.publish):5.2f}x   "
             f"consume+ack {med(ours.consume) / med(p.consume):5.2f}x   "
             f"p50 {med(p.p50) / med(ours.p50):6.2f}x"
         )
