@@ -15,7 +15,9 @@ Prints runs/s per schema (all chunks) and the median of the per-chunk ratios our
                                   [--synchronous-commit off]
 
 ``--synchronous-commit off`` takes the WAL flush wait out of each commit (the same for both
-schemas), which leaves the work the SQL does. ``--work`` also counts, free of timing noise, the
+schemas), which leaves the work the SQL does. ``--server-side`` runs the same calls in a procedure
+inside the server (still one transaction per call), which takes client round trips (and the
+scheduling delays a busy machine adds to each) out of the measure. ``--work`` also counts, free of timing noise, the
 shared buffers each run touches and the WAL it writes (every call under EXPLAIN ANALYZE, which
 includes the statements the functions run).
 
@@ -149,6 +151,13 @@ def work_per_run(conn: Any, flow_slug: str, steps: int, n: int) -> dict[str, flo
     return {key: value / n for key, value in total.items()}
 
 
+def run_flows_in_server(conn: Any, flow_slug: str, steps: int, n: int) -> float:
+    """Seconds the server takes for n runs, the same calls made by a procedure."""
+    params = {"flow_slug": flow_slug, "steps": steps, "n": n, "worker_id": WORKER_ID}
+    row = conn.execute(test_query("sqlcore_bench_call_procedure"), params).fetchone()
+    return float(row[0])
+
+
 def vacuum_queues(conn: Any) -> None:
     for flow_slug, _steps in WORKLOADS.values():
         table = sql.Identifier(f"q_{flow_slug}")
@@ -161,6 +170,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=25, help="runs per chunk")
     parser.add_argument("--chunks", type=int, default=12, help="chunks per workload and schema")
     parser.add_argument("--synchronous-commit", choices=["on", "off"], default="on")
+    parser.add_argument("--server-side", action="store_true", help="run the calls in the server")
     parser.add_argument("--work", action="store_true", help="also count buffers and WAL per run")
     args = parser.parse_args()
 
@@ -185,19 +195,23 @@ def main() -> None:
                 f"PostgreSQL {server[0] if server else '?'}: {args.chunks} chunks of {args.n} runs "
                 f"per workload and schema, one transaction per call, "
                 f"synchronous_commit={args.synchronous_commit}"
+                + (", calls made inside the server" if args.server_side else "")
             )
+            runner = run_flows
+            if args.server_side:
+                runner = run_flows_in_server
+                for conn in by_schema.values():
+                    conn.execute(test_query("sqlcore_bench_procedure"))
             for conn in by_schema.values():  # warm caches and plans
                 for flow_slug, steps in WORKLOADS.values():
-                    run_flows(conn, flow_slug, steps, 20)
+                    runner(conn, flow_slug, steps, 20)
             for workload, (flow_slug, steps) in WORKLOADS.items():
                 seconds: dict[str, list[float]] = {"ours": [], "reference": []}
                 for chunk in range(args.chunks):
                     order = ["ours", "reference"] if chunk % 2 == 0 else ["reference", "ours"]
                     for schema in order:
                         vacuum_queues(by_schema[schema])
-                        seconds[schema].append(
-                            run_flows(by_schema[schema], flow_slug, steps, args.n)
-                        )
+                        seconds[schema].append(runner(by_schema[schema], flow_slug, steps, args.n))
                 runs = args.n * args.chunks
                 ours, ref = runs / sum(seconds["ours"]), runs / sum(seconds["reference"])
                 ratio = statistics.median(

@@ -180,3 +180,36 @@ CREATE TEMPORARY TABLE sqlcore_bench_rows ON COMMIT DROP AS {};
 
 -- name: sqlcore_bench_rows
 SELECT * FROM sqlcore_bench_rows;
+
+-- name: sqlcore_bench_procedure
+-- The benchmark workload run inside the server (no client round trips), still one transaction
+-- per call: returns the seconds n runs of the flow took.
+CREATE OR REPLACE PROCEDURE public.sqlcore_bench(
+    flow text, steps integer, n integer, worker uuid, INOUT seconds float8 DEFAULT NULL
+)
+LANGUAGE plpgsql AS $$
+DECLARE
+    began timestamptz := clock_timestamp();
+    msg_ids bigint[];
+    task record;
+BEGIN
+    FOR i IN 1 .. n LOOP
+        PERFORM pgflow.start_flow(flow, '{"order_id": 42, "items": [1, 2, 3]}'::jsonb);
+        COMMIT;
+        FOR s IN 1 .. steps LOOP
+            SELECT array_agg(m.msg_id) INTO msg_ids FROM pgmq.read(flow, 30, 10) m;
+            COMMIT;
+            FOR task IN SELECT * FROM pgflow.start_tasks(flow, msg_ids, worker) LOOP
+                COMMIT;
+                PERFORM pgflow.complete_task(task.run_id, task.step_slug, task.task_index,
+                                             '{"ok": true, "value": 7}'::jsonb);
+                COMMIT;
+            END LOOP;
+        END LOOP;
+    END LOOP;
+    seconds := extract(epoch FROM clock_timestamp() - began);
+END;
+$$;
+
+-- name: sqlcore_bench_call_procedure
+CALL public.sqlcore_bench(%(flow_slug)s, %(steps)s, %(n)s, %(worker_id)s);
