@@ -486,3 +486,15 @@ def test_concurrent_start_tasks_only_returns_what_it_claimed(pair: Pair) -> None
     assert [t["msg_id"] for t in second["reference"]] == msg_ids
     rows = pair.ours.execute("sqlcore_step_tasks")
     assert rows[0]["attempts_count"] == 1
+
+
+def test_mixed_case_flow_slug(pair: Pair) -> None:
+    # pgmq lowercases queue table names: the queue of "OrderFlow" is pgmq.q_orderflow.
+    define(pair, "OrderFlow", [("Fetch", [], {}), ("Each", ["Fetch"], {"step_type": "map"})])
+    pair.call("start_flow", flow_slug="OrderFlow", input={}, run_id=RUN)
+    (fetch,) = pair.claim("OrderFlow")
+    pair.complete(fetch, [1, 2])
+    for task in pair.claim("OrderFlow"):
+        pair.complete(task, task["input"])
+    state = pair.assert_same_state()
+    assert state["runs"][0]["output"] == {"Each": [1, 2]}
