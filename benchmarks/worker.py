@@ -223,7 +223,7 @@ class System:
     def enqueue_diamond(self, i: int) -> None:
         raise NotImplementedError
 
-    def stamp(self, i: int) -> float:
+    def stamp(self, i: int, timeout: float = 60.0) -> float:
         """Enqueue one stamp job and return when its handler started (epoch seconds)."""
         raise NotImplementedError
 
@@ -343,13 +343,13 @@ class Ours(System):
     def enqueue_diamond(self, i: int) -> None:
         self.client.start_flow("bench_diamond", i)
 
-    def stamp(self, i: int) -> float:
+    def stamp(self, i: int, timeout: float = 60.0) -> float:
         run_id = uuid.uuid4()
         event = threading.Event()
         with self._lock:
             self._finished[str(run_id)] = event
         self.client.start_flow("bench_stamp", {"i": i}, run_id=run_id)
-        if not event.wait(60):
+        if not event.wait(timeout):
             raise TimeoutError("stamp job did not finish")
         with self._lock:
             self._done -= 1  # not part of any count
@@ -427,9 +427,9 @@ class CeleryPeer(RedisCounted):
         t = self.tasks
         chain(t["c_top"].s(i), group(t["c_side"].s(), t["c_side"].s()), t["c_bottom"].s())()
 
-    def stamp(self, i: int) -> float:
+    def stamp(self, i: int, timeout: float = 60.0) -> float:
         self.tasks["c_stamp"].delay(i)
-        return self.wait_stamp(i)
+        return self.wait_stamp(i, timeout)
 
 
 class ProcrastinatePeer(RedisCounted):
@@ -482,9 +482,9 @@ class ProcrastinatePeer(RedisCounted):
     def enqueue(self, i: int) -> None:
         self.app.tasks["p_noop"].defer(i=i)
 
-    def stamp(self, i: int) -> float:
+    def stamp(self, i: int, timeout: float = 60.0) -> float:
         self.app.tasks["p_stamp"].defer(i=i)
-        return self.wait_stamp(i)
+        return self.wait_stamp(i, timeout)
 
 
 def rate(n: int, seconds: float) -> float:
@@ -516,7 +516,7 @@ def measure_jobs(system: System, result: Result, jobs: int, latency_runs: int) -
     # Timed from when the worker runs a probe job (on a queue of its own, not behind the
     # backlog) to the backlog's last completion.
     system.start_worker(wait=False)
-    ready = system.stamp(-1)
+    ready = system.stamp(-1, timeout=900)
     first, last = counter.wait_for(jobs)
     # (procrastinate takes jobs in id order across queues: its probe comes after the backlog)
     result["drain"] = rate(jobs, last - min(ready, first))
@@ -553,7 +553,7 @@ def measure_diamonds(system: System, result: Result, diamonds: int) -> None:
     for i in range(diamonds):
         system.enqueue_diamond(i)
     system.start_worker(wait=False)
-    ready = system.stamp(-1)
+    ready = system.stamp(-1, timeout=900)
     first, last = counter.wait_for(diamonds)
     result["diamond_drain"] = rate(diamonds, last - min(ready, first))
     system.reset()
@@ -664,7 +664,12 @@ def main() -> None:
     for name in args.systems.split(","):
         system = makers[name.strip()]()
         print(f"measuring {system.name} ...", file=sys.stderr, flush=True)
-        results.append(measure(system, args.jobs, args.diamonds, args.latency_runs))
+        try:
+            results.append(measure(system, args.jobs, args.diamonds, args.latency_runs))
+        except Exception as exc:
+            print(f"  {system.name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            results.append(Result(name=system.name))
+            continue
         print(f"  {dict(results[-1])}", file=sys.stderr, flush=True)
     print(
         f"\n{args.jobs} no-op jobs, {args.diamonds} diamonds, {args.latency_runs} latency runs; "
