@@ -28,6 +28,7 @@ Needs Redis on 127.0.0.1:6379 and RabbitMQ (guest/guest) on 127.0.0.1:5672 for t
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import functools
 import json
 import os
@@ -506,6 +507,18 @@ def measure(system: System, jobs: int, diamonds: int, latency_runs: int) -> Resu
     return result
 
 
+def timed_drain(system: System, counter: Counter, n: int) -> float:
+    """Start the worker on a backlog of n; seconds from when it ran a probe job (on a queue of
+    its own, so not behind the backlog) or from its first completion, whichever came first
+    (procrastinate takes jobs in id order across queues), to the backlog's last completion."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        system.start_worker(wait=False)
+        waiting = pool.submit(counter.wait_for, n, 900.0)
+        ready = system.stamp(-1, timeout=900)
+        first, last = waiting.result()
+    return last - min(ready, first)
+
+
 def measure_jobs(system: System, result: Result, jobs: int, latency_runs: int) -> None:
     system.reset()
     began = time.time()
@@ -515,11 +528,7 @@ def measure_jobs(system: System, result: Result, jobs: int, latency_runs: int) -
     counter = system.counter()
     # Timed from when the worker runs a probe job (on a queue of its own, not behind the
     # backlog) to the backlog's last completion.
-    system.start_worker(wait=False)
-    ready = system.stamp(-1, timeout=900)
-    first, last = counter.wait_for(jobs)
-    # (procrastinate takes jobs in id order across queues: its probe comes after the backlog)
-    result["drain"] = rate(jobs, last - min(ready, first))
+    result["drain"] = rate(jobs, timed_drain(system, counter, jobs))
 
     system.reset()
     began = time.time()
@@ -552,10 +561,7 @@ def measure_diamonds(system: System, result: Result, diamonds: int) -> None:
     system.reset()
     for i in range(diamonds):
         system.enqueue_diamond(i)
-    system.start_worker(wait=False)
-    ready = system.stamp(-1, timeout=900)
-    first, last = counter.wait_for(diamonds)
-    result["diamond_drain"] = rate(diamonds, last - min(ready, first))
+    result["diamond_drain"] = rate(diamonds, timed_drain(system, counter, diamonds))
     system.reset()
     began = time.time()
     for i in range(diamonds):
