@@ -225,3 +225,17 @@ def test_each_attempt_ends_exactly_once_under_load(pool: Pool, collector: Collec
     assert sorted(o.output for o in outcomes) == [2 * i for i in range(n)]
     with pytest.raises(queue.Empty):
         collector.get(timeout=0.2)
+
+
+def test_join_returns_only_once_every_outcome_was_handed_over(
+    pool: Pool, collector: Collector
+) -> None:
+    # A stop reports what is queued after join(): an outcome handed over later would be lost.
+    for i in range(2):
+        pool.submit(make_task("sleepy", 0.2, index=i))
+    deadline = time.monotonic() + 5
+    while pool.running < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pool.close()
+    assert pool.join(10)
+    assert [collector.outcomes.get_nowait().output for _ in range(2)] == ["woke", "woke"]

@@ -111,11 +111,11 @@ class AsyncioPool:
         if attempt.finish():
             assert result is not None
             self._watchdog.forget()
+            self._sink(attempt.outcome(result))  # before the slot counts as free
             with self._cond:
                 self._running -= 1
                 self.stats.finished += 1
                 self._cond.notify_all()
-            self._sink(attempt.outcome(result))
             self._fill()
             return
         with self._cond:
@@ -183,6 +183,7 @@ class AsyncioPool:
     # -- on the watchdog thread ----------------------------------------------------------------
 
     def _on_expire(self, attempt: Attempt) -> None:
+        self._sink(attempt.timeout_outcome())
         with self._cond:
             self._running -= 1
             self.stats.timed_out += 1
@@ -198,6 +199,5 @@ class AsyncioPool:
             stuck,
             extra={"event": "task_timeout", "run_id": attempt.task.run_id, "stuck": stuck},
         )
-        self._sink(attempt.timeout_outcome())
         if self._loop.is_running():
             self._loop.call_soon_threadsafe(self._expired, attempt)

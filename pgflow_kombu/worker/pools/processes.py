@@ -184,11 +184,11 @@ class ProcessPool:
                     self._running += 1
                     self.stats.started += 1
                 outcome = self._run(index, task)
+                self._sink(outcome)  # before the slot counts as free (see ThreadPool)
                 with self._cond:
                     self._running -= 1
                     self.stats.finished += 1
                     self._cond.notify_all()
-                self._sink(outcome)
         finally:
             child = self._children[index]
             if child is not None:

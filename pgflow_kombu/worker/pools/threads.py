@@ -85,11 +85,13 @@ class ThreadPool:
             result = execute(self.flows, task)
             if attempt.finish():
                 self._watchdog.forget()
+                # The outcome is handed over before the slot counts as free, so that a stop
+                # waiting for running tasks finds every outcome already queued for reporting.
+                self._sink(attempt.outcome(result))
                 with self._cond:
                     self._running -= 1
                     self.stats.finished += 1
                     self._cond.notify_all()
-                self._sink(attempt.outcome(result))
                 continue
             # The watchdog already failed this attempt and started a replacement thread.
             with self._cond:
@@ -105,6 +107,7 @@ class ThreadPool:
             return
 
     def _on_expire(self, attempt: Attempt) -> None:
+        self._sink(attempt.timeout_outcome())
         with self._cond:
             self._running -= 1
             self.stats.timed_out += 1
@@ -121,6 +124,5 @@ class ThreadPool:
             stuck,
             extra={"event": "task_timeout", "run_id": attempt.task.run_id, "stuck": stuck},
         )
-        self._sink(attempt.timeout_outcome())
         if not self._closed:
             self._spawn()
