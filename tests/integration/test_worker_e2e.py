@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -119,3 +120,17 @@ def _wait_until_started(client: Client, run_id: object, timeout: float = 30.0) -
             return
         time.sleep(0.05)
     raise AssertionError(f"run {run_id} was not started within {timeout} s")
+
+
+def test_sigterm_to_the_whole_group_spares_process_pool_handlers(
+    db_url: str, client: Client
+) -> None:
+    # Service managers signal every process of the worker; the children must keep running.
+    with WorkerProcess(db_url, "--pool", "processes", "-c", "2", *FAST) as worker:
+        worker.wait_ready()
+        run_id = client.start_flow("sleeper", {"seconds": 2.0})
+        _wait_until_started(client, run_id)
+        os.killpg(worker.pid, signal.SIGTERM)
+        assert worker.wait(60) == 0
+        task = client.get_run_with_states(run_id).step_states[0].tasks[0]
+        assert (task.status, task.attempts_count) == ("completed", 1)

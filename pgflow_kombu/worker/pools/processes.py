@@ -35,8 +35,10 @@ CHILD_START_TIMEOUT = 120.0
 
 def _child_main(conn: Connection, source: Any, loglevel: int) -> None:
     """Body of a child: load the flows, say ready, then run tasks until told to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # The parent decides when a child stops (it kills it when it must): a SIGTERM or Ctrl-C sent
+    # to the whole process group must not cut a running handler short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=loglevel, format="%(levelname)s %(name)s: %(message)s")
     try:
