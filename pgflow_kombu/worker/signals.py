@@ -3,6 +3,7 @@ second SIGINT exits the process at once."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -18,12 +19,15 @@ log = logging.getLogger("pgflow_kombu.worker")
 
 
 def install_stop_signals(
-    request_stop: Callable[[], None], describe: Callable[[], str]
+    request_stop: Callable[[], None],
+    describe: Callable[[], str],
+    on_force: Callable[[], None] | None = None,
 ) -> Callable[[], None]:
     """Route SIGTERM/SIGINT to ``request_stop``; returns a function restoring the old handlers.
 
     Does nothing off the main thread (Python delivers signals there only). ``describe`` says
-    what the stop waits for, for the log line.
+    what the stop waits for, for the log line; ``on_force`` runs before a forced exit (to kill
+    handler processes, which would otherwise finish their task unseen).
     """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
@@ -34,6 +38,9 @@ def install_stop_signals(
         received += 1
         if received > 1 and signum == signal.SIGINT:
             os.write(2, b"pgflow-kombu worker: second interrupt, exiting now\n")
+            if on_force is not None:
+                with contextlib.suppress(Exception):
+                    on_force()
             os._exit(ExitCode.FORCED)
         if received == 1:
             log.warning(

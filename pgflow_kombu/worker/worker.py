@@ -153,7 +153,9 @@ class Worker:
         Returns an :class:`ExitCode`. The first signal stops claiming and lets running handlers
         finish within ``shutdown_timeout``; a second SIGINT exits the process at once.
         """
-        restore = install_stop_signals(self.request_stop, self._stop_description)
+        restore = install_stop_signals(
+            self.request_stop, self._stop_description, on_force=getattr(self._pool, "kill", None)
+        )
         try:
             return self._serve()
         finally:

@@ -89,8 +89,9 @@ def test_sigterm_lets_a_long_task_finish_and_fails_nothing(db_url: str, client: 
     assert "SIGTERM received" in worker.log
 
 
-def test_a_second_interrupt_exits_at_once(db_url: str, client: Client) -> None:
-    with WorkerProcess(db_url, "--shutdown-timeout", "60", *FAST) as worker:
+@pytest.mark.parametrize("pool", ["threads", "processes"])
+def test_a_second_interrupt_exits_at_once(db_url: str, client: Client, pool: str) -> None:
+    with WorkerProcess(db_url, "--pool", pool, "--shutdown-timeout", "60", *FAST) as worker:
         worker.wait_ready()
         run_id = client.start_flow("sleeper", {"seconds": 30.0})
         _wait_until_started(client, run_id)
@@ -98,6 +99,16 @@ def test_a_second_interrupt_exits_at_once(db_url: str, client: Client) -> None:
         worker.wait_for("SIGINT received")
         worker.signal(signal.SIGINT)
         assert worker.wait(10) == 130
+        # No handler process is left finishing the task unseen.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(worker.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("processes of the worker outlived it")
     # Not failed: the task is left started for stalled-task recovery.
     assert client.get_run_with_states(run_id).step_states[0].tasks[0].status == "started"
 
