@@ -24,10 +24,11 @@ from urllib.parse import urlsplit, urlunsplit
 from kombu import connection as kombu_connection
 from kombu import entity as kombu_entity
 from kombu import messaging as kombu_messaging
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from pgflow_kombu.db.connect import first_line
 from pgflow_kombu.db.urls import check_url, redact
-from pgflow_kombu.errors import ConnectionFailed, PgFlowError
+from pgflow_kombu.errors import ConnectionFailed, DatabaseError, PgFlowError
 from pgflow_kombu.worker.source import Delivery
 
 __all__ = ["KombuSource", "pgflow_url"]
@@ -107,7 +108,9 @@ class KombuSource:
                 raise ConnectionFailed(
                     f"cannot consume from {redact(self.url)}: {first_line(exc)}"
                 ) from exc
-            raise
+            raise DatabaseError(
+                f"cannot consume from {redact(self.url)}: {first_line(exc)}"
+            ) from exc
         self._conn, self._channel, self._consumer = conn, channel, consumer
         self._unacked = 0
 
@@ -148,11 +151,16 @@ class KombuSource:
             self._conn.drain_events(timeout=timeout)
         except TimeoutError:
             pass
-        except Exception as exc:
-            if _is_connection_error(self._conn, exc):
-                self._disconnect()
-                raise ConnectionFailed(f"lost the message connection: {first_line(exc)}") from exc
+        except PgFlowError:
+            self._disconnect()
             raise
+        except Exception as exc:
+            # Whatever the transport raised, the next fetch starts on a fresh connection.
+            connection_lost = _is_connection_error(self._conn, exc)
+            self._disconnect()
+            if connection_lost:
+                raise ConnectionFailed(f"lost the message connection: {first_line(exc)}") from exc
+            raise DatabaseError(f"reading messages failed: {first_line(exc)}") from exc
         found, self._buffer = self._buffer, []
         return found
 
@@ -188,7 +196,7 @@ class KombuSource:
 
 
 def _is_connection_error(conn: Any, exc: BaseException) -> bool:
-    if isinstance(exc, ConnectionFailed):
+    if isinstance(exc, (ConnectionFailed, KombuOperationalError)):
         return True
     try:
         errors = tuple(conn.connection_errors)

@@ -116,8 +116,12 @@ def test_workers_reconnect_after_a_postgres_restart(throwaway_server: tuple[Path
         time.sleep(1.0)
         embedded.server_url(directory, announce=False)
         more = start_runs(url, "diamond", list(range(20, 30)))
-        final = wait_finished(url, sleepers + diamonds + more, timeout=120)
-        assert one.stop() in (0, 75) and two.stop() in (0, 75)
+        try:
+            final = wait_finished(url, sleepers + diamonds + more, timeout=120)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- one:\n{one.log}\n--- two:\n{two.log}") from None
+        codes = (one.stop(), two.stop())
+        assert set(codes) <= {0, 75}, f"{codes}\n--- one:\n{one.log}\n--- two:\n{two.log}"
     assert all(status == "completed" for status, _ in final.values()), final
     assert "database unreachable" in one.log + two.log
     with connect(url) as conn:
