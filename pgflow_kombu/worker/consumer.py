@@ -2,11 +2,12 @@
 
 One kombu connection and channel, one consumer on the flow queues (queue name = flow slug). The
 transport delivers pgflow's plain pgmq messages as kombu messages whose ``delivery_info`` carries
-the queue (``routing_key``) and ``pgmq_msg_id``; it reads them in batches sized by the channel's QoS, wakes up
-on NOTIFY, never re-inserts them, leaves their visibility alone when a channel closes, and their
-ack costs nothing. The worker acknowledges a message once its task is reported, so the QoS
-prefetch count bounds the tasks it holds; before each drain the prefetch count is set to what is
-held plus the room the worker has, which keeps that true across reconnections.
+the queue (``routing_key``) and ``pgmq_msg_id``; it reads them in batches sized by the channel's
+QoS, wakes up on NOTIFY, never re-inserts them, leaves their visibility alone when a channel
+closes, and their ack costs nothing. The worker acknowledges a message when its task finishes
+(or at once when there was no task to claim), so the QoS prefetch count bounds the tasks waiting
+or running; before each drain the prefetch count is set to what this channel holds plus the
+room the worker has, which keeps that true across reconnections.
 
 Messages are read hidden for ``read_visibility`` seconds (the transport's ``visibility_timeout``),
 which the worker sets to its longest step timeout + 2 s (within bounds): the claim then only has
