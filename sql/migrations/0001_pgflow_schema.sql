@@ -542,9 +542,12 @@ $$;
 
 -- The output of a completed run: each leaf step (one no step depends on) mapped to its output, a
 -- map leaf to the array of its task outputs ([] without tasks); NULL for a flow without steps.
+-- PL/pgSQL rather than SQL: its plan is cached for the session, where a SQL function that cannot
+-- be inlined is parsed and planned again on every call (most of a run's completion cost).
 CREATE FUNCTION pgflow_kombu.run_output(run_id uuid) RETURNS jsonb
-LANGUAGE sql STABLE SET search_path = '' AS $$
-    SELECT jsonb_object_agg(
+LANGUAGE plpgsql STABLE SET search_path = '' AS $$
+BEGIN
+    RETURN (SELECT jsonb_object_agg(
         ss.step_slug,
         CASE WHEN s.step_type = 'map' THEN (
             SELECT coalesce(jsonb_agg(t.output ORDER BY t.task_index), '[]'::jsonb)
@@ -563,7 +566,8 @@ LANGUAGE sql STABLE SET search_path = '' AS $$
       AND ss.status = 'completed'
       AND NOT EXISTS (
           SELECT 1 FROM pgflow.deps d WHERE d.flow_slug = ss.flow_slug AND d.dep_slug = ss.step_slug
-      )
+      ));
+END;
 $$;
 
 -- Starts every created step of the run whose dependencies are done and whose task count is known
