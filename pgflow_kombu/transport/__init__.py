@@ -12,7 +12,11 @@ Features
 * Supports Topic: Yes
 * Supports Fanout: Yes
 * Supports Priority: Yes (0-9, a higher number is more urgent, as in AMQP)
-* Supports TTL: Yes (per message ``expiration``, per queue ``x-message-ttl``)
+* Supports TTL: Yes (per message ``expiration``; per queue ``x-message-ttl``, kombu's
+  ``Queue(message_ttl=...)``: older messages are dropped, never delivered)
+* Supports queue expiry: Yes (``x-expires``, kombu's ``Queue(expires=...)``)
+* Supports auto-delete queues: Yes (deleted with their last consumer, counted over every
+  connection to the database)
 * Supports delayed delivery: Yes (``x-delay`` header in ms, ``DelaySeconds`` property; Celery's
   ``eta``/``countdown`` with the ``eta_in_queue`` option)
 * Supports native event loop: Yes (LISTEN/NOTIFY registered with kombu's Hub)
@@ -33,8 +37,18 @@ process; a publish to an exchange routes and stores in one round trip.
 * Reject/requeue, and the restore of unacknowledged messages when a channel closes, make the
   message visible again at once (no re-insert); the next delivery has ``redelivered`` set
   (``redelivered`` is ``read_ct > 1``). Consumers with ``no_ack`` delete what they take.
-* Expired messages are deleted when a read meets them. Auto-delete queues are dropped, with
-  their bindings, when their consumer is cancelled.
+* Expired messages are deleted when a read meets them.
+* Queue lifetimes are shared by every process on the database (``pgflow_kombu.consumers``): each
+  consumer is tied to the listening connection of its transport. An auto-delete queue is
+  deleted, with its bindings, when its last consumer goes away: cancelled, its channel or
+  connection closed, or its process gone (even killed: its connection closes). An auto-delete
+  queue that never had a consumer stays. A queue with ``x-expires`` is deleted, with its
+  bindings and messages, once it was unused (no consumer, no ``basic_get``, no declaration) for
+  that long. Transports that wait for messages (consumers, Celery workers) check for such
+  queues every ``sweep_interval`` (one statement, at most one process at a time), so a queue
+  goes up to that much later (a killed Celery worker's pidbox queue, for instance).
+  ``queue_delete(if_unused=True)`` keeps a queue with a consumer. Other queue arguments
+  (``x-max-length``, ``x-dead-letter-exchange``...) are recorded but have no effect.
 * Wake-ups: a statement-level trigger on each consumed queue's table sends a NOTIFY (channel
   ``pgflow_kombu.q_<name>``, empty payload) for every inserting statement, including pgmq's and
   pgflow's own inserts; consumers LISTEN on a dedicated connection, on kombu's event loop or in
@@ -68,6 +82,8 @@ Transport Options
   unacknowledged (default ``1800``); held messages are extended every quarter of it.
 * ``polling_interval``: seconds between reads that pick up delayed messages and expired
   visibility timeouts (default ``1.0``). New messages do not wait for it: they are announced.
+* ``sweep_interval``: seconds between checks for queues to delete: ``x-expires`` run out, or
+  auto-delete queues whose last consumer's connection is gone (default ``5.0``).
 * ``read_batch_size``: most messages one read takes (default ``100``; the prefetch count limits
   it further).
 * ``ack_mode``: ``"delete"`` (default) or ``"archive"`` (into pgmq's archive table ``a_<name>``).

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 from amqp.protocol import queue_declare_ok_t
 from kombu.exceptions import ChannelError
+from kombu.transport.base import to_rabbitmq_queue_arguments
 from kombu.transport.virtual.base import (
     NOT_EQUIVALENT_FMT,
     UNDELIVERABLE_FMT,
@@ -111,13 +112,21 @@ class Channel(ConsumingChannel):
 
     # -- queues ----------------------------------------------------------------------------
 
+    def prepare_queue_arguments(
+        self, arguments: dict[str, Any] | None, **kwargs: Any
+    ) -> dict[str, Any]:
+        # kombu's Queue(expires=..., message_ttl=...) become x-expires / x-message-ttl (ms),
+        # as for AMQP brokers.
+        prepared: dict[str, Any] = to_rabbitmq_queue_arguments(arguments or {}, **kwargs)
+        return prepared
+
     def _new_queue(self, queue: str, **kwargs: Any) -> None:
         arguments = dict(kwargs.get("arguments") or {})
         auto_delete = bool(kwargs.get("auto_delete"))
         info = self.connection.queues.declare(queue, auto_delete, arguments)
         self.ensure_queue(info, cached=False)
         with self.db() as conn:
-            store.record_queue(conn, queue, info.pgmq, auto_delete, arguments)
+            store.record_queue(conn, queue, info.pgmq, auto_delete, arguments, info.expires_ms)
 
     def _has_queue(self, queue: str, **kwargs: Any) -> bool:
         info = self.queue_info(queue)
@@ -125,6 +134,19 @@ class Channel(ConsumingChannel):
             return store.queue_exists(conn, info.table)
 
     def queue_declare(self, queue: str | None = None, passive: bool = False, **kwargs: Any) -> Any:
+        if passive and queue:
+            # Checks, and renews an expiring queue, without touching what it was declared with.
+            if not self._has_queue(queue):
+                raise ChannelError(
+                    f"NOT_FOUND - no queue {queue!r} in vhost {self._vhost()!r}",
+                    (50, 10),
+                    "Channel.queue_declare",
+                    "404",
+                )
+            if self.queue_info(queue).expires_ms is not None:
+                with self.db() as conn:
+                    store.touch_queue(conn, queue, 0.0)
+            return queue_declare_ok_t(queue, self._size(queue), 0)
         result = super().queue_declare(queue, passive, **kwargs)  # type: ignore[no-untyped-call]
         return queue_declare_ok_t(result.queue, result.message_count, 0)
 
@@ -135,8 +157,9 @@ class Channel(ConsumingChannel):
         if if_empty and self._size(queue):
             return
         with self.db() as conn:
-            store.delete_queue(conn, queue, info.pgmq)
-        self.connection.queues.forget(queue)
+            deleted = store.delete_queue(conn, queue, info.pgmq, if_unused=if_unused)
+        if deleted:
+            self.connection.queues.forget(queue)
 
     def queue_bind(
         self,

@@ -14,10 +14,12 @@ thread of the event loop it is registered with) are grouped: one statement per q
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from itertools import count
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -29,7 +31,7 @@ from pgflow_kombu.transport.connections import Connection, is_usable, translate
 from pgflow_kombu.transport.messages import delivered_payload
 from pgflow_kombu.transport.names import table_name
 from pgflow_kombu.transport.qos import QoS
-from pgflow_kombu.transport.queues import QueueInfo
+from pgflow_kombu.transport.queues import QueueInfo, touch_period
 
 if TYPE_CHECKING:
     from pgflow_kombu.transport.transport import Transport
@@ -54,6 +56,8 @@ class ConsumingChannel(virtual.Channel):
         self._pending: dict[PendingKey, list[int]] = defaultdict(list)
         self._pending_lock = threading.Lock()
         self._rotation = 0
+        # Names this channel's consumers in pgflow_kombu.consumers.
+        self._owner = uuid.uuid4().hex
 
     # -- database access -------------------------------------------------------------------
 
@@ -115,9 +119,12 @@ class ConsumingChannel(virtual.Channel):
         self, queue: str, no_ack: bool, callback: Any, consumer_tag: str, **kwargs: Any
     ) -> Any:
         info = self.queue_info(queue)
-        self.ensure_queue(info)
-        # Listen before the first read, so that nothing published in between goes unnoticed.
-        self.connection.listen(info.channel)
+        if queue in self._active_queues:
+            self.ensure_queue(info)
+        else:
+            # Listen before the first read, so that nothing published in between goes unnoticed.
+            self.connection.listen(info.channel)
+            self._add_consumer(info)
         result = super().basic_consume(  # type: ignore[no-untyped-call]
             queue, no_ack, callback, consumer_tag, **kwargs
         )
@@ -136,11 +143,25 @@ class ConsumingChannel(virtual.Channel):
         self._dirty.discard(queue)
         info = self.queue_info(queue)
         self.connection.unlisten(info.channel)
-        if info.auto_delete:
-            # A connection lost now leaves the queue behind; nothing else is at stake.
-            with suppress(ConnectionFailed):
-                self.queue_delete(queue)  # type: ignore[no-untyped-call]
+        # A connection lost now leaves the consumer row behind until a sweep finds its backend
+        # gone (then an auto-delete queue goes as well).
+        with suppress(ConnectionFailed):
+            self._remove_consumer(info)
         return result
+
+    def _add_consumer(self, info: QueueInfo) -> None:
+        """Count this channel among the consumers of the queue, for as long as the transport's
+        listening connection lives; this also (re)creates the pgmq queue if it is missing."""
+        pid = self.connection.listener().backend_pid()
+        with self.db() as conn:
+            store.add_consumer(conn, info.name, info.pgmq, self._owner, pid)
+        self.connection.queues.mark_ensured(info.pgmq)
+
+    def _remove_consumer(self, info: QueueInfo) -> None:
+        with self.db() as conn:
+            deleted = store.remove_consumer(conn, info.name, self._owner)
+        if deleted:  # auto-delete, and this was its last consumer
+            self.connection.queues.forget(info.name)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -232,6 +253,11 @@ class ConsumingChannel(virtual.Channel):
 
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
         info = self.queue_info(queue)
+        expires = info.expires_ms
+        if expires is not None and self.connection.queues.touch_due(queue, expires, monotonic()):
+            # A use that renews an expiring queue; at most every touch_period, not per message.
+            with self.db() as conn:
+                store.touch_queue(conn, queue, touch_period(expires))
         while True:
             rows = self._read(info, 1, no_ack)
             if not rows:

@@ -55,6 +55,10 @@ class Listener:
     def fileno(self) -> int:
         return self._conn.fileno()
 
+    def backend_pid(self) -> int:
+        """The server process of the listening connection: consumers live as long as it does."""
+        return int(self._conn.info.backend_pid)
+
     def listen(self, channel: str) -> None:
         count = self._counts.get(channel, 0)
         if count == 0:

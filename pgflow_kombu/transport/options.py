@@ -15,6 +15,7 @@ ACK_MODES = ("delete", "archive")
 class Options:
     visibility_timeout: float = 1800.0
     polling_interval: float = 1.0
+    sweep_interval: float = 5.0
     read_batch_size: int = 100
     ack_mode: str = "delete"
     eta_in_queue: bool = False
@@ -51,6 +52,8 @@ class Options:
             raise ConfigurationError("transport option visibility_timeout must be > 0 seconds")
         if self.polling_interval <= 0:
             raise ConfigurationError("transport option polling_interval must be > 0 seconds")
+        if self.sweep_interval <= 0:
+            raise ConfigurationError("transport option sweep_interval must be > 0 seconds")
         if self.read_batch_size < 1:
             raise ConfigurationError("transport option read_batch_size must be >= 1")
         if self.ack_mode not in ACK_MODES:

@@ -1,7 +1,8 @@
-"""What a transport knows about the queues it touches (names, auto-delete, message TTL)."""
+"""What a transport knows about the queues it touches (names, auto-delete, TTL, expiry)."""
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ class QueueInfo:
     channel: str
     auto_delete: bool = False
     ttl_ms: float | None = None
+    expires_ms: float | None = None
 
 
 def make_info(
@@ -32,18 +34,32 @@ def make_info(
         table=table_name(pgmq),
         channel=channel_name(pgmq),
         auto_delete=auto_delete,
-        ttl_ms=_ttl(arguments or {}),
+        ttl_ms=_milliseconds(arguments or {}, "x-message-ttl", minimum=0.0),
+        expires_ms=_milliseconds(arguments or {}, "x-expires", minimum=None),
     )
 
 
-def _ttl(arguments: Mapping[str, Any]) -> float | None:
-    value = arguments.get("x-message-ttl")
+def _milliseconds(arguments: Mapping[str, Any], key: str, *, minimum: float | None) -> float | None:
+    """A queue argument in milliseconds; None when absent or unusable (with ``minimum`` None,
+    also when not positive)."""
+    value = arguments.get(key)
     if value is None or isinstance(value, bool):
         return None
     try:
-        return max(float(value), 0.0)
+        number = float(value)
     except (TypeError, ValueError):
         return None
+    if not math.isfinite(number):
+        return None
+    if minimum is None:
+        return number if number > 0 else None
+    return max(number, minimum)
+
+
+def touch_period(expires_ms: float) -> float:
+    """Milliseconds between two renewals of an expiring queue that a transport uses without
+    consuming it (a renewal adds this much to x-expires, so the queue never goes early)."""
+    return expires_ms / 4.0
 
 
 class QueueRegistry:
@@ -52,6 +68,7 @@ class QueueRegistry:
     def __init__(self) -> None:
         self._infos: dict[str, QueueInfo] = {}
         self._ensured: set[str] = set()
+        self._touched: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def info(self, name: str, load: Loader) -> QueueInfo:
@@ -72,8 +89,19 @@ class QueueRegistry:
     def forget(self, name: str) -> None:
         with self._lock:
             info = self._infos.pop(name, None)
+            self._touched.pop(name, None)
             if info is not None:
                 self._ensured.discard(info.pgmq)
+
+    def touch_due(self, name: str, expires_ms: float, now: float) -> bool:
+        """Whether a use of an expiring queue (basic_get) should renew its expiry now (``now``:
+        monotonic seconds): at most every :func:`touch_period`, never once per message."""
+        last = self._touched.get(name)
+        if last is not None and (now - last) * 1000.0 < touch_period(expires_ms):
+            return False
+        with self._lock:
+            self._touched[name] = now
+        return True
 
     def is_ensured(self, pgmq: str) -> bool:
         return pgmq in self._ensured
@@ -90,3 +118,4 @@ class QueueRegistry:
         with self._lock:
             self._infos.clear()
             self._ensured.clear()
+            self._touched.clear()

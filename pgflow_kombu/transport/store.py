@@ -96,7 +96,12 @@ def ensure_queue(conn: Connection, pgmq_queue: str) -> None:
 
 
 def record_queue(
-    conn: Connection, name: str, pgmq_queue: str, auto_delete: bool, arguments: Mapping[str, Any]
+    conn: Connection,
+    name: str,
+    pgmq_queue: str,
+    auto_delete: bool,
+    arguments: Mapping[str, Any],
+    expires_ms: float | None,
 ) -> None:
     conn.execute(
         query("transport.record_queue"),
@@ -105,6 +110,7 @@ def record_queue(
             "pgmq_name": pgmq_queue,
             "auto_delete": auto_delete,
             "arguments": json.dumps(dict(arguments), default=str),
+            "expires_ms": expires_ms,
         },
     )
 
@@ -114,8 +120,41 @@ def queue_record(conn: Connection, name: str) -> tuple[bool, dict[str, Any]] | N
     return None if row is None else (bool(row[0]), dict(row[1] or {}))
 
 
-def delete_queue(conn: Connection, name: str, pgmq_queue: str) -> None:
-    conn.execute(query("transport.delete_queue"), {"name": name, "pgmq_name": pgmq_queue})
+def delete_queue(conn: Connection, name: str, pgmq_queue: str, *, if_unused: bool = False) -> bool:
+    """Delete a queue with its bindings; False when ``if_unused`` kept it (a live consumer)."""
+    cur = conn.execute(
+        query("transport.delete_queue"),
+        {"name": name, "pgmq_name": pgmq_queue, "if_unused": if_unused},
+    )
+    return cur.fetchone() is not None
+
+
+def touch_queue(conn: Connection, name: str, slack_ms: float) -> None:
+    """The queue was used (basic_get): an expiring queue lives its x-expires (+ ``slack_ms``)
+    again."""
+    conn.execute(query("transport.touch_queue"), {"name": name, "slack_ms": slack_ms})
+
+
+def add_consumer(conn: Connection, name: str, pgmq_queue: str, owner: str, pid: int) -> None:
+    """Register a consumer of ``name`` that lives as long as the backend ``pid``."""
+    conn.execute(
+        query("transport.add_consumer"),
+        {"name": name, "pgmq_name": pgmq_queue, "owner": owner, "pid": pid},
+    )
+
+
+def remove_consumer(conn: Connection, name: str, owner: str) -> bool:
+    """Unregister a consumer; True when the queue went with it (auto-delete, last consumer)."""
+    row = conn.execute(
+        query("transport.remove_consumer"), {"name": name, "owner": owner}
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def sweep(conn: Connection) -> list[str]:
+    """Forget consumers whose connection is gone, delete the queues whose time has come; return
+    the names of the queues deleted."""
+    return [str(row[0]) for row in conn.execute(query("transport.sweep")).fetchall()]
 
 
 def declare_exchange(

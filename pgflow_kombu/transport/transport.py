@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import select
 import threading
 from contextlib import suppress
@@ -11,13 +12,17 @@ from typing import Any
 import psycopg
 from kombu.transport import virtual
 
-from pgflow_kombu.errors import ConnectionFailed, DatabaseError
+from pgflow_kombu.db.connect import first_line
+from pgflow_kombu.errors import ConnectionFailed, DatabaseError, PgFlowError
+from pgflow_kombu.transport import store
 from pgflow_kombu.transport.channel import Channel as PgChannel
 from pgflow_kombu.transport.connections import Pool, redacted, url_from_client
 from pgflow_kombu.transport.consuming import ConsumingChannel
 from pgflow_kombu.transport.listener import Listener, Waker
 from pgflow_kombu.transport.options import Options
 from pgflow_kombu.transport.queues import QueueRegistry
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 5432
 # How long after a read that emptied a queue it is read once more: longer than an insert's commit.
@@ -74,6 +79,7 @@ class Transport(virtual.Transport):
         self._hub_fds: list[int] = []
         self._next_poll = 0.0
         self._next_extend = 0.0
+        self._next_sweep = 0.0
         self._rechecks: list[tuple[float, ConsumingChannel, str]] = []
 
     # -- connections -----------------------------------------------------------------------
@@ -134,6 +140,28 @@ class Transport(virtual.Transport):
     def listen(self, channel: str) -> None:
         self.listener().listen(channel)
 
+    def sweep(self) -> None:
+        """Delete the queues whose time has come: x-expires ran out, or auto-delete queues whose
+        last consumer's connection is gone (``pgflow_kombu.sweep()``, one statement). Never raises:
+        a failed sweep is logged and tried again at the next interval."""
+        if not self._pools:
+            return
+        pool = self.pool(False)
+        try:
+            conn = pool.get()
+        except PgFlowError as exc:
+            logger.warning("pgflow transport: queue sweep skipped: %s", exc)
+            return
+        try:
+            deleted = store.sweep(conn)
+        except psycopg.Error as exc:
+            logger.warning("pgflow transport: queue sweep failed: %s", first_line(exc))
+            return
+        finally:
+            pool.put(conn)
+        for name in deleted:
+            self.queues.forget(name)
+
     def unlisten(self, channel: str) -> None:
         if self._listener is not None:
             # A lost listener connection took its LISTENs with it.
@@ -191,7 +219,10 @@ class Transport(virtual.Transport):
             self._next_extend = now + self.options.extend_interval
             for channel in self._channels():
                 channel.extend_held()
-        due = min(self._next_poll, self._next_extend)
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.options.sweep_interval
+            self.sweep()
+        due = min(self._next_poll, self._next_extend, self._next_sweep)
         if self._rechecks:
             waiting: list[tuple[float, ConsumingChannel, str]] = []
             for when, owner, queue in self._rechecks:
@@ -250,6 +281,7 @@ class Transport(virtual.Transport):
         self._hub_timers = [
             loop.call_repeatedly(self.options.polling_interval, self._on_poll_timer),
             loop.call_repeatedly(self.options.extend_interval, self._on_extend_timer),
+            loop.call_repeatedly(self.options.sweep_interval, self.sweep),
         ]
 
     def unregister_from_event_loop(self, connection: Any, loop: Any) -> None:

@@ -93,18 +93,41 @@ SELECT to_regclass(%(qualified)s) IS NOT NULL;
 SELECT pgflow_kombu.ensure_queue(%(pgmq_name)s);
 
 -- name: record_queue
-INSERT INTO pgflow_kombu.queues (name, pgmq_name, auto_delete, arguments)
-VALUES (%(name)s, %(pgmq_name)s, %(auto_delete)s, %(arguments)s::jsonb)
+-- A declaration. Declaring an auto-delete or expiring queue again renews it (declared_at, and the
+-- time an expiring queue may stay unused; see 0011_transport_expiry.sql).
+INSERT INTO pgflow_kombu.queues (name, pgmq_name, auto_delete, arguments, expires_ms, expires_at)
+VALUES (%(name)s, %(pgmq_name)s, %(auto_delete)s, %(arguments)s::jsonb,
+        %(expires_ms)s::double precision,
+        now() + make_interval(secs => %(expires_ms)s::double precision / 1000.0))
 ON CONFLICT (name) DO UPDATE
-SET auto_delete = EXCLUDED.auto_delete, arguments = EXCLUDED.arguments
+SET auto_delete = EXCLUDED.auto_delete, arguments = EXCLUDED.arguments,
+    expires_ms = EXCLUDED.expires_ms, expires_at = EXCLUDED.expires_at, declared_at = now()
 WHERE (queues.auto_delete, queues.arguments) IS DISTINCT FROM
-      (EXCLUDED.auto_delete, EXCLUDED.arguments);
+      (EXCLUDED.auto_delete, EXCLUDED.arguments)
+   OR EXCLUDED.auto_delete OR EXCLUDED.expires_ms IS NOT NULL;
 
 -- name: queue_record
 SELECT auto_delete, arguments FROM pgflow_kombu.queues WHERE name = %(name)s;
 
 -- name: delete_queue
-SELECT pgflow_kombu.delete_queue(%(name)s, %(pgmq_name)s);
+-- With if_unused, a queue that a live consumer reads stays.
+SELECT pgflow_kombu.delete_queue(%(name)s, %(pgmq_name)s)
+WHERE NOT %(if_unused)s OR NOT EXISTS (
+    SELECT 1 FROM pgflow_kombu.consumers AS c
+    WHERE c.queue = %(name)s AND pgflow_kombu.backend_alive(c.backend_pid, c.backend_start)
+);
+
+-- name: touch_queue
+SELECT pgflow_kombu.touch_queue(%(name)s, %(slack_ms)s);
+
+-- name: add_consumer
+SELECT pgflow_kombu.add_consumer(%(name)s, %(pgmq_name)s, %(owner)s, %(pid)s);
+
+-- name: remove_consumer
+SELECT pgflow_kombu.remove_consumer(%(name)s, %(owner)s);
+
+-- name: sweep
+SELECT pgflow_kombu.sweep();
 
 -- name: declare_exchange
 -- Returns the type the exchange has (the existing one when it was declared before).

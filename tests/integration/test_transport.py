@@ -312,12 +312,20 @@ def test_eta_in_queue_option_delays_celery_eta_messages(conn: Conn, url: str) ->
 
 
 def test_queue_message_ttl(conn: Conn, url: str) -> None:
-    queue = kombu.Queue("short_lived", message_ttl=0.5)
-    with connection(url) as kconn, closing(kconn.SimpleQueue(queue)) as q:
-        q.put("gone")
-        time.sleep(0.8)
-        with pytest.raises(q.Empty):
-            q.get_nowait()
+    queue = kombu.Queue("short_lived", message_ttl=1.0)
+    with connection(url) as kconn:
+        producer = kconn.Producer()
+        producer.publish("expired", routing_key="short_lived", declare=[queue])
+        time.sleep(1.3)
+        producer.publish("fresh", routing_key="short_lived")
+    row = conn.execute("SELECT arguments FROM pgflow_kombu.queues WHERE name = 'short_lived'")
+    assert row.fetchone() == ({"x-message-ttl": 1000},)
+    # Read by a connection that did not declare the queue: the TTL is the queue's own.
+    got = Collector()
+    undeclared = kombu.Queue("short_lived", no_declare=True)
+    with connection(url) as other, kombu.Consumer(other, [undeclared], callbacks=[got]):
+        drain_all(other, 0.5)
+    assert got.bodies == ["fresh"]
     assert rows(conn, "q_short_lived") == []
 
 
