@@ -812,22 +812,39 @@ $$;
 -- Claims the queued tasks behind the given messages for a worker and returns their inputs. Only
 -- tasks this call moved from queued to started are returned. Message visibility is left as the
 -- reader set it (as in pgflow 0.8.1); a worker extends it with set_vt_batch if it needs to.
+-- Each message id is looked up on its own (a LATERAL subquery with LIMIT is planned per id, so
+-- through the message-id index), its queued task locked (re-checked once locked), then updated
+-- by tuple id: without statistics (a new database, autovacuum off), a plan for "message_id =
+-- ANY (array)", or any statement that filters on status = 'queued', walks every entry of a
+-- queued-task partial index instead, dead ones included, which grows with every task queued
+-- since the last vacuum. The plan is generic: a custom one, made again on every call because
+-- the array's length is unknown to the generic estimate, costs more than the claim itself.
 CREATE FUNCTION pgflow.start_tasks(flow_slug text, msg_ids bigint[], worker_id uuid)
 RETURNS SETOF pgflow.step_task_record
-LANGUAGE plpgsql SET search_path = '' AS $$
+LANGUAGE plpgsql SET search_path = '' SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 BEGIN
     RETURN QUERY
-    WITH claimed AS (
+    WITH targets AS MATERIALIZED (
+        SELECT q.tid
+        FROM unnest(start_tasks.msg_ids) AS m(id)
+        CROSS JOIN LATERAL (
+            SELECT t.ctid AS tid
+            FROM pgflow.step_tasks t
+            WHERE t.message_id = m.id AND t.status = 'queued'
+              AND t.flow_slug = start_tasks.flow_slug
+            LIMIT 1
+            FOR UPDATE
+        ) q
+    ),
+    claimed AS (
         UPDATE pgflow.step_tasks t
         SET attempts_count = t.attempts_count + 1,
             status = 'started',
             started_at = now(),
             last_worker_id = start_tasks.worker_id
         FROM pgflow.runs r
-        WHERE t.flow_slug = start_tasks.flow_slug
-          AND t.message_id = ANY (start_tasks.msg_ids)
-          AND t.status = 'queued'
+        WHERE t.ctid = ANY (ARRAY(SELECT k.tid FROM targets k))
           AND r.run_id = t.run_id
           AND r.status <> 'failed'
         RETURNING t.run_id, t.step_slug, t.task_index, t.message_id, r.input

@@ -74,21 +74,26 @@ $$;
 -- NOTIFY on channel 'pgflow_kombu.q_<name>' (no payload), so that pgmq.send_batch and pgflow's own
 -- inserts wake consumers too, at one notification per statement. A notifying commit takes a
 -- database-wide lock (notifying commits are serialised), so the notification is sent only when it
--- can matter: when no older message still waits for its first read. If one does, consumers are
--- already due to read: its insert woke them, or they are busy and read again when they have room.
--- (A consumer also re-reads shortly after a read that emptied the queue, which covers an insert
--- that raced with that read.) The trigger function is made per table, so that its query is planned
--- once per session instead of once per insert, and that plan walks pgmq's vt index whatever the
--- table's size was when it was made (not a table full of consumed, dead rows).
+-- can matter: when none of the messages just before the statement's first one (by msg_id, a
+-- window of 16) still waits for its first read. If one does, consumers are already due to read:
+-- its insert woke them, or they are busy and read again when they have room. (A consumer also
+-- re-reads shortly after a read that emptied the queue, which covers an insert that raced with
+-- that read.) The window is a primary-key range of fixed size, so the check costs the same
+-- however many consumed messages still leave dead entries in the table's indexes (a scan of the
+-- vt index from its start would wade through all of them until the next vacuum). The trigger
+-- function is made per table, so that its query is planned once per session, not per insert.
 CREATE FUNCTION pgflow_kombu.wake_function_sql(tbl text) RETURNS text
 LANGUAGE sql IMMUTABLE
 AS $$
     SELECT format(
         'CREATE OR REPLACE FUNCTION pgflow_kombu.%I() RETURNS trigger LANGUAGE plpgsql '
         'SET enable_seqscan = off AS $body$ '
+        'DECLARE first_id bigint; '
         'BEGIN '
-        '  PERFORM FROM pgmq.%I WHERE vt <= now() AND read_ct = 0 AND enqueued_at < now() '
-        '  ORDER BY vt LIMIT 1; '
+        '  SELECT min(msg_id) INTO first_id FROM inserted; '
+        '  IF first_id IS NULL THEN RETURN NULL; END IF; '
+        '  PERFORM FROM pgmq.%I WHERE msg_id < first_id AND msg_id >= first_id - 16 '
+        '    AND read_ct = 0 AND vt <= now() LIMIT 1; '
         '  IF NOT FOUND THEN '
         '    PERFORM pg_notify(%L, %L); '
         '  END IF; '
@@ -124,6 +129,7 @@ BEGIN
         EXECUTE pgflow_kombu.wake_function_sql(tbl);
         EXECUTE format(
             'CREATE TRIGGER pgflow_kombu_wake AFTER INSERT ON pgmq.%I '
+            'REFERENCING NEW TABLE AS inserted '
             'FOR EACH STATEMENT EXECUTE FUNCTION pgflow_kombu.%I()', tbl, 'wake_' || tbl);
     END IF;
     EXECUTE format(

@@ -4,15 +4,18 @@
 CREATE SCHEMA IF NOT EXISTS pgflow_kombu;
 
 -- Claim the queued tasks behind a batch of messages of one flow queue, in one round trip:
--- pgflow.start_tasks, then the claimed messages' visibility set to (step or flow timeout) + 2 s,
--- which 0.8.1's start_tasks computes but never applies. Returns what the worker needs to run and
--- report each task: its input, the attempt it starts (attempts_count after the claim) and its
--- timeout in seconds. Messages whose task is not queued (another worker holds it, the run failed)
--- are left alone.
+-- pgflow.start_tasks, then the visibility of the claimed messages extended to (step or flow
+-- timeout) + 2 s, which 0.8.1's start_tasks computes but never applies. The worker reads messages
+-- hidden for read_visibility seconds (its longest step timeout + 2 s, within bounds), so only
+-- the messages of steps whose timeout outlasts that need the second update. Returns what the
+-- worker needs to run and report each task: its input, the attempt it starts (attempts_count
+-- after the claim) and its timeout in seconds. Messages whose task is not queued (another worker
+-- holds it, the run failed) are left alone.
 CREATE OR REPLACE FUNCTION pgflow_kombu.claim_tasks(
     flow_slug text,
     msg_ids bigint[],
-    worker_id uuid
+    worker_id uuid,
+    read_visibility integer DEFAULT 0
 ) RETURNS TABLE (
     run_id uuid,
     step_slug text,
@@ -24,10 +27,13 @@ CREATE OR REPLACE FUNCTION pgflow_kombu.claim_tasks(
 )
 LANGUAGE plpgsql
 SET search_path = ''
+SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE
     claimed pgflow.step_task_record[];
+    extend_ids bigint[];
+    extend_by integer[];
 BEGIN
     SELECT coalesce(array_agg(s), '{}')
     INTO claimed
@@ -38,27 +44,30 @@ BEGIN
         RETURN;
     END IF;
 
+    -- The attempt is read by primary key, one task at a time (a join could be planned as a scan
+    -- of step_tasks while it has no statistics).
     RETURN QUERY
-    WITH info AS (
-        SELECT c.run_id, c.step_slug, c.task_index, c.msg_id, c.input, t.attempts_count,
-               coalesce(st.opt_timeout, f.opt_timeout) AS timeout
-        FROM unnest(claimed) AS c
-        JOIN pgflow.step_tasks AS t
-          ON t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index
-        JOIN pgflow.steps AS st ON st.flow_slug = c.flow_slug AND st.step_slug = c.step_slug
-        JOIN pgflow.flows AS f ON f.flow_slug = c.flow_slug
-    ), vt AS MATERIALIZED (
-        -- Referenced below so that PostgreSQL runs it (an unreferenced CTE is skipped).
-        SELECT count(*) AS n
-        FROM pgflow.set_vt_batch(
-            claim_tasks.flow_slug,
-            (SELECT array_agg(i.msg_id ORDER BY i.msg_id) FROM info AS i),
-            (SELECT array_agg(i.timeout + 2 ORDER BY i.msg_id) FROM info AS i))
-    )
-    SELECT i.run_id, i.step_slug, i.task_index, i.msg_id, i.input, i.attempts_count, i.timeout
-    FROM info AS i, vt
-    WHERE vt.n >= 0
-    ORDER BY i.msg_id;
+    SELECT c.run_id, c.step_slug, c.task_index, c.msg_id, c.input,
+           (SELECT t.attempts_count
+            FROM pgflow.step_tasks AS t
+            WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug
+              AND t.task_index = c.task_index),
+           coalesce(st.opt_timeout, f.opt_timeout)
+    FROM unnest(claimed) AS c
+    JOIN pgflow.steps AS st ON st.flow_slug = c.flow_slug AND st.step_slug = c.step_slug
+    JOIN pgflow.flows AS f ON f.flow_slug = c.flow_slug
+    ORDER BY c.msg_id;
+
+    SELECT array_agg(c.msg_id ORDER BY c.msg_id),
+           array_agg(coalesce(st.opt_timeout, f.opt_timeout) + 2 ORDER BY c.msg_id)
+    INTO extend_ids, extend_by
+    FROM unnest(claimed) AS c
+    JOIN pgflow.steps AS st ON st.flow_slug = c.flow_slug AND st.step_slug = c.step_slug
+    JOIN pgflow.flows AS f ON f.flow_slug = c.flow_slug
+    WHERE coalesce(st.opt_timeout, f.opt_timeout) + 2 > claim_tasks.read_visibility;
+    IF extend_ids IS NOT NULL THEN
+        PERFORM pgflow.set_vt_batch(claim_tasks.flow_slug, extend_ids, extend_by);
+    END IF;
 END;
 $$;
 
