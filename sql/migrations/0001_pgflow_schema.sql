@@ -907,8 +907,9 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION pgflow.complete_task(run_id uuid, step_slug text, task_index integer, output jsonb)
-RETURNS SETOF pgflow.step_tasks
+CREATE FUNCTION pgflow_kombu.complete_task_core(
+    run_id uuid, step_slug text, task_index integer, output jsonb, archive boolean
+) RETURNS SETOF pgflow.step_tasks
 LANGUAGE plpgsql SET search_path = '' AS $$
 #variable_conflict use_column
 DECLARE
@@ -941,7 +942,7 @@ BEGIN
     -- The run row lock serialises every change to one run.
     SELECT r.flow_slug, r.status INTO v_flow, v_run_status
     FROM pgflow.runs r
-    WHERE r.run_id = complete_task.run_id
+    WHERE r.run_id = complete_task_core.run_id
     FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RETURN;
@@ -949,42 +950,42 @@ BEGIN
     IF v_run_status = 'failed' THEN
         RETURN QUERY
         SELECT * FROM pgflow.step_tasks t
-        WHERE t.run_id = complete_task.run_id AND t.step_slug = complete_task.step_slug
-          AND t.task_index = complete_task.task_index;
+        WHERE t.run_id = complete_task_core.run_id AND t.step_slug = complete_task_core.step_slug
+          AND t.task_index = complete_task_core.task_index;
         RETURN;
     END IF;
 
     -- A single step feeding a map whose size is still unknown must produce an array. Checked
     -- before the task's status, as pgflow 0.8.1 does; failing this way is final (no retry).
-    IF jsonb_typeof(complete_task.output) IS DISTINCT FROM 'array' THEN
+    IF jsonb_typeof(complete_task_core.output) IS DISTINCT FROM 'array' THEN
         SELECT d.step_slug INTO v_map
         FROM pgflow.deps d
         JOIN pgflow.steps p ON p.flow_slug = d.flow_slug AND p.step_slug = d.dep_slug
         JOIN pgflow.steps c ON c.flow_slug = d.flow_slug AND c.step_slug = d.step_slug
-        JOIN pgflow.step_states cs ON cs.run_id = complete_task.run_id AND cs.step_slug = d.step_slug
-        WHERE d.flow_slug = v_flow AND d.dep_slug = complete_task.step_slug
+        JOIN pgflow.step_states cs ON cs.run_id = complete_task_core.run_id AND cs.step_slug = d.step_slug
+        WHERE d.flow_slug = v_flow AND d.dep_slug = complete_task_core.step_slug
           AND p.step_type = 'single' AND c.step_type = 'map' AND cs.initial_tasks IS NULL
         ORDER BY d.step_slug
         LIMIT 1;
 
         IF v_map IS NOT NULL THEN
-            v_type := coalesce(jsonb_typeof(complete_task.output), 'null');
+            v_type := coalesce(jsonb_typeof(complete_task_core.output), 'null');
             v_error := '[TYPE_VIOLATION] Map step ' || v_map || ' expects array input but dependency '
-                || complete_task.step_slug || ' produced ' || v_type;
+                || complete_task_core.step_slug || ' produced ' || v_type;
 
             UPDATE pgflow.runs r SET status = 'failed', failed_at = now()
-            WHERE r.run_id = complete_task.run_id;
+            WHERE r.run_id = complete_task_core.run_id;
             IF v_rt THEN
                 PERFORM realtime.send(
                     jsonb_build_object(
                         'event_type', 'run:failed',
-                        'run_id', complete_task.run_id,
+                        'run_id', complete_task_core.run_id,
                         'flow_slug', v_flow,
                         'status', 'failed',
                         'failed_at', now()
                     ),
                     'run:failed',
-                    'pgflow:run:' || complete_task.run_id,
+                    'pgflow:run:' || complete_task_core.run_id,
                     false
                 );
             END IF;
@@ -992,7 +993,7 @@ BEGIN
             FROM (
                 SELECT array_agg(t.message_id) AS ids
                 FROM pgflow.step_tasks t
-                WHERE t.run_id = complete_task.run_id AND t.status IN ('queued', 'started')
+                WHERE t.run_id = complete_task_core.run_id AND t.status IN ('queued', 'started')
                   AND t.message_id IS NOT NULL
             ) m
             WHERE ids IS NOT NULL;
@@ -1000,25 +1001,25 @@ BEGIN
             UPDATE pgflow.step_tasks t
             SET status = 'failed',
                 failed_at = now(),
-                output = complete_task.output,
+                output = complete_task_core.output,
                 error_message = '[TYPE_VIOLATION] Produced ' || v_type || ' instead of array'
-            WHERE t.run_id = complete_task.run_id AND t.step_slug = complete_task.step_slug
-              AND t.task_index = complete_task.task_index;
+            WHERE t.run_id = complete_task_core.run_id AND t.step_slug = complete_task_core.step_slug
+              AND t.task_index = complete_task_core.task_index;
             UPDATE pgflow.step_states ss
             SET status = 'failed', failed_at = now(), error_message = v_error
-            WHERE ss.run_id = complete_task.run_id AND ss.step_slug = complete_task.step_slug;
+            WHERE ss.run_id = complete_task_core.run_id AND ss.step_slug = complete_task_core.step_slug;
             IF v_rt THEN
                 PERFORM realtime.send(
                     jsonb_build_object(
                         'event_type', 'step:failed',
-                        'run_id', complete_task.run_id,
-                        'step_slug', complete_task.step_slug,
+                        'run_id', complete_task_core.run_id,
+                        'step_slug', complete_task_core.step_slug,
                         'status', 'failed',
                         'error_message', v_error,
                         'failed_at', now()
                     ),
-                    'step:' || complete_task.step_slug || ':failed',
-                    'pgflow:run:' || complete_task.run_id,
+                    'step:' || complete_task_core.step_slug || ':failed',
+                    'pgflow:run:' || complete_task_core.run_id,
                     false
                 );
             END IF;
@@ -1027,17 +1028,17 @@ BEGIN
     END IF;
 
     UPDATE pgflow.step_tasks t
-    SET status = 'completed', completed_at = now(), output = complete_task.output
-    WHERE t.run_id = complete_task.run_id AND t.step_slug = complete_task.step_slug
-      AND t.task_index = complete_task.task_index AND t.status = 'started'
+    SET status = 'completed', completed_at = now(), output = complete_task_core.output
+    WHERE t.run_id = complete_task_core.run_id AND t.step_slug = complete_task_core.step_slug
+      AND t.task_index = complete_task_core.task_index AND t.status = 'started'
     RETURNING t.* INTO v_task;
     IF NOT FOUND THEN
         -- Not started (queued, or already completed or failed): nothing to do. pgflow 0.8.1
         -- re-broadcasts step:completed for a repeated completion; we ignore repeats.
         RETURN QUERY
         SELECT * FROM pgflow.step_tasks t
-        WHERE t.run_id = complete_task.run_id AND t.step_slug = complete_task.step_slug
-          AND t.task_index = complete_task.task_index;
+        WHERE t.run_id = complete_task_core.run_id AND t.step_slug = complete_task_core.step_slug
+          AND t.task_index = complete_task_core.task_index;
         RETURN;
     END IF;
 
@@ -1046,7 +1047,7 @@ BEGIN
         status = CASE WHEN ss.remaining_tasks = 1 THEN 'completed' ELSE 'started' END,
         completed_at = CASE WHEN ss.remaining_tasks = 1 THEN now() END
     FROM pgflow.steps s
-    WHERE ss.run_id = complete_task.run_id AND ss.step_slug = complete_task.step_slug
+    WHERE ss.run_id = complete_task_core.run_id AND ss.step_slug = complete_task_core.step_slug
       AND s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
     RETURNING ss.status, ss.completed_at, ss.initial_tasks, s.step_type
     INTO v_step_status, v_step_completed_at, v_step_tasks, v_step_type;
@@ -1056,8 +1057,8 @@ BEGIN
         -- the length of a single parent's array.
         IF v_step_type = 'map' THEN
             v_child_tasks := v_step_tasks;
-        ELSIF jsonb_typeof(complete_task.output) = 'array' THEN
-            v_child_tasks := jsonb_array_length(complete_task.output);
+        ELSIF jsonb_typeof(complete_task_core.output) = 'array' THEN
+            v_child_tasks := jsonb_array_length(complete_task_core.output);
         END IF;
         -- Only an empty array from a single step can leave a dependent map without tasks (for
         -- the cascade). Otherwise dependents that become ready start in the same write that
@@ -1085,8 +1086,8 @@ BEGIN
                     THEN coalesce(cs.initial_tasks, v_child_tasks) ELSE cs.remaining_tasks END
             FROM pgflow.deps d
             JOIN pgflow.steps c ON c.flow_slug = d.flow_slug AND c.step_slug = d.step_slug
-            WHERE d.flow_slug = v_flow AND d.dep_slug = complete_task.step_slug
-              AND cs.run_id = complete_task.run_id AND cs.step_slug = d.step_slug
+            WHERE d.flow_slug = v_flow AND d.dep_slug = complete_task_core.step_slug
+              AND cs.run_id = complete_task_core.run_id AND cs.step_slug = d.step_slug
             RETURNING cs.step_slug, cs.status, cs.started_at, cs.remaining_tasks,
                       cs.remaining_deps, cs.initial_tasks, coalesce(c.opt_start_delay, 0) AS delay
         ),
@@ -1096,7 +1097,7 @@ BEGIN
                 status = CASE WHEN r.remaining_steps = 1 THEN 'completed' ELSE r.status END,
                 completed_at = CASE WHEN r.remaining_steps = 1 THEN now() END,
                 output = CASE WHEN r.remaining_steps = 1 THEN pgflow_kombu.run_output(r.run_id) END
-            WHERE r.run_id = complete_task.run_id
+            WHERE r.run_id = complete_task_core.run_id
             RETURNING r.remaining_steps, r.status, r.output, r.completed_at
         ),
         summary AS (
@@ -1124,33 +1125,33 @@ BEGIN
                 SELECT coalesce(jsonb_agg(t.output ORDER BY t.task_index), '[]'::jsonb)
                 INTO v_output
                 FROM pgflow.step_tasks t
-                WHERE t.run_id = complete_task.run_id AND t.step_slug = complete_task.step_slug
+                WHERE t.run_id = complete_task_core.run_id AND t.step_slug = complete_task_core.step_slug
                   AND t.status = 'completed';
             ELSE
-                v_output := complete_task.output;
+                v_output := complete_task_core.output;
             END IF;
             PERFORM realtime.send(
                 jsonb_build_object(
                     'event_type', 'step:completed',
-                    'run_id', complete_task.run_id,
-                    'step_slug', complete_task.step_slug,
+                    'run_id', complete_task_core.run_id,
+                    'step_slug', complete_task_core.step_slug,
                     'status', 'completed',
                     'output', v_output,
                     'completed_at', v_step_completed_at
                 ),
-                'step:' || complete_task.step_slug || ':completed',
-                'pgflow:run:' || complete_task.run_id,
+                'step:' || complete_task_core.step_slug || ':completed',
+                'pgflow:run:' || complete_task_core.run_id,
                 false
             );
         END IF;
 
         IF v_taskless > 0 THEN
-            v_remaining := v_remaining - pgflow.cascade_complete_taskless_steps(complete_task.run_id);
+            v_remaining := v_remaining - pgflow.cascade_complete_taskless_steps(complete_task_core.run_id);
             v_ready := 1;
         END IF;
     END IF;
 
-    IF v_task.message_id IS NOT NULL THEN
+    IF complete_task_core.archive AND v_task.message_id IS NOT NULL THEN
         PERFORM pgmq.archive(v_flow, v_task.message_id);
     END IF;
     IF v_slugs IS NOT NULL THEN
@@ -1160,7 +1161,7 @@ BEGIN
                 PERFORM realtime.send(
                     jsonb_build_object(
                         'event_type', 'step:started',
-                        'run_id', complete_task.run_id,
+                        'run_id', complete_task_core.run_id,
                         'step_slug', v_slugs[i],
                         'status', 'started',
                         'started_at', v_started_at,
@@ -1168,38 +1169,52 @@ BEGIN
                         'remaining_deps', 0
                     ),
                     'step:' || v_slugs[i] || ':started',
-                    'pgflow:run:' || complete_task.run_id,
+                    'pgflow:run:' || complete_task_core.run_id,
                     false
                 );
             END LOOP;
         END IF;
-        PERFORM pgflow_kombu.queue_step_tasks(v_flow, complete_task.run_id, v_slugs, v_counts,
+        PERFORM pgflow_kombu.queue_step_tasks(v_flow, complete_task_core.run_id, v_slugs, v_counts,
                                               v_delays);
     END IF;
     IF v_ready > 0 THEN
-        PERFORM pgflow.start_ready_steps(complete_task.run_id);
+        PERFORM pgflow.start_ready_steps(complete_task_core.run_id);
     END IF;
     IF v_run_status = 'completed' THEN
         IF v_rt THEN
             PERFORM realtime.send(
                 jsonb_build_object(
                     'event_type', 'run:completed',
-                    'run_id', complete_task.run_id,
+                    'run_id', complete_task_core.run_id,
                     'flow_slug', v_flow,
                     'status', 'completed',
                     'output', v_run_output,
                     'completed_at', v_run_completed_at
                 ),
                 'run:completed',
-                'pgflow:run:' || complete_task.run_id,
+                'pgflow:run:' || complete_task_core.run_id,
                 false
             );
         END IF;
     ELSIF v_remaining = 0 THEN
         -- Taskless steps completed by the cascade were the last ones.
-        PERFORM pgflow.maybe_complete_run(complete_task.run_id);
+        PERFORM pgflow.maybe_complete_run(complete_task_core.run_id);
     END IF;
     RETURN NEXT v_task;
+END;
+$$;
+
+-- pgflow's complete_task. Its body is pgflow_kombu.complete_task_core, which can leave the
+-- task's message for the caller to archive: pgflow_kombu.report_tasks archives the messages of a
+-- whole batch with one statement per queue (pgmq's archive is a dynamic statement, parsed and
+-- planned on every call).
+CREATE FUNCTION pgflow.complete_task(run_id uuid, step_slug text, task_index integer, output jsonb)
+RETURNS SETOF pgflow.step_tasks
+LANGUAGE plpgsql SET search_path = '' AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM pgflow_kombu.complete_task_core(
+        complete_task.run_id, complete_task.step_slug, complete_task.task_index,
+        complete_task.output, true);
 END;
 $$;
 

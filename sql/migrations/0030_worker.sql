@@ -95,6 +95,13 @@ DECLARE
     task_attempts integer;
     task_worker uuid;
     message text;
+    -- On our schema, completions leave their messages to be archived at the end, one statement
+    -- per queue; on an upstream-installed schema complete_task archives each one itself.
+    defer_archive boolean := to_regprocedure(
+        'pgflow_kombu.complete_task_core(uuid,text,integer,jsonb,boolean)') IS NOT NULL;
+    done pgflow.step_tasks;
+    to_archive pgflow.step_tasks[] := '{}';
+    queue record;
 BEGIN
     FOR r IN
         SELECT e.ord::integer AS ord,
@@ -127,6 +134,11 @@ BEGIN
                 PERFORM pgflow.fail_task(run_id => r.run_id, step_slug => r.step_slug,
                                          task_index => r.task_index, error_message => r.error);
                 outcome := 'failed';
+            ELSIF defer_archive THEN
+                SELECT * INTO done
+                FROM pgflow_kombu.complete_task_core(r.run_id, r.step_slug, r.task_index,
+                                                     r.output, false);
+                outcome := 'completed';
             ELSE
                 PERFORM pgflow.complete_task(run_id => r.run_id, step_slug => r.step_slug,
                                              task_index => r.task_index, output => r.output);
@@ -154,7 +166,20 @@ BEGIN
                     END;
                 END IF;
         END;
+        -- Only a task this call completed (complete_task_core returns the task unchanged when
+        -- its run had failed meanwhile: its message stays, as complete_task leaves it).
+        IF outcome = 'completed' AND done.status = 'completed' AND done.message_id IS NOT NULL THEN
+            to_archive := to_archive || done;
+        END IF;
+        done := NULL;
         RETURN NEXT;
+    END LOOP;
+    FOR queue IN
+        SELECT t.flow_slug, array_agg(t.message_id ORDER BY t.message_id) AS ids
+        FROM unnest(to_archive) AS t
+        GROUP BY t.flow_slug
+    LOOP
+        PERFORM pgmq.archive(queue.flow_slug, queue.ids);
     END LOOP;
 END;
 $$;

@@ -155,6 +155,37 @@ def test_reports_complete_and_cascade_in_one_call(conn: Conn) -> None:
         )
 
 
+def message_of(conn: Conn, run_id: str) -> int:
+    rows = conn.execute(test_query("worker_message_ids"), {"run_id": run_id}).fetchall()
+    return int(rows[0][2])
+
+
+def queue_ids(conn: Conn, table: str) -> list[int]:
+    stmt = sql.SQL(test_query("worker_queue_ids")).format(sql.Identifier(table))
+    return [row[0] for row in conn.execute(stmt)]
+
+
+def test_reports_archive_the_messages_of_the_tasks_they_complete(conn: Conn) -> None:
+    setup_flow(conn, "wf")
+    setup_flow(conn, "wg")
+    done_f, done_g, stale = start(conn, "wf"), start(conn, "wg"), start(conn, "wf")
+    claim(conn, read(conn, "wf"), "wf")
+    claim(conn, read(conn, "wg"), "wg")
+    outcomes = report(
+        conn,
+        [
+            {**ident(done_f), "output": 1},
+            {**ident(stale, attempt=2), "output": 2},
+            {**ident(done_g), "output": 3},
+        ],
+    )
+    assert [outcome for outcome, _detail in outcomes] == ["completed", "stale", "completed"]
+    assert queue_ids(conn, "a_wf") == [message_of(conn, done_f)]
+    assert queue_ids(conn, "a_wg") == [message_of(conn, done_g)]
+    assert queue_ids(conn, "q_wf") == [message_of(conn, stale)]
+    assert queue_ids(conn, "q_wg") == []
+
+
 def test_an_attempt_is_reported_once_and_never_after_it_failed(conn: Conn) -> None:
     setup_flow(conn, max_attempts=3)
     run_id = start(conn)

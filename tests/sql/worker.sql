@@ -64,3 +64,12 @@ SELECT r.run_id, r.status,
 FROM pgflow.runs AS r LEFT JOIN pgflow.step_tasks AS t ON t.run_id = r.run_id
 WHERE r.run_id = ANY(%(run_ids)s::uuid[])
 GROUP BY r.run_id, r.status;
+
+-- name: worker_message_ids
+-- The pgmq message of each task of a run, by step and task index.
+SELECT step_slug, task_index, message_id
+FROM pgflow.step_tasks WHERE run_id = %(run_id)s ORDER BY step_slug, task_index;
+
+-- name: worker_queue_ids
+-- msg_ids in a pgmq table (placeholder: pgmq.q_<name> or pgmq.a_<name>).
+SELECT msg_id FROM pgmq.{} ORDER BY msg_id;
