@@ -1,21 +1,33 @@
-"""The worker's SQL functions: batch claims, grouped reports with attempt guards, releases."""
+"""The worker's SQL functions: batch claims, grouped reports with attempt guards, releases.
+
+Every test runs on our schema and on an upstream-installed pgflow schema with our objects on top
+(where report_tasks falls back to pgflow's own complete_task)."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from pgflow_kombu.db.connect import connect
 from pgflow_kombu.db.queries import query
 from tests.support.sql import test_query
 
 Conn = psycopg.Connection[Any]
 WORKER = str(uuid.uuid4())
 OTHER = str(uuid.uuid4())
+
+
+@pytest.fixture
+def conn(any_schema_url: str) -> Iterator[Conn]:
+    with connect(any_schema_url) as connection:
+        yield connection
 
 
 def setup_flow(
