@@ -11,42 +11,31 @@ awaiting stalls every slot of this pool: use the thread or process pool for such
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from pgflow_kombu.worker.execution import FlowLike, aexecute
-from pgflow_kombu.worker.pools.base import Attempt, OutcomeSink, PoolStats, Watchdog
+from pgflow_kombu.worker.pools.base import Attempt, OutcomeSink, SlotPool, Watchdog
 from pgflow_kombu.worker.tasks import ClaimedTask
 
 __all__ = ["AsyncioPool"]
 
-log = logging.getLogger("pgflow_kombu.worker")
 
-
-class AsyncioPool:
+class AsyncioPool(SlotPool):
     kind = "asyncio"
 
     def __init__(self, flows: Mapping[str, FlowLike], concurrency: int, sink: OutcomeSink) -> None:
+        super().__init__(concurrency, sink)
         self.flows = flows
-        self.concurrency = concurrency
-        self.stats = PoolStats()
-        self._sink = sink
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._main, name="pgflow-asyncio", daemon=True)
         self._watchdog = Watchdog(self._on_expire)
-        self._cond = threading.Condition()
         self._pending: deque[ClaimedTask] = deque()
-        self._running = 0
         self._closed = False
         self._tasks: dict[Attempt, asyncio.Task[None]] = {}
         self._in_threads: set[Attempt] = set()  # attempts whose plain function still runs
-
-    @property
-    def running(self) -> int:
-        return self._running
 
     def start(self) -> None:
         self._watchdog.start()
@@ -67,10 +56,6 @@ class AsyncioPool:
             left = list(self._pending)
             self._pending.clear()
             return left
-
-    def join(self, timeout: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: self._running == 0, timeout)
 
     def terminate(self) -> None:
         self.close()
@@ -111,27 +96,16 @@ class AsyncioPool:
         if attempt.finish():
             assert result is not None
             self._watchdog.forget()
-            self._sink(attempt.outcome(result))  # before the slot counts as free
-            with self._cond:
-                self._running -= 1
-                self.stats.finished += 1
-                self._cond.notify_all()
+            self._finish_slot(attempt.outcome(result))
             self._fill()
             return
         with self._cond:
             if attempt in self._in_threads:
                 return  # its thread still runs; it settles the count when it returns
-            self.stats.stuck -= 1
-            if result is not None:
-                self.stats.late_discarded += 1
-        if result is not None:
-            log.warning(
-                "late result of %s (run %s, attempt %d) discarded: it already timed out",
-                attempt.task.label,
-                attempt.task.run_id,
-                attempt.task.attempt,
-                extra={"event": "late_result_discarded", "run_id": attempt.task.run_id},
-            )
+            if result is None:
+                self.stats.stuck -= 1  # cancelled: no result to discard
+                return
+        self._discard_late(attempt.task)
 
     def _run_sync(self, attempt: Attempt, call: Callable[[], Any]) -> asyncio.Future[Any]:
         """Run a plain function in a thread of its own; a future for its result."""
@@ -155,17 +129,8 @@ class AsyncioPool:
             with self._cond:
                 self._in_threads.discard(attempt)
                 late = attempt.expired
-                if late:
-                    self.stats.stuck -= 1
-                    self.stats.late_discarded += 1
             if late:
-                log.warning(
-                    "late result of %s (run %s, attempt %d) discarded: it already timed out",
-                    attempt.task.label,
-                    attempt.task.run_id,
-                    attempt.task.attempt,
-                    extra={"event": "late_result_discarded", "run_id": attempt.task.run_id},
-                )
+                self._discard_late(attempt.task)
                 return
             self._loop.call_soon_threadsafe(settle, value, error)
 
@@ -183,21 +148,6 @@ class AsyncioPool:
     # -- on the watchdog thread ----------------------------------------------------------------
 
     def _on_expire(self, attempt: Attempt) -> None:
-        self._sink(attempt.timeout_outcome())
-        with self._cond:
-            self._running -= 1
-            self.stats.timed_out += 1
-            self.stats.stuck += 1
-            stuck = self.stats.stuck
-            self._cond.notify_all()
-        log.warning(
-            "%s (run %s, attempt %d) ran past its %g s timeout: failed and cancelled (%d stuck)",
-            attempt.task.label,
-            attempt.task.run_id,
-            attempt.task.attempt,
-            attempt.task.timeout,
-            stuck,
-            extra={"event": "task_timeout", "run_id": attempt.task.run_id, "stuck": stuck},
-        )
+        self._expire_slot(attempt, "failed and cancelled")
         if self._loop.is_running():
             self._loop.call_soon_threadsafe(self._expired, attempt)

@@ -20,7 +20,7 @@ from typing import Protocol
 from pgflow_kombu.worker.execution import Result
 from pgflow_kombu.worker.tasks import ClaimedTask, Outcome
 
-__all__ = ["Attempt", "OutcomeSink", "PendingQueue", "Pool", "PoolStats", "Watchdog"]
+__all__ = ["Attempt", "OutcomeSink", "PendingQueue", "Pool", "PoolStats", "SlotPool", "Watchdog"]
 
 log = logging.getLogger("pgflow_kombu.worker")
 
@@ -198,6 +198,75 @@ class PoolStats:
 
     def as_dict(self) -> dict[str, int]:
         return dict(vars(self))
+
+
+class SlotPool:
+    """The slot bookkeeping the pools share: the running count, stats, and the condition a stop
+    waits on. A slot is taken when a task starts and freed once its outcome went to the sink."""
+
+    def __init__(self, concurrency: int, sink: OutcomeSink) -> None:
+        self.concurrency = concurrency
+        self.stats = PoolStats()
+        self._sink = sink
+        self._cond = threading.Condition()
+        self._running = 0
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    def join(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._running == 0, timeout)
+
+    def _take_slot(self) -> None:
+        with self._cond:
+            self._running += 1
+            self.stats.started += 1
+
+    def _finish_slot(self, outcome: Outcome) -> None:
+        # The outcome is handed over before the slot counts as free, so that a stop waiting for
+        # running tasks finds every outcome already queued for reporting.
+        self._sink(outcome)
+        with self._cond:
+            self._running -= 1
+            self.stats.finished += 1
+            self._cond.notify_all()
+
+    def _expire_slot(self, attempt: Attempt, fate: str) -> None:
+        """The watchdog expired ``attempt``: report its timeout and free its slot; the handler
+        goes on as a stuck slot (``fate`` says what became of it, for the log)."""
+        self._sink(attempt.timeout_outcome())
+        with self._cond:
+            self._running -= 1
+            self.stats.timed_out += 1
+            self.stats.stuck += 1
+            stuck = self.stats.stuck
+            self._cond.notify_all()
+        task = attempt.task
+        log.warning(
+            "%s (run %s, attempt %d) ran past its %g s timeout: %s (%d stuck)",
+            task.label,
+            task.run_id,
+            task.attempt,
+            task.timeout,
+            fate,
+            stuck,
+            extra={"event": "task_timeout", "run_id": task.run_id, "stuck": stuck},
+        )
+
+    def _discard_late(self, task: ClaimedTask) -> None:
+        """A stuck slot's handler returned after its timeout was reported: drop its result."""
+        with self._cond:
+            self.stats.stuck -= 1
+            self.stats.late_discarded += 1
+        log.warning(
+            "late result of %s (run %s, attempt %d) discarded: it already timed out",
+            task.label,
+            task.run_id,
+            task.attempt,
+            extra={"event": "late_result_discarded", "run_id": task.run_id},
+        )
 
 
 class Pool(Protocol):

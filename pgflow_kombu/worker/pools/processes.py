@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from pgflow_kombu.worker.execution import FlowLike, Result, execute
-from pgflow_kombu.worker.pools.base import Attempt, OutcomeSink, PendingQueue, PoolStats
+from pgflow_kombu.worker.pools.base import Attempt, OutcomeSink, PendingQueue, SlotPool
 from pgflow_kombu.worker.tasks import ClaimedTask, Outcome
 
 __all__ = ["ProcessPool"]
@@ -103,7 +103,7 @@ class _Child:
         self.kill()
 
 
-class ProcessPool:
+class ProcessPool(SlotPool):
     kind = "processes"
 
     def __init__(
@@ -115,22 +115,14 @@ class ProcessPool:
         app_ref: str | None = None,
         loglevel: int = logging.WARNING,
     ) -> None:
-        self.concurrency = concurrency
-        self.stats = PoolStats()
-        self._sink = sink
+        super().__init__(concurrency, sink)
         self._source: Any = app_ref if app_ref else flows
         self._ctx = multiprocessing.get_context("spawn" if app_ref else "fork")
         self._loglevel = loglevel
         self._pending = PendingQueue()
-        self._cond = threading.Condition()
-        self._running = 0
         self._threads: list[threading.Thread] = []
         self._children: list[_Child | None] = []
         self._serial = 0
-
-    @property
-    def running(self) -> int:
-        return self._running
 
     def _new_child(self) -> _Child:
         self._serial += 1
@@ -166,10 +158,6 @@ class ProcessPool:
     def close(self) -> list[ClaimedTask]:
         return self._pending.close()
 
-    def join(self, timeout: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: self._running == 0, timeout)
-
     def terminate(self) -> None:
         self.close()
         for child in list(self._children):
@@ -188,15 +176,8 @@ class ProcessPool:
                 task = self._pending.get()
                 if task is None:
                     return
-                with self._cond:
-                    self._running += 1
-                    self.stats.started += 1
-                outcome = self._run(index, task)
-                self._sink(outcome)  # before the slot counts as free (see ThreadPool)
-                with self._cond:
-                    self._running -= 1
-                    self.stats.finished += 1
-                    self._cond.notify_all()
+                self._take_slot()
+                self._finish_slot(self._run(index, task))
         finally:
             child = self._children[index]
             if child is not None:
