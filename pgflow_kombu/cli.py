@@ -34,6 +34,13 @@ EXIT_RUN_FAILED = 3
 EXIT_TIMEOUT = 4
 EXIT_NOT_FOUND = 5
 
+# The exit code of a library error, by its class (first match; any other error exits 1).
+ERROR_EXIT_CODES: tuple[tuple[type[PgFlowError] | tuple[type[PgFlowError], ...], int], ...] = (
+    (RunFailed, EXIT_RUN_FAILED),
+    (RunTimeout, EXIT_TIMEOUT),
+    ((RunNotFound, FlowNotFound), EXIT_NOT_FOUND),
+)
+
 
 def resolve_database_url(url: str | None) -> str:
     """The configured URL, or the shared embedded server's (announced on stderr).
@@ -94,7 +101,7 @@ def db_status(ctx: click.Context) -> None:
     """List migrations and whether they are applied; exit 1 when some are pending."""
     states = migrations.status(database_url(ctx))
     for state in states:
-        when = state.applied_at.isoformat(timespec="seconds") if state.applied_at else "pending"
+        when = out.when(state.applied_at) or "pending"
         how = f" ({state.how})" if state.how == "adopted" else ""
         click.echo(f"{state.version:04d}_{state.name:<32} {when}{how}")
     if any(s.pending for s in states):
@@ -158,22 +165,17 @@ def flows() -> None:
 @click.pass_context
 def flows_list(ctx: click.Context, as_json: bool) -> None:
     """The flows the database holds."""
-    found = client_for(ctx).list_flows()
-    if as_json:
-        out.emit_json(found)
-        return
-    out.table(
+    out.listing(
+        client_for(ctx).list_flows(),
+        as_json,
         ["flow", "max_attempts", "base_delay", "timeout", "created"],
-        [
-            (
-                f.flow_slug,
-                f.opt_max_attempts,
-                f.opt_base_delay,
-                f.opt_timeout,
-                f.created_at.isoformat(timespec="seconds") if f.created_at else "",
-            )
-            for f in found
-        ],
+        lambda f: (
+            f.flow_slug,
+            f.opt_max_attempts,
+            f.opt_base_delay,
+            f.opt_timeout,
+            out.when(f.created_at),
+        ),
     )
 
 
@@ -187,7 +189,7 @@ def flows_show(ctx: click.Context, slug: str, as_json: bool) -> None:
     if as_json:
         out.emit_json(shape)
         return
-    click.echo(f"flow {slug}  " + " ".join(f"{k}={v}" for k, v in shape["options"].items()))
+    click.echo(f"flow {slug}  " + out.options_text(shape["options"]))
     out.table(
         ["#", "step", "type", "depends on", "options"],
         [
@@ -196,7 +198,7 @@ def flows_show(ctx: click.Context, slug: str, as_json: bool) -> None:
                 s["slug"],
                 s["step_type"],
                 ", ".join(s["deps"]),
-                " ".join(f"{k}={v}" for k, v in s["options"].items()),
+                out.options_text(s["options"]),
             )
             for i, s in enumerate(shape["steps"])
         ],
@@ -210,22 +212,18 @@ def flows_show(ctx: click.Context, slug: str, as_json: bool) -> None:
 @click.pass_context
 def flows_upsert(ctx: click.Context, slug: str, app_spec: str | None, shape_file: Any) -> None:
     """(Re)compile a flow from the app's code or a JSON file. Destructive: deletes its runs."""
-    if shape_file is not None:
-        data = json.load(shape_file)
-        from pgflow_kombu.app import PgFlow
+    from pgflow_kombu.app import PgFlow
 
-        app = PgFlow(database_url(ctx))
-        result = app.upsert_flow(slug, steps=data["steps"], **data.get("options", {}))
+    if shape_file is not None:
+        shape = json.load(shape_file)
+        options = shape.get("options", {})
     elif app_spec:
         database_url(ctx)  # exported first, so the app module's PgFlow() finds the database
         shape = load_app(app_spec).get_flow(slug).shape()
-        from pgflow_kombu.app import PgFlow
-
-        result = PgFlow(database_url(ctx)).upsert_flow(
-            slug, steps=shape["steps"], **shape["options"]
-        )
+        options = shape["options"]
     else:
         raise click.UsageError("give -A MODULE:APP or --file SHAPE.json")
+    result = PgFlow(database_url(ctx)).upsert_flow(slug, steps=shape["steps"], **options)
     click.echo(f"{slug}: {result['status']}")
     for difference in result["differences"]:
         click.echo(f"  changed: {difference}")
@@ -284,8 +282,7 @@ def runs_start(
 @click.pass_context
 def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
     """A run with its steps and tasks."""
-    run = client_for(ctx).get_run_with_states(run_id)
-    out.emit_json(run) if as_json else out.show_run(run)
+    out.emit_run(client_for(ctx).get_run_with_states(run_id), as_json)
 
 
 @runs.command("list")
@@ -298,22 +295,11 @@ def runs_list(
     ctx: click.Context, flow_slug: str | None, status: str | None, limit: int, as_json: bool
 ) -> None:
     """Recent runs, newest first."""
-    found = client_for(ctx).list_runs(flow_slug=flow_slug, status=status, limit=limit)
-    if as_json:
-        out.emit_json(found)
-        return
-    out.table(
+    out.listing(
+        client_for(ctx).list_runs(flow_slug=flow_slug, status=status, limit=limit),
+        as_json,
         ["run", "flow", "status", "started", "remaining"],
-        [
-            (
-                r.run_id,
-                r.flow_slug,
-                r.status,
-                r.started_at.isoformat(timespec="seconds") if r.started_at else "",
-                r.remaining_steps,
-            )
-            for r in found
-        ],
+        lambda r: (r.run_id, r.flow_slug, r.status, out.when(r.started_at), r.remaining_steps),
     )
 
 
@@ -342,7 +328,7 @@ def _wait_and_report(client: Client, run_id: str, timeout: float, as_json: bool)
         )
     finally:
         progress.done()
-    out.emit_json(run) if as_json else out.show_run(run)
+    out.emit_run(run, as_json)
     if run.status == "failed":
         sys.exit(EXIT_RUN_FAILED)
 
@@ -358,22 +344,17 @@ def workers() -> None:
 @click.pass_context
 def workers_list(ctx: click.Context, include_stale: bool, as_json: bool) -> None:
     """Workers with a recent heartbeat (or all with --all)."""
-    found = client_for(ctx).list_workers(include_stale=include_stale)
-    if as_json:
-        out.emit_json(found)
-        return
-    out.table(
+    out.listing(
+        client_for(ctx).list_workers(include_stale=include_stale),
+        as_json,
         ["worker", "queue", "function", "last heartbeat", "deprecated"],
-        [
-            (
-                w.worker_id,
-                w.queue_name,
-                w.function_name,
-                w.last_heartbeat_at.isoformat(timespec="seconds"),
-                w.deprecated_at.isoformat(timespec="seconds") if w.deprecated_at else "",
-            )
-            for w in found
-        ],
+        lambda w: (
+            w.worker_id,
+            w.queue_name,
+            w.function_name,
+            out.when(w.last_heartbeat_at),
+            out.when(w.deprecated_at),
+        ),
     )
 
 
@@ -424,15 +405,6 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except RunFailed as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_RUN_FAILED)
-    except RunTimeout as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_TIMEOUT)
-    except (RunNotFound, FlowNotFound) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_NOT_FOUND)
     except PgFlowError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(next((code for kinds, code in ERROR_EXIT_CODES if isinstance(exc, kinds)), 1))

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
 
 import click
 from pydantic import BaseModel
 
 from pgflow_kombu.types import Run
+
+T = TypeVar("T")
 
 
 def emit_json(data: Any) -> None:
@@ -29,9 +32,32 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
+def listing(
+    items: Sequence[T], as_json: bool, headers: Sequence[str], row: Callable[[T], Sequence[Any]]
+) -> None:
+    """``items`` as JSON, or as a table of one ``row(item)`` each."""
+    if as_json:
+        emit_json(items)
+    else:
+        table(headers, [row(item) for item in items])
+
+
+def when(moment: datetime | None) -> str:
+    """A timestamp to the second, or "" for none."""
+    return moment.isoformat(timespec="seconds") if moment else ""
+
+
+def options_text(options: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in options.items())
+
+
 def short(value: Any, limit: int = 60) -> str:
     text = json.dumps(value, default=str) if not isinstance(value, str) else value
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def emit_run(run: Run, as_json: bool) -> None:
+    emit_json(run) if as_json else show_run(run)
 
 
 def show_run(run: Run) -> None:
