@@ -29,6 +29,18 @@ def _opt(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
     return click.option(*names, envvar=ENV + env, show_envvar=True, **kwargs)
 
 
+def _seconds(name: str, *, env: str, default: float, **kwargs: Any) -> Callable[[F], F]:
+    """A duration option: seconds, more than 0."""
+    return _opt(
+        name,
+        env=env,
+        type=click.FloatRange(min=0, min_open=True),
+        default=default,
+        show_default=True,
+        **kwargs,
+    )
+
+
 def worker_options(fn: F) -> F:
     """The worker command's options, outermost first."""
     decorators = [
@@ -68,27 +80,17 @@ def worker_options(fn: F) -> F:
             default=None,
             help="Tasks claimed ahead of free slots (default: 2 x concurrency).",
         ),
-        _opt(
+        _seconds(
             "--shutdown-timeout",
             env="SHUTDOWN_TIMEOUT",
-            type=click.FloatRange(min=0, min_open=True),
             default=30.0,
-            show_default=True,
             help="Seconds a stop waits for running handlers.",
         ),
-        _opt(
-            "--heartbeat-interval",
-            env="HEARTBEAT_INTERVAL",
-            type=click.FloatRange(min=0, min_open=True),
-            default=5.0,
-            show_default=True,
-        ),
-        _opt(
+        _seconds("--heartbeat-interval", env="HEARTBEAT_INTERVAL", default=5.0),
+        _seconds(
             "--stalled-after",
             env="STALLED_AFTER",
-            type=click.FloatRange(min=0, min_open=True),
             default=30.0,
-            show_default=True,
             help="Seconds without heartbeat after which a worker's tasks are requeued.",
         ),
         _opt(
