@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from pgflow_kombu.errors import PgFlowError, StepFailed
@@ -57,6 +58,34 @@ def _store(step: Step, outputs: dict[str, Json], results: list[Json]) -> None:
     outputs[step.slug] = aggregate_map_output(results) if step.is_map else results[0]
 
 
+# Runs the coroutine of an async handler to its value: where the sync and async forms differ.
+_Settle = Callable[["Step", Coroutine[Any, Any, Any]], Awaitable[Any]]
+
+
+async def _run(flow: Flow, input: Any, retries: bool, settle: _Settle) -> Json:
+    """The eager run, async handlers' coroutines run by ``settle``; returns the run output."""
+    run_input = flow.prepare_input(input)
+    outputs: dict[str, Json] = {}
+    for step in flow.steps:
+        results: list[Json] = []
+        for index, task_input in enumerate(task_inputs(flow, step.slug, run_input, outputs)):
+            attempts = _attempts(flow, step, retries)
+            for attempt in range(1, attempts + 1):
+                call = step.prepare(copy.deepcopy(task_input), _context(step, index, attempt))
+                try:
+                    value = call()
+                    if call.is_async:
+                        value = await settle(step, value)
+                except Exception as exc:
+                    if attempt == attempts:
+                        raise _failed(step, index, attempt, exc) from exc
+                    continue
+                results.append(step.finish(value))
+                break
+        _store(step, outputs, results)
+    return run_output(flow, outputs)
+
+
 def run_eager(flow: Flow, input: Any = None, *, retries: bool = False) -> Json:
     """Run ``flow`` on ``input`` in this thread and return the run output.
 
@@ -65,33 +94,31 @@ def run_eager(flow: Flow, input: Any = None, *, retries: bool = False) -> Json:
     does not fit, :class:`StepFailed` (the handler's exception as ``__cause__``) for a failing
     handler, :class:`FlowInputError` for an unusable run input.
     """
-    run_input = flow.prepare_input(input)
-    outputs: dict[str, Json] = {}
     runner: asyncio.Runner | None = None
+
+    async def settle(step: Step, pending: Coroutine[Any, Any, Any]) -> Any:
+        nonlocal runner
+        if runner is None:
+            try:
+                runner = _new_runner(step)
+            except PgFlowError:
+                pending.close()
+                raise
+        return runner.run(pending)
+
+    # ``settle`` never suspends, so neither does the run: one send() drives it to its end,
+    # which StopIteration carries.
+    run = _run(flow, input, retries, settle)
     try:
-        for step in flow.steps:
-            results: list[Json] = []
-            for index, task_input in enumerate(task_inputs(flow, step.slug, run_input, outputs)):
-                attempts = _attempts(flow, step, retries)
-                for attempt in range(1, attempts + 1):
-                    call = step.prepare(copy.deepcopy(task_input), _context(step, index, attempt))
-                    try:
-                        if call.is_async:
-                            runner = runner or _new_runner(step)
-                            value = runner.run(call())
-                        else:
-                            value = call()
-                    except Exception as exc:
-                        if attempt == attempts:
-                            raise _failed(step, index, attempt, exc) from exc
-                        continue
-                    results.append(step.finish(value))
-                    break
-            _store(step, outputs, results)
+        run.send(None)
+    except StopIteration as done:
+        output: Json = done.value
+        return output
     finally:
         if runner is not None:
             runner.close()
-    return run_output(flow, outputs)
+    run.close()
+    raise AssertionError("an eager run suspended outside an event loop")
 
 
 def _new_runner(step: Step) -> asyncio.Runner:
@@ -107,23 +134,8 @@ def _new_runner(step: Step) -> asyncio.Runner:
 
 async def arun_eager(flow: Flow, input: Any = None, *, retries: bool = False) -> Json:
     """Like :func:`run_eager`, awaiting async handlers on the running loop (sync ones inline)."""
-    run_input = flow.prepare_input(input)
-    outputs: dict[str, Json] = {}
-    for step in flow.steps:
-        results: list[Json] = []
-        for index, task_input in enumerate(task_inputs(flow, step.slug, run_input, outputs)):
-            attempts = _attempts(flow, step, retries)
-            for attempt in range(1, attempts + 1):
-                call = step.prepare(copy.deepcopy(task_input), _context(step, index, attempt))
-                try:
-                    value = call()
-                    if call.is_async:
-                        value = await value
-                except Exception as exc:
-                    if attempt == attempts:
-                        raise _failed(step, index, attempt, exc) from exc
-                    continue
-                results.append(step.finish(value))
-                break
-        _store(step, outputs, results)
-    return run_output(flow, outputs)
+    return await _run(flow, input, retries, _on_running_loop)
+
+
+async def _on_running_loop(step: Step, pending: Coroutine[Any, Any, Any]) -> Any:
+    return await pending
