@@ -234,19 +234,15 @@ class Flow:
         ``run`` receives the flow input. Returns the function unchanged.
         """
 
-        def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-            self.add_step(
-                slug or _function_name(func),
-                func,
-                depends_on=depends_on,
-                max_attempts=max_attempts,
-                base_delay=base_delay,
-                timeout=timeout,
-                start_delay=start_delay,
-            )
-            return func
-
-        return decorate(fn) if fn is not None else decorate
+        return self._decorate(
+            fn,
+            slug,
+            depends_on=depends_on,
+            max_attempts=max_attempts,
+            base_delay=base_delay,
+            timeout=timeout,
+            start_delay=start_delay,
+        )
 
     @overload
     def map(self, fn: F, /) -> F: ...
@@ -284,18 +280,23 @@ class Flow:
         element. Returns the function unchanged.
         """
 
+        return self._decorate(
+            fn,
+            slug,
+            depends_on=[] if over in (None, RUN_KEY) else [over],
+            step_type="map",
+            max_attempts=max_attempts,
+            base_delay=base_delay,
+            timeout=timeout,
+            start_delay=start_delay,
+        )
+
+    def _decorate(self, fn: Callable[..., Any] | None, slug: str | None, **step: Any) -> Any:
+        """What :meth:`step` and :meth:`map` return: ``fn`` added as a step named ``slug`` or
+        after the function (and returned unchanged), or without ``fn`` a decorator doing so."""
+
         def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-            deps = [] if over in (None, RUN_KEY) else [over]
-            self.add_step(
-                slug or _function_name(func),
-                func,
-                depends_on=deps,
-                step_type="map",
-                max_attempts=max_attempts,
-                base_delay=base_delay,
-                timeout=timeout,
-                start_delay=start_delay,
-            )
+            self.add_step(slug or _function_name(func), func, **step)
             return func
 
         return decorate(fn) if fn is not None else decorate
