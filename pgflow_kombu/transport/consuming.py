@@ -28,7 +28,7 @@ from kombu.transport import virtual
 from pgflow_kombu.errors import ConnectionFailed, PgFlowError
 from pgflow_kombu.transport import store
 from pgflow_kombu.transport.connections import Connection, is_usable, translate
-from pgflow_kombu.transport.messages import delivered_payload
+from pgflow_kombu.transport.messages import Payload, delivered_payload
 from pgflow_kombu.transport.names import table_name
 from pgflow_kombu.transport.qos import QoS
 from pgflow_kombu.transport.queues import QueueInfo, touch_period
@@ -216,6 +216,20 @@ class ConsumingChannel(virtual.Channel):
                 pop=pop,
             )
 
+    def _payload(
+        self, queue: str, info: QueueInfo, msg_id: int, read_ct: int, text: str
+    ) -> Payload:
+        """The kombu message for a row read from ``queue``, with the next delivery tag."""
+        payload, _plain = delivered_payload(
+            text,
+            delivery_tag=next(self._tags),
+            queue=queue,
+            pgmq_queue=info.pgmq,
+            msg_id=msg_id,
+            read_ct=read_ct,
+        )
+        return payload
+
     def _read_and_deliver(self, queue: str, limit: int) -> int:
         info = self.queue_info(queue)
         rows = self._read(info, limit, queue in self._noack_queues)
@@ -230,14 +244,7 @@ class ConsumingChannel(virtual.Channel):
         for position, (msg_id, read_ct, text) in enumerate(rows):
             if read_ct is None or text is None:
                 continue  # expired: already deleted
-            payload, _plain = delivered_payload(
-                text,
-                delivery_tag=next(self._tags),
-                queue=queue,
-                pgmq_queue=info.pgmq,
-                msg_id=msg_id,
-                read_ct=read_ct,
-            )
+            payload = self._payload(queue, info, msg_id, read_ct, text)
             try:
                 deliver(payload, queue)  # type: ignore[no-untyped-call]
             except BaseException:
@@ -265,14 +272,7 @@ class ConsumingChannel(virtual.Channel):
             msg_id, read_ct, text = rows[0]
             if read_ct is not None and text is not None:
                 break
-        payload, _plain = delivered_payload(
-            text,
-            delivery_tag=next(self._tags),
-            queue=queue,
-            pgmq_queue=info.pgmq,
-            msg_id=msg_id,
-            read_ct=read_ct,
-        )
+        payload = self._payload(queue, info, msg_id, read_ct, text)
         message = self.Message(payload, channel=self)  # type: ignore[no-untyped-call]
         if not no_ack:
             self.qos.append(message, message.delivery_tag)
