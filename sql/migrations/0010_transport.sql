@@ -70,17 +70,18 @@ AS $$
     )
 $$;
 
--- Wake-ups: each consumed queue table gets a statement-level AFTER INSERT trigger that sends a
--- NOTIFY on channel 'pgflow_kombu.q_<name>' (no payload), so that pgmq.send_batch and pgflow's own
--- inserts wake consumers too, at one notification per statement. A notifying commit takes a
--- database-wide lock (notifying commits are serialised), so the notification is sent only when it
--- can matter: when none of the messages just before the statement's first one (by msg_id, a
--- window of 16) still waits for its first read. If one does, consumers are already due to read:
--- its insert woke them, or they are busy and read again when they have room. (A consumer also
--- re-reads shortly after a read that emptied the queue, which covers an insert that raced with
--- that read.) The window is a primary-key range of fixed size, so the check costs the same
--- however many consumed messages still leave dead entries in the table's indexes (a scan of the
--- vt index from its start would wade through all of them until the next vacuum). The trigger
+-- Wake-ups: each consumed queue table gets an AFTER INSERT trigger that sends a NOTIFY on channel
+-- 'pgflow_kombu.q_<name>' (no payload), so that pgmq.send_batch and pgflow's own inserts wake
+-- consumers too (the rows of one transaction make one notification: PostgreSQL folds repeats). A
+-- notifying commit takes a database-wide lock (notifying commits are serialised), so the
+-- notification is sent only when it can matter: when none of the messages just before the new one
+-- (by msg_id, a window of 16) still waits for its first read. If one does, consumers are already
+-- due to read: its insert woke them, or they are busy and read again when they have room. (A
+-- consumer also re-reads shortly after a read that emptied the queue, which covers an insert that
+-- raced with that read.) The window is a primary-key range of fixed size, so the check costs the
+-- same however many consumed messages still leave dead entries in the table's indexes (a scan of
+-- the vt index from its start would wade through all of them until the next vacuum). A row-level
+-- trigger costs less per insert than a statement-level one with a transition table. The trigger
 -- function is made per table, so that its query is planned once per session, not per insert.
 CREATE FUNCTION pgflow_kombu.wake_function_sql(tbl text) RETURNS text
 LANGUAGE sql IMMUTABLE
@@ -88,11 +89,8 @@ AS $$
     SELECT format(
         'CREATE OR REPLACE FUNCTION pgflow_kombu.%I() RETURNS trigger LANGUAGE plpgsql '
         'SET enable_seqscan = off AS $body$ '
-        'DECLARE first_id bigint; '
         'BEGIN '
-        '  SELECT min(msg_id) INTO first_id FROM inserted; '
-        '  IF first_id IS NULL THEN RETURN NULL; END IF; '
-        '  PERFORM FROM pgmq.%I WHERE msg_id < first_id AND msg_id >= first_id - 16 '
+        '  PERFORM FROM pgmq.%I WHERE msg_id < NEW.msg_id AND msg_id >= NEW.msg_id - 16 '
         '    AND read_ct = 0 AND vt <= now() LIMIT 1; '
         '  IF NOT FOUND THEN '
         '    PERFORM pg_notify(%L, %L); '
@@ -129,8 +127,7 @@ BEGIN
         EXECUTE pgflow_kombu.wake_function_sql(tbl);
         EXECUTE format(
             'CREATE TRIGGER pgflow_kombu_wake AFTER INSERT ON pgmq.%I '
-            'REFERENCING NEW TABLE AS inserted '
-            'FOR EACH STATEMENT EXECUTE FUNCTION pgflow_kombu.%I()', tbl, 'wake_' || tbl);
+            'FOR EACH ROW EXECUTE FUNCTION pgflow_kombu.%I()', tbl, 'wake_' || tbl);
     END IF;
     EXECUTE format(
         'CREATE INDEX IF NOT EXISTS %I ON pgmq.%I '

@@ -169,7 +169,7 @@ def test_wake_up_is_sent_only_when_no_older_message_waits(
         assert heard() == 0  # an older message still waits: consumers are due to read anyway
         conn.execute("SELECT * FROM pgmq.read('quiet', 30, 10)")
         conn.execute("SELECT pgmq.send_batch('quiet', ARRAY['{}'::jsonb, '{}'::jsonb])")
-        assert heard() == 1  # everything older was taken: wake again, once per statement
+        assert heard() == 1  # everything older was taken: wake again, once for the whole batch
 
 
 # -- names, routing ----------------------------------------------------------------------------
