@@ -168,8 +168,9 @@ if os.environ.get("BENCH_ROLE") == "procrastinate":
 class Counter:
     """Completions seen so far, and a way to wait for a number of them."""
 
-    def __init__(self, read: Callable[[], int]) -> None:
+    def __init__(self, read: Callable[[], int], check: Callable[[], None] = lambda: None) -> None:
         self._read = read
+        self._check = check  # raises when the jobs can no longer finish (their worker died)
 
     def read(self) -> int:
         return self._read()
@@ -187,6 +188,7 @@ class Counter:
                 return first or now, now
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only {done} of {n} completions within {timeout} s")
+            self._check()
             time.sleep(0.002)
 
 
@@ -329,7 +331,15 @@ class Ours(System):
             self._done = 0
 
     def counter(self) -> Counter:
-        return Counter(lambda: self._done)
+        return Counter(lambda: self._done, self.check_worker)
+
+    def check_worker(self) -> None:
+        process = self.process
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(
+                f"our worker exited with code {process.returncode}; see {RUN_TAG}-ours.log in "
+                f"{os.environ.get('TMPDIR', '/tmp')}"
+            )
 
     def enqueue(self, i: int) -> None:
         self.client.start_flow("bench_noop", {"i": i})
@@ -350,8 +360,11 @@ class Ours(System):
         with self._lock:
             self._finished[str(run_id)] = event
         self.client.start_flow("bench_stamp", {"i": i}, run_id=run_id)
-        if not event.wait(timeout):
-            raise TimeoutError("stamp job did not finish")
+        deadline = time.monotonic() + timeout
+        while not event.wait(0.2):
+            self.check_worker()
+            if time.monotonic() > deadline:
+                raise TimeoutError("stamp job did not finish")
         with self._lock:
             self._done -= 1  # not part of any count
         output = self.client.get_run(run_id).output
@@ -630,6 +643,16 @@ def print_table(results: list[Result]) -> None:
     print(f"  idle p50 <= 5 ms: {ours['p50']:.1f} ms; p99 <= 15 ms: {ours['p99']:.1f} ms")
 
 
+def median_result(rounds: list[Result]) -> Result:
+    """Each figure's median over the rounds that produced it."""
+    merged = Result(name=rounds[0]["name"])
+    for key, _label in ROWS:
+        values = [r[key] for r in rounds if r.get(key) is not None]
+        if values:
+            merged[key] = statistics.median(values)
+    return merged
+
+
 def admin_url(explicit: str | None) -> str:
     if explicit:
         return explicit
@@ -656,6 +679,12 @@ def main() -> None:
     )
     parser.add_argument("--pool", default="threads", help="our worker's pool")
     parser.add_argument("--quick", action="store_true", help="500 jobs, 100 diamonds, 50 latency")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds, each measuring every system in turn; the table shows per-figure medians",
+    )
     args = parser.parse_args()
     if args.quick:
         args.jobs, args.diamonds, args.latency_runs = 500, 100, 50
@@ -666,20 +695,25 @@ def main() -> None:
         "celery-rabbitmq": lambda: CeleryPeer(RABBIT_URL, "RabbitMQ"),
         "procrastinate": lambda: ProcrastinatePeer(server),
     }
-    results = []
-    for name in args.systems.split(","):
-        system = makers[name.strip()]()
-        print(f"measuring {system.name} ...", file=sys.stderr, flush=True)
-        try:
-            results.append(measure(system, args.jobs, args.diamonds, args.latency_runs))
-        except Exception as exc:
-            print(f"  {system.name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-            results.append(Result(name=system.name))
-            continue
-        print(f"  {dict(results[-1])}", file=sys.stderr, flush=True)
+    names = [name.strip() for name in args.systems.split(",")]
+    rounds: dict[str, list[Result]] = {name: [] for name in names}
+    for round_number in range(1, args.repeat + 1):
+        # Rounds interleave the systems, so that a slow spell of the machine hits them alike.
+        for name in names:
+            system = makers[name]()
+            print(f"round {round_number}: measuring {system.name} ...", file=sys.stderr, flush=True)
+            try:
+                result = measure(system, args.jobs, args.diamonds, args.latency_runs)
+            except Exception as exc:
+                print(f"  {system.name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+                result = Result(name=system.name)
+            rounds[name].append(result)
+            print(f"  {dict(result)}", file=sys.stderr, flush=True)
+    results = [median_result(rounds[name]) for name in names]
+    medians = f"; medians of {args.repeat} rounds" if args.repeat > 1 else ""
     print(
         f"\n{args.jobs} no-op jobs, {args.diamonds} diamonds, {args.latency_runs} latency runs; "
-        f"{os.cpu_count()} CPUs; PostgreSQL at {server.split('@')[-1]}"
+        f"{os.cpu_count()} CPUs; PostgreSQL at {server.split('@')[-1]}{medians}"
     )
     print_table(results)
     sys.stdout.flush()
