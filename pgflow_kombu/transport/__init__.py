@@ -49,10 +49,11 @@ process; a publish to an exchange routes and stores in one round trip.
   goes up to that much later (a killed Celery worker's pidbox queue, for instance).
   ``queue_delete(if_unused=True)`` keeps a queue with a consumer. Other queue arguments
   (``x-max-length``, ``x-dead-letter-exchange``...) are recorded but have no effect.
-* Wake-ups: a statement-level trigger on each consumed queue's table sends a NOTIFY (channel
-  ``pgflow_kombu.q_<name>``, empty payload) for every inserting statement, including pgmq's and
-  pgflow's own inserts; consumers LISTEN on a dedicated connection, on kombu's event loop or in
-  the blocking ``drain_events``. A timer (``polling_interval``) picks up delayed messages and
+* Wake-ups: a trigger on each consumed queue's table sends a NOTIFY (channel
+  ``pgflow_kombu.q_<name>``, empty payload) when a message arrives in a queue where none of the
+  messages just before it still waits for its first read (then consumers are due to read
+  anyway), including pgmq's and pgflow's own inserts; consumers LISTEN on a dedicated
+  connection, on kombu's event loop or in the blocking ``drain_events``. A timer (``polling_interval``) picks up delayed messages and
   expired visibility timeouts.
 
 Plain pgmq messages
