@@ -318,6 +318,8 @@ class Worker:
     def _on_reported(self, done: list[tuple[Outcome, str]]) -> None:
         """Called by the reporter thread after a batch committed."""
         self._reported.put(done)
+        # The loop may be waiting for the report backlog to shrink before it claims more.
+        self._wakeup.set()
 
     def _on_connection_lost(self) -> None:
         """A connection of the worker broke: reports or claims committed just before may be lost

@@ -81,6 +81,15 @@ def test_worker_checks_its_options_before_touching_the_database() -> None:
     assert set(worker.worker_ids) == {"one"}
 
 
+def test_a_committed_report_batch_wakes_a_loop_held_back_by_the_report_backlog() -> None:
+    # The loop stops claiming while too many outcomes wait to be reported; it must resume as
+    # soon as a batch commits, not after its idle wait runs out.
+    worker = Worker({"one": one}, URL)
+    worker._wakeup.clear()
+    worker._on_reported([])
+    assert worker._wakeup.is_set()
+
+
 class FakeApp:
     def __init__(self) -> None:
         self.flows = {"one": one}
