@@ -482,9 +482,9 @@ $$;
 
 -- Sends one pgmq message per task of the given steps (step i gets task_counts[i] tasks, delayed by
 -- delays[i] seconds) and records the tasks as queued, in step then task_index order (msg_ids
--- follow that order). Messages are built by cached statements and written with one small dynamic
--- INSERT into the queue table, as pgmq.send_batch does, minus its layers of functions and its
--- per-call table-name formatting (a valid slug names its queue table 'q_' || lower(slug)).
+-- follow that order). Messages are built by cached statements and written by queue_send
+-- (0003_queue_statements), as pgmq.send_batch would, minus its layers of functions and its
+-- dynamic statement.
 CREATE FUNCTION pgflow_kombu.queue_step_tasks(
     flow_slug text,
     run_id uuid,
@@ -498,8 +498,7 @@ DECLARE
     v_indexes integer[];
     v_messages jsonb[];
     v_delays integer[];
-    v_msg_ids bigint[] := '{}';
-    v_sent record;
+    v_msg_ids bigint[];
 BEGIN
     IF cardinality(queue_step_tasks.step_slugs) = 1 AND queue_step_tasks.task_counts[1] = 1 THEN
         -- The common case, one single step: no statement needed to build the message.
@@ -524,14 +523,7 @@ BEGIN
         CROSS JOIN LATERAL generate_series(0, s.n - 1) AS i;
     END IF;
 
-    FOR v_sent IN EXECUTE
-        'INSERT INTO pgmq.' || quote_ident('q_' || lower(queue_step_tasks.flow_slug))
-        || ' (vt, message) SELECT clock_timestamp() + make_interval(secs => m.delay), m.message'
-        || ' FROM unnest($1, $2) AS m(message, delay) RETURNING msg_id'
-        USING v_messages, v_delays
-    LOOP
-        v_msg_ids := v_msg_ids || v_sent.msg_id;
-    END LOOP;
+    v_msg_ids := pgflow_kombu.queue_send(queue_step_tasks.flow_slug, v_messages, v_delays);
 
     INSERT INTO pgflow.step_tasks (flow_slug, run_id, step_slug, task_index, message_id)
     SELECT queue_step_tasks.flow_slug, queue_step_tasks.run_id, t.step_slug, t.task_index,
@@ -989,7 +981,7 @@ BEGIN
                     false
                 );
             END IF;
-            PERFORM pgmq.archive(v_flow, ids)
+            PERFORM pgflow_kombu.queue_archive(v_flow, ids)
             FROM (
                 SELECT array_agg(t.message_id) AS ids
                 FROM pgflow.step_tasks t
@@ -1152,7 +1144,7 @@ BEGIN
     END IF;
 
     IF complete_task_core.archive AND v_task.message_id IS NOT NULL THEN
-        PERFORM pgmq.archive(v_flow, v_task.message_id);
+        PERFORM pgflow_kombu.queue_archive(v_flow, ARRAY[v_task.message_id]);
     END IF;
     IF v_slugs IS NOT NULL THEN
         -- Dependents started above: their events and messages, in step_slug order.
@@ -1254,7 +1246,7 @@ BEGIN
           AND t.task_index = fail_task.task_index;
         IF FOUND THEN
             IF v_task.message_id IS NOT NULL THEN
-                PERFORM pgmq.archive(v_flow, v_task.message_id);
+                PERFORM pgflow_kombu.queue_archive(v_flow, ARRAY[v_task.message_id]);
             END IF;
             RETURN NEXT v_task;
         END IF;
@@ -1334,7 +1326,7 @@ BEGIN
         );
     END IF;
 
-    PERFORM pgmq.archive(v_flow, ids)
+    PERFORM pgflow_kombu.queue_archive(v_flow, ids)
     FROM (
         SELECT array_agg(t.message_id) AS ids
         FROM pgflow.step_tasks t

@@ -179,7 +179,7 @@ BEGIN
         FROM unnest(to_archive) AS t
         GROUP BY t.flow_slug
     LOOP
-        PERFORM pgmq.archive(queue.flow_slug, queue.ids);
+        PERFORM pgflow_kombu.queue_archive(queue.flow_slug, queue.ids);
     END LOOP;
 END;
 $$;

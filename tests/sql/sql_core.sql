@@ -67,6 +67,8 @@ SELECT rel.relname, c.conname, c.contype, pg_get_constraintdef(c.oid)
 FROM pg_constraint c
 JOIN pg_class rel ON rel.oid = c.conrelid
 WHERE rel.relnamespace = 'pgflow'::regnamespace
+  -- our triggers on pgflow tables (constraint triggers show here) are ours, not the schema's
+  AND NOT (c.contype = 't' AND starts_with(c.conname, 'pgflow_kombu_'))
 ORDER BY 1, 2;
 
 -- name: sqlcore_schema_indexes
