@@ -1271,8 +1271,8 @@ BEGIN
             RETURN;
         END IF;
         IF v_task.status = 'queued' AND v_task.message_id IS NOT NULL THEN
-            PERFORM pgmq.set_vt(v_flow, v_task.message_id,
-                pgflow.calculate_retry_delay(v_base_delay, v_task.attempts_count));
+            PERFORM pgflow_kombu.queue_set_vt(v_flow, ARRAY[v_task.message_id],
+                ARRAY[pgflow.calculate_retry_delay(v_base_delay, v_task.attempts_count)]);
         END IF;
         RETURN NEXT v_task;
         RETURN;
@@ -1281,8 +1281,8 @@ BEGIN
     IF v_task.status = 'queued' THEN
         -- Retry: the same message becomes visible again after the backoff.
         IF v_task.message_id IS NOT NULL THEN
-            PERFORM pgmq.set_vt(v_flow, v_task.message_id,
-                pgflow.calculate_retry_delay(v_base_delay, v_task.attempts_count));
+            PERFORM pgflow_kombu.queue_set_vt(v_flow, ARRAY[v_task.message_id],
+                ARRAY[pgflow.calculate_retry_delay(v_base_delay, v_task.attempts_count)]);
         END IF;
         RETURN NEXT v_task;
         RETURN;

@@ -2,7 +2,7 @@
 --
 -- A pgmq queue is a table of its own (pgmq.q_<name>), so sending to or archiving from "a queue"
 -- is a dynamic statement: parsed and planned on every call, about 0.1 ms each, which was a third
--- of start_flow and most of a batch archive. queue_send and queue_archive are generated
+-- of start_flow and most of a batch archive. queue_send, queue_archive and queue_set_vt are generated
 -- functions with one static statement per flow queue (its plan cached per session), reached
 -- through a binary search on the queue name; a queue they do not know yet takes the dynamic path,
 -- which does the same thing. They are generated again at the commit of every transaction that
@@ -12,6 +12,8 @@
 --     visible after its delay in seconds; returns the msg_ids in order.
 --   queue_archive(queue, msg_ids bigint[]) -> void: moves those messages to pgmq.a_<name>, as
 --     pgmq.archive does (every column the two tables share).
+--   queue_set_vt(queue, msg_ids bigint[], offsets integer[]) -> void: each message visible again
+--     offsets[i] seconds from now, as pgmq.set_vt does.
 
 CREATE SCHEMA IF NOT EXISTS pgflow_kombu;
 
@@ -43,6 +45,17 @@ BEGIN
             p_table_q, p_table_a, p_columns);
     ELSIF p_op = 'archive' THEN
         RETURN 'PERFORM pgmq.archive(queue, msg_ids); RETURN;';
+    ELSIF p_op = 'set_vt' AND p_table_q IS NOT NULL THEN
+        RETURN format(
+            'UPDATE pgmq.%s AS q SET vt = clock_timestamp() + make_interval(secs => i.secs) '
+            'FROM unnest(queue_set_vt.msg_ids, queue_set_vt.offsets) AS i(id, secs) '
+            'WHERE q.msg_id = i.id; RETURN;',
+            p_table_q);
+    ELSIF p_op = 'set_vt' THEN
+        RETURN 'EXECUTE format(''UPDATE pgmq.%I AS q '
+            'SET vt = clock_timestamp() + make_interval(secs => i.secs) '
+            'FROM unnest($1, $2) AS i(id, secs) WHERE q.msg_id = i.id'', '
+            '''q_'' || lower(queue)) USING msg_ids, offsets; RETURN;';
     END IF;
     RAISE EXCEPTION 'unknown queue statement "%"', p_op;
 END;
@@ -70,7 +83,7 @@ BEGIN
 END;
 $$;
 
--- (Re)generates queue_send and queue_archive for every flow whose queue tables exist. Serialised
+-- (Re)generates queue_send, queue_archive and queue_set_vt for every flow whose queue tables exist. Serialised
 -- by an advisory lock: two transactions replacing one function at once would fail. Runs as the
 -- owner of the schema, so that a role allowed to create flows need not own these functions.
 CREATE OR REPLACE FUNCTION pgflow_kombu.refresh_queue_statements() RETURNS void
@@ -79,6 +92,7 @@ DECLARE
     v_names text[];
     v_sends text[];
     v_archives text[];
+    v_set_vts text[];
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('pgflow_kombu.refresh_queue_statements'));
 
@@ -87,8 +101,10 @@ BEGIN
                               ORDER BY q.name COLLATE "C"), '{}'),
            coalesce(array_agg(pgflow_kombu.queue_statement('archive', q.q_table, q.a_table,
                                                             q.columns)
+                              ORDER BY q.name COLLATE "C"), '{}'),
+           coalesce(array_agg(pgflow_kombu.queue_statement('set_vt', q.q_table, NULL, NULL)
                               ORDER BY q.name COLLATE "C"), '{}')
-    INTO v_names, v_sends, v_archives
+    INTO v_names, v_sends, v_archives, v_set_vts
     FROM (
         SELECT f.flow_slug AS name,
                quote_ident(q.relname) AS q_table,
@@ -120,6 +136,13 @@ BEGIN
         E'BEGIN\n'
         || pgflow_kombu.queue_dispatch(v_names, v_archives, 1, cardinality(v_names))
         || pgflow_kombu.queue_statement('archive', NULL, NULL, NULL) || E'\nEND;');
+    EXECUTE format(
+        $f$CREATE OR REPLACE FUNCTION pgflow_kombu.queue_set_vt(
+               queue text, msg_ids bigint[], offsets integer[]) RETURNS void
+           LANGUAGE plpgsql SET search_path = '' AS %L$f$,
+        E'BEGIN\n'
+        || pgflow_kombu.queue_dispatch(v_names, v_set_vts, 1, cardinality(v_names))
+        || pgflow_kombu.queue_statement('set_vt', NULL, NULL, NULL) || E'\nEND;');
 END;
 $$;
 

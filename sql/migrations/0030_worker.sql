@@ -66,7 +66,7 @@ BEGIN
     JOIN pgflow.flows AS f ON f.flow_slug = c.flow_slug
     WHERE coalesce(st.opt_timeout, f.opt_timeout) + 2 > claim_tasks.read_visibility;
     IF extend_ids IS NOT NULL THEN
-        PERFORM pgflow.set_vt_batch(claim_tasks.flow_slug, extend_ids, extend_by);
+        PERFORM pgflow_kombu.queue_set_vt(claim_tasks.flow_slug, extend_ids, extend_by);
     END IF;
 END;
 $$;

@@ -19,10 +19,13 @@ from tests.support.sql import test_query
 Conn = psycopg.Connection[Any]
 
 
-def static_queues(conn: Conn) -> tuple[list[str], list[str]]:
+def static_queues(conn: Conn) -> list[str]:
+    """The queues with static statements (the same in all three functions)."""
     row = conn.execute(test_query("qs_static_queues")).fetchone()
     assert row is not None
-    return row[0] or [], row[1] or []
+    send, archive, set_vt = (r or [] for r in row)
+    assert send == archive == set_vt
+    return list(send)
 
 
 def rows(conn: Conn, table: str) -> list[dict[str, Any]]:
@@ -50,10 +53,10 @@ def send(conn: Conn, queue: str, messages: list[Any], delays: list[int]) -> list
 
 
 def test_create_flow_gives_its_queue_static_statements(conn: Conn) -> None:
-    assert static_queues(conn) == ([], [])
+    assert static_queues(conn) == []
     conn.execute(test_query("qs_create_flow"), {"slug": "alpha"})
     conn.execute(test_query("qs_create_flow"), {"slug": "beta"})
-    assert static_queues(conn) == (["alpha", "beta"], ["alpha", "beta"])
+    assert static_queues(conn) == ["alpha", "beta"]
 
 
 def test_rolled_back_flow_leaves_statements_as_they_were(conn: Conn) -> None:
@@ -61,17 +64,17 @@ def test_rolled_back_flow_leaves_statements_as_they_were(conn: Conn) -> None:
     with pytest.raises(RuntimeError), conn.transaction():
         conn.execute(test_query("qs_create_flow"), {"slug": "undone"})
         raise RuntimeError("roll back")
-    assert static_queues(conn) == (["kept"], ["kept"])
+    assert static_queues(conn) == ["kept"]
 
 
 @pytest.mark.parametrize("path", ["static", "dynamic"])
 def test_send_stores_messages_in_order_with_their_delays(conn: Conn, path: str) -> None:
     if path == "static":
         conn.execute(test_query("qs_create_flow"), {"slug": "q1"})
-        assert "q1" in static_queues(conn)[0]
+        assert "q1" in static_queues(conn)
     else:
         conn.execute("SELECT pgmq.create('q1')")  # a queue without a flow: no static statement
-        assert "q1" not in static_queues(conn)[0]
+        assert "q1" not in static_queues(conn)
     messages = [{"n": 1}, {"n": 2}, {"n": 3}]
     ids = send(conn, "q1", messages, [0, 30, 5])
     assert ids == sorted(ids) and len(set(ids)) == 3
@@ -94,11 +97,24 @@ def test_archive_moves_every_column(conn: Conn, path: str) -> None:
     assert rows(conn, "q_arc") == before[2:]
 
 
+@pytest.mark.parametrize("path", ["static", "dynamic"])
+def test_set_vt_sets_each_messages_visibility(conn: Conn, path: str) -> None:
+    if path == "static":
+        conn.execute(test_query("qs_create_flow"), {"slug": "vis"})
+    else:
+        conn.execute("SELECT pgmq.create('vis')")
+    ids = send(conn, "vis", [{"n": 1}, {"n": 2}, {"n": 3}], [100, 100, 100])
+    conn.execute(
+        test_query("qs_set_vt"), {"queue": "vis", "ids": [ids[2], ids[0]], "offsets": [7, 0]}
+    )
+    assert visibility(conn, "vis") == [({"n": 1}, 0), ({"n": 2}, 100), ({"n": 3}, 7)]
+
+
 def test_each_of_many_queues_gets_its_own_messages(conn: Conn) -> None:
     names = [f"flow_{c}" for c in "gcakeibfjdh"]  # unsorted, odd count: every branch of the search
     for name in names:
         conn.execute(test_query("qs_create_flow"), {"slug": name})
-    assert static_queues(conn) == (sorted(names), sorted(names))
+    assert static_queues(conn) == sorted(names)
     for i, name in enumerate(names):
         send(conn, name, [{"queue": name}] * (i + 1), [0] * (i + 1))
     for i, name in enumerate(names):
@@ -127,8 +143,7 @@ def test_flows_created_concurrently_all_get_static_statements(db_url: str) -> No
         thread.join(30)
     assert errors == []
     with connect(db_url) as c:
-        expected = sorted(f"par_{i}" for i in range(6))
-        assert static_queues(c) == (expected, expected)
+        assert static_queues(c) == sorted(f"par_{i}" for i in range(6))
 
 
 def test_a_dropped_queue_fails_like_pgmq_and_a_recreated_one_works(conn: Conn) -> None:
