@@ -1,12 +1,12 @@
 -- Static statements for the flow queues (schema pgflow_kombu).
 --
--- A pgmq queue is a table of its own (pgmq.q_<name>), so sending to or archiving from "a queue"
--- is a dynamic statement: parsed and planned on every call, about 0.1 ms each, which was a third
--- of start_flow and most of a batch archive. queue_send, queue_archive and queue_set_vt are generated
--- functions with one static statement per flow queue (its plan cached per session), reached
--- through a binary search on the queue name; a queue they do not know yet takes the dynamic path,
--- which does the same thing. They are generated again at the commit of every transaction that
--- creates a flow (ours or upstream's create_flow), and by refresh_queue_statements().
+-- A pgmq queue is a table of its own (pgmq.q_<name>), so a statement on "a queue" is dynamic:
+-- parsed and planned on every call, about 0.1 ms each, which was a third of start_flow and most
+-- of a batch archive. queue_send, queue_archive and queue_set_vt are generated functions with one
+-- static statement per flow queue (its plan cached per session), reached through a binary search
+-- on the queue name; a queue they do not know yet takes the dynamic path, which does the same
+-- thing. They are generated again at the commit of every transaction that creates a flow (ours
+-- or upstream's create_flow), and by refresh_queue_statements().
 --
 --   queue_send(queue, messages jsonb[], delays integer[]) -> bigint[]: one message per element,
 --     visible after its delay in seconds; returns the msg_ids in order.
@@ -83,9 +83,10 @@ BEGIN
 END;
 $$;
 
--- (Re)generates queue_send, queue_archive and queue_set_vt for every flow whose queue tables exist. Serialised
--- by an advisory lock: two transactions replacing one function at once would fail. Runs as the
--- owner of the schema, so that a role allowed to create flows need not own these functions.
+-- (Re)generates queue_send, queue_archive and queue_set_vt for every flow whose queue tables
+-- exist. Serialised by an advisory lock: two transactions replacing one function at once would
+-- fail. Runs as the owner of the schema, so that a role allowed to create flows need not own
+-- these functions.
 CREATE OR REPLACE FUNCTION pgflow_kombu.refresh_queue_statements() RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
 DECLARE
