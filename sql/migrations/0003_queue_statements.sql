@@ -94,6 +94,7 @@ DECLARE
     v_sends text[];
     v_archives text[];
     v_set_vts text[];
+    v_fn record;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('pgflow_kombu.refresh_queue_statements'));
 
@@ -123,27 +124,23 @@ BEGIN
           ON a.oid = to_regclass('pgmq.' || quote_ident('a_' || lower(f.flow_slug)))
     ) AS q;
 
-    EXECUTE format(
-        $f$CREATE OR REPLACE FUNCTION pgflow_kombu.queue_send(
-               queue text, messages jsonb[], delays integer[]) RETURNS bigint[]
-           LANGUAGE plpgsql SET search_path = '' AS %L$f$,
-        E'DECLARE ids bigint[];\nBEGIN\n'
-        || pgflow_kombu.queue_dispatch(v_names, v_sends, 1, cardinality(v_names))
-        || pgflow_kombu.queue_statement('send', NULL, NULL, NULL) || E'\nEND;');
-    EXECUTE format(
-        $f$CREATE OR REPLACE FUNCTION pgflow_kombu.queue_archive(
-               queue text, msg_ids bigint[]) RETURNS void
-           LANGUAGE plpgsql SET search_path = '' AS %L$f$,
-        E'BEGIN\n'
-        || pgflow_kombu.queue_dispatch(v_names, v_archives, 1, cardinality(v_names))
-        || pgflow_kombu.queue_statement('archive', NULL, NULL, NULL) || E'\nEND;');
-    EXECUTE format(
-        $f$CREATE OR REPLACE FUNCTION pgflow_kombu.queue_set_vt(
-               queue text, msg_ids bigint[], offsets integer[]) RETURNS void
-           LANGUAGE plpgsql SET search_path = '' AS %L$f$,
-        E'BEGIN\n'
-        || pgflow_kombu.queue_dispatch(v_names, v_set_vts, 1, cardinality(v_names))
-        || pgflow_kombu.queue_statement('set_vt', NULL, NULL, NULL) || E'\nEND;');
+    FOR v_fn IN
+        SELECT * FROM (VALUES
+            ('queue_send', 'send', 'queue text, messages jsonb[], delays integer[]', 'bigint[]',
+             E'DECLARE ids bigint[];\n', v_sends),
+            ('queue_archive', 'archive', 'queue text, msg_ids bigint[]', 'void', '', v_archives),
+            ('queue_set_vt', 'set_vt', 'queue text, msg_ids bigint[], offsets integer[]', 'void',
+             '', v_set_vts)
+        ) AS fn(name, op, args, result, prelude, statements)
+    LOOP
+        EXECUTE format(
+            'CREATE OR REPLACE FUNCTION pgflow_kombu.%I(%s) RETURNS %s '
+            'LANGUAGE plpgsql SET search_path = '''' AS %L',
+            v_fn.name, v_fn.args, v_fn.result,
+            v_fn.prelude || E'BEGIN\n'
+            || pgflow_kombu.queue_dispatch(v_names, v_fn.statements, 1, cardinality(v_names))
+            || pgflow_kombu.queue_statement(v_fn.op, NULL, NULL, NULL) || E'\nEND;');
+    END LOOP;
 END;
 $$;
 
