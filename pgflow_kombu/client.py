@@ -30,7 +30,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from pgflow_kombu.db.connect import translate
+from pgflow_kombu.db.connect import check_client_connection, connection_params, liveness, translate
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.db.urls import check_url, to_libpq
 from pgflow_kombu.errors import (
@@ -78,7 +78,11 @@ class Client:
             to_libpq(url),
             min_size=pool_min_size,
             max_size=pool_max_size,
-            kwargs={"autocommit": True},
+            kwargs={
+                "autocommit": True,
+                **connection_params(url, statement_timeout=liveness().statement_timeout or None),
+            },
+            configure=check_client_connection,
             open=False,
             name="pgflow-client",
         )

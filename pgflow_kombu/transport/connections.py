@@ -16,7 +16,7 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 
-from pgflow_kombu.db.connect import connect, first_line
+from pgflow_kombu.db.connect import connect, first_line, liveness
 from pgflow_kombu.db.connect import translate as translate_db_error
 from pgflow_kombu.errors import ConnectionFailed, PgFlowError
 
@@ -80,6 +80,9 @@ class Pool:
         self._kwargs: dict[str, Any] = {
             "connect_timeout": max(1, round(connect_timeout)),
             "application_name": application_name,
+            # A lost server fails statements within seconds (keepalives, tcp_user_timeout: see
+            # db/connect.py), which kombu's connection_errors path turns into a reconnection.
+            "statement_timeout": liveness().statement_timeout or None,
         }
         if consumer:
             # Only queue statements run here; they want an index whatever the table looked like

@@ -3,18 +3,22 @@
 Each of the worker's threads (claims, reports, heartbeats) owns one :class:`Link`. A statement
 that fails because the server went away raises :class:`~pgflow_kombu.errors.ConnectionFailed`
 after closing the connection; the next call reconnects. Callers decide whether to retry.
+Its statements are cancelled after ``statement_timeout`` seconds, and each outcome is told to the
+worker's :class:`~pgflow_kombu.worker.connectivity.Connectivity` (which logs losses).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from typing import Any, LiteralString
 
 import psycopg
 
 from pgflow_kombu.db.connect import connect, first_line, translate
 from pgflow_kombu.errors import ConnectionFailed, PgFlowError
+from pgflow_kombu.worker.connectivity import Connectivity
 
 __all__ = ["Link", "is_connection_error"]
 
@@ -30,10 +34,14 @@ class Link:
         *,
         application_name: str = "pgflow-kombu-worker",
         synchronous_commit: bool = True,
+        statement_timeout: float | None = None,
+        connectivity: Connectivity | None = None,
     ) -> None:
         self.url = url
         self.application_name = application_name
         self.synchronous_commit = synchronous_commit
+        self.statement_timeout = statement_timeout
+        self.connectivity = connectivity
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
 
@@ -44,11 +52,28 @@ class Link:
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             options = "" if self.synchronous_commit else "-c synchronous_commit=off"
-            self._conn = connect(self.url, application_name=self.application_name, options=options)
+            self._conn = connect(
+                self.url,
+                application_name=self.application_name,
+                options=options,
+                statement_timeout=self.statement_timeout,
+            )
         return self._conn
 
     def fetch(self, sql: LiteralString, params: dict[str, Any] | None = None) -> list[Any]:
         """Run one statement (its own transaction) and return its rows."""
+        sent_at = time.monotonic()
+        try:
+            rows = self._fetch(sql, params)
+        except ConnectionFailed as exc:
+            if self.connectivity is not None:
+                self.connectivity.failed(sent_at, exc)
+            raise
+        if self.connectivity is not None:
+            self.connectivity.succeeded()
+        return rows
+
+    def _fetch(self, sql: LiteralString, params: dict[str, Any] | None = None) -> list[Any]:
         with self._lock:
             try:
                 conn = self._connection()
