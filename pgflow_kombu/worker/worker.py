@@ -277,6 +277,9 @@ class Worker:
         source = self._source
         assert source is not None
         backoff = 0.1
+        # When the message connection last worked: a connection idle through an outage fails
+        # when next used, which belongs to that outage, not to a new one.
+        worked_at = time.monotonic()
         while not self._stopping.is_set():
             self._drain_reported()
             if self.membership.deprecated:
@@ -289,7 +292,6 @@ class Worker:
                 self._wakeup.wait(0.5)
                 self._wakeup.clear()
                 continue
-            sent_at = time.monotonic()
             try:
                 if self._claims.needs_reconcile:
                     self._claims.reconcile()
@@ -300,6 +302,7 @@ class Worker:
                 if deliveries:
                     self._claims.claim(source, deliveries, self._submit)
                 self.connectivity.succeeded()
+                worked_at = time.monotonic()
                 backoff = 0.1
             except PgFlowError as exc:
                 if not is_connection_error(exc):
@@ -315,7 +318,7 @@ class Worker:
                     backoff = min(backoff * 2, 5.0)
                     continue
                 self._claims.needs_reconcile = True
-                self.connectivity.failed(sent_at, exc)
+                self.connectivity.failed(worked_at, exc)
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
 
