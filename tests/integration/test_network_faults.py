@@ -10,6 +10,8 @@ Skipped, saying why, where namespaces are unavailable (they need root and iprout
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -17,13 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery import Celery
 
 from pgflow_kombu.client import Client
 from pgflow_kombu.db import migrations
 from pgflow_kombu.db.admin import create_database
 from pgflow_kombu.db.connect import connect
 from pgflow_kombu.db.urls import with_database
+from pgflow_kombu.transport import store
+from tests.celery_app.app import add, app
 from tests.celery_app.servers import ThrowawayServer
+from tests.celery_app.urls import broker_url
+from tests.celery_app.worker import ROOT, Worker
 from tests.e2e_apps.harness import WorkerProcess
 from tests.support.netns import NetNamespace, unavailable_reason
 
@@ -43,6 +50,7 @@ HEARTBEAT, STALLED_AFTER = 1.0, 6.0
 # interval, and slack for scheduling.
 DETECTION_LIMIT = KEEPALIVE_BOUND + HEARTBEAT + 6.0
 CUT_FOR = 15.0
+LOST_BROKER = "Connection to broker lost"
 
 MEASURED: dict[str, float] = {}
 
@@ -209,3 +217,99 @@ def test_cut_off_worker_notices_starts_nothing_superseded_and_resumes(
             and s["attempt"] > mine["attempt"]
         ]
         assert all(s["at"] > mine["at"] for s in later), (mine, later)
+
+
+def consumer_pids(local_url: str, queue: str) -> set[int]:
+    with connect(local_url) as conn:
+        rows = conn.execute(
+            "SELECT backend_pid FROM pgflow_kombu.consumers WHERE queue = %s", (queue,)
+        ).fetchall()
+    return {int(pid) for (pid,) in rows}
+
+
+def backends_alive(local_url: str, pids: set[int]) -> bool:
+    with connect(local_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (list(pids),)
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def forgotten(local_url: str, queue: str, pids: set[int]) -> bool:
+    """Whether a sweep (as any transport runs them) no longer counts those consumers."""
+    with connect(local_url) as conn:
+        store.sweep(conn)
+    return not consumer_pids(local_url, queue) & pids
+
+
+def added(path: Path, x: int) -> bool:
+    lines = path.read_text().splitlines() if path.exists() else []
+    return any(e["event"] == "add" and e["x"] == x for e in map(json.loads, lines))
+
+
+@pytest.fixture
+def celery_app(urls: tuple[str, str]) -> Iterator[Celery]:
+    """The tests' Celery app, reaching the database over the Unix socket (pings, publishing)."""
+    saved = {k: app.conf.get(k) for k in ("broker_url", "broker_transport_options")}
+    app.conf.update(broker_url=broker_url(urls[0]), broker_transport_options=CELERY_OPTIONS)
+    try:
+        yield app
+    finally:
+        app.close()
+        app.conf.update(saved)
+
+
+CELERY_OPTIONS = {"polling_interval": 0.5, "sweep_interval": 1.0, "visibility_timeout": 30}
+
+
+def test_cut_off_celery_worker_reconnects_and_its_consumers_are_forgotten(
+    netns: NetNamespace, urls: tuple[str, str], celery_app: Celery, tmp_path: Path
+) -> None:
+    local_url, link_url = urls
+    events_log = tmp_path / "events.jsonl"
+    env = {
+        **os.environ,
+        **LIVENESS,
+        "CELERY_TEST_BROKER": broker_url(link_url),
+        "CELERY_TEST_LOG": str(events_log),
+        "CELERY_TEST_TRANSPORT_OPTIONS": json.dumps(CELERY_OPTIONS),
+        "PYTHONPATH": str(ROOT),
+    }
+    env.pop("CELERY_TEST_BACKEND", None)
+    queue = "netcut"
+    worker = Worker("netcut", env, tmp_path, queues=queue, concurrency=1, prefix=netns.exec_prefix)
+    with worker.start(timeout=60):
+        add.apply_async((1, 1), queue=queue)
+        wait_until(lambda: added(events_log, 1), 30, "the worker ran a task")
+        before = consumer_pids(local_url, queue)
+        assert before
+
+        cut_at = time.time()
+        netns.cut()
+        wait_until(lambda: LOST_BROKER in worker.log(), CUT_FOR, "the Celery worker noticed")
+        MEASURED["celery_detection"] = round(time.time() - cut_at, 2)
+        # The server ends the cut-off listener's backend; its consumers are then forgotten.
+        wait_until(lambda: not backends_alive(local_url, before), CUT_FOR, "backend ended")
+        MEASURED["celery_backend_ended"] = round(time.time() - cut_at, 2)
+        wait_until(lambda: forgotten(local_url, queue, before), 10, "consumer forgotten")
+        MEASURED["celery_consumer_forgotten"] = round(time.time() - cut_at, 2)
+        assert MEASURED["celery_detection"] <= DETECTION_LIMIT, worker.log()
+
+        time.sleep(max(0.0, cut_at + CUT_FOR - time.time()))
+        restored_at = time.time()
+        netns.restore()
+        add.apply_async((2, 2), queue=queue)
+        wait_until(lambda: added(events_log, 2), 60, "the worker ran a task after the cut")
+        MEASURED["celery_serving_again"] = round(time.time() - restored_at, 2)
+        assert consumer_pids(local_url, queue) - before  # it consumes on a new connection
+
+        # Killed while cut off (no FIN reaches the server): its consumers are forgotten too.
+        live = consumer_pids(local_url, queue)
+        netns.cut()
+        killed_at = time.time()
+        worker.stop(sig=signal.SIGKILL)
+        try:
+            wait_until(lambda: forgotten(local_url, queue, live), 30, "killed consumer forgotten")
+            MEASURED["killed_consumer_forgotten"] = round(time.time() - killed_at, 2)
+        finally:
+            netns.restore()
