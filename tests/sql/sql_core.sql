@@ -170,6 +170,10 @@ SHOW server_version;
 -- name: sqlcore_recover_seconds
 SELECT * FROM pgflow_kombu.recover_stalled_tasks(stalled_after => %(seconds)s);
 
+-- name: sqlcore_drop_realtime_send
+-- Take realtime.send away (a plain PostgreSQL without Supabase).
+DROP FUNCTION realtime.send(jsonb, text, text, boolean);
+
 -- name: sqlcore_realtime_schema_only
 -- A realtime schema without a send function (events must then be skipped, not fail).
 CREATE SCHEMA realtime;
