@@ -41,6 +41,7 @@ from pgflow_kombu.errors import (
     RunNotFound,
     RunTimeout,
 )
+from pgflow_kombu.flows.flow import Flow
 from pgflow_kombu.flows.shapes import FlowShape
 from pgflow_kombu.types import FlowInfo, Run, StepState, StepTask, WorkerInfo
 from pgflow_kombu.waiting import RunListener
@@ -344,7 +345,12 @@ def read_flow_shape(conn: psycopg.Connection[Any], slug: str) -> FlowShape:
 
 
 def create_flow_from_shape(conn: psycopg.Connection[Any], shape: FlowShape) -> None:
-    """``pgflow.create_flow`` + one ``pgflow.add_step`` per step, options only where set."""
+    """``pgflow.create_flow`` + one ``pgflow.add_step`` per step, options only where set.
+
+    The shape is validated first (:class:`FlowDefinitionError` says what is wrong): the SQL
+    raises pgflow 0.8.1's constraint errors, which name a constraint, not the problem.
+    """
+    Flow.from_shape(shape)
     options = shape["options"]
     conn.execute(
         query("client.create_flow"),
