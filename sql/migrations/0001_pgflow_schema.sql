@@ -27,7 +27,7 @@
 -- * a completed task has no error_message (0.8.1 keeps the one of an earlier failed attempt);
 -- * without Supabase's realtime.send the functions work (0.8.1 calls it unconditionally).
 -- Events of steps that start or complete together follow step_slug / step_index order by
--- construction, not by the order an UPDATE happens to visit rows (the order 0.8.1 asks for).
+-- construction (0.8.1 asks for that order, but sends them in the order an UPDATE visits rows).
 
 DO $check$
 BEGIN
