@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.sql_bad_input import map_chain
 from tests.reference.driver import Pair, assert_same, normalise
 
 pytestmark = pytest.mark.node
@@ -189,6 +190,15 @@ def test_taskless_flow_completes_inside_start_flow(pair: Pair) -> None:
     (run,) = pair.call("start_flow", flow_slug="allempty", input=[], run_id=RUN)
     assert run["status"] == "completed"
     assert run["output"] == {"more": []}
+    pair.assert_same_state()
+
+
+def test_cascade_of_49_taskless_steps_completes(pair: Pair) -> None:
+    # One pass short of 0.8.1's safety limit (50 fail: test_differential_errors).
+    for function, args in map_chain("deep", 49):
+        pair.call(function, **args)
+    (run,) = pair.call("start_flow", flow_slug="deep", input=[], run_id=RUN)
+    assert (run["status"], run["output"]) == ("completed", {"m48": []})
     pair.assert_same_state()
 
 
