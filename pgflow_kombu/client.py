@@ -8,6 +8,7 @@ seeds                              here
 ``{:ok, run_id}``                  the ``UUID`` is returned
 ``{:ok, run}``                     a :class:`~pgflow_kombu.types.Run` is returned
 ``{:error, :not_found}``           :class:`~pgflow_kombu.errors.RunNotFound` / ``FlowNotFound``
+                                   (``WorkerNotFound`` for the app's ``stop_worker(flow)``)
 ``{:error, :timeout}``             :class:`~pgflow_kombu.errors.RunTimeout`
 ``{:error, %Run{status: failed}}`` :class:`~pgflow_kombu.errors.RunFailed` (``.run`` holds it)
 ``{:ok, boolean}``                 ``bool``
