@@ -12,8 +12,8 @@ import pytest
 
 from pgflow_kombu import PgFlow, WorkerNotFound
 from pgflow_kombu.db.connect import connect
-from pgflow_kombu.errors import FlowMismatch
-from pgflow_kombu.worker import ExitCode
+from pgflow_kombu.errors import ConnectionFailed, FlowMismatch
+from pgflow_kombu.worker import ExitCode, Worker
 from tests.support.sql import test_query
 
 FAST: dict[str, Any] = {"heartbeat_interval": 0.2, "stalled_after": 5.0, "concurrency": 1}
@@ -134,3 +134,31 @@ def test_a_flow_that_cannot_be_served_starts_no_worker(app: PgFlow, db_url: str)
         app.start_worker(**FAST)
     assert app.workers == {}
     assert heartbeats(db_url) == {}
+
+
+def test_when_one_flow_fails_to_start_the_workers_started_with_it_are_stopped(
+    app: PgFlow, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads_before = heartbeat_threads()
+    beta = app.start_worker("beta", **FAST)
+    real_start = Worker.start
+
+    def start(worker: Worker) -> None:
+        if "gamma" in worker.flows:
+            raise ConnectionFailed("the database went away")
+        real_start(worker)
+
+    monkeypatch.setattr(Worker, "start", start)
+    with pytest.raises(ConnectionFailed):
+        app.start_worker(**FAST)  # alpha starts, gamma fails: alpha is stopped again
+    assert app.workers == {"beta": beta}  # the one running before is left alone
+    assert heartbeat_threads() == threads_before + 1
+    assert {q for q, _w, _b in worker_rows(db_url)} == {"alpha", "beta"}
+    assert completes(app, "beta", 1) == {"beta": 2}
+    assert app.stop_worker("beta") is True
+    assert heartbeat_threads() == threads_before
+
+
+def worker_rows(db_url: str) -> list[Any]:
+    with connect(db_url) as conn:
+        return conn.execute(test_query("seeds_heartbeats")).fetchall()
