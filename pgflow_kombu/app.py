@@ -222,21 +222,23 @@ class PgFlow:
         try:
             stored = self.client.get_flow_shape(flow.slug)
         except FlowNotFound:
-            self.client.compile_flow(shape)
-        else:
-            differences = compare_shapes(shape, stored)
-            if differences and not recompile:
-                listed = "; ".join(str(d) for d in differences)
-                raise FlowMismatch(
-                    f"flow {flow.slug!r} in the database differs from the code ({listed}): "
-                    f"run 'pgflow-kombu flows upsert {flow.slug} -A <app>' or "
-                    f"app.ensure_flow(flow, recompile=True) to replace it (this deletes its runs), "
-                    "or give the changed flow a new slug",
-                    flow_slug=flow.slug,
-                    differences=[str(d) for d in differences],
-                )
-            if differences:
-                self.client.replace_flow(shape)
+            if self.client.compile_flow(shape):
+                self._verified.add(flow.slug)
+                return
+            stored = self.client.get_flow_shape(flow.slug)  # created meanwhile elsewhere
+        differences = compare_shapes(shape, stored)
+        if differences and not recompile:
+            listed = "; ".join(str(d) for d in differences)
+            raise FlowMismatch(
+                f"flow {flow.slug!r} in the database differs from the code ({listed}): "
+                f"run 'pgflow-kombu flows upsert {flow.slug} -A <app>' or "
+                f"app.ensure_flow(flow, recompile=True) to replace it (this deletes its runs), "
+                "or give the changed flow a new slug",
+                flow_slug=flow.slug,
+                differences=[str(d) for d in differences],
+            )
+        if differences:
+            self.client.replace_flow(shape)
         self._verified.add(flow.slug)
 
     def upsert_flow(

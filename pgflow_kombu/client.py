@@ -297,11 +297,16 @@ class Client:
 
     def compile_flow(
         self, shape: FlowShape, *, connection: psycopg.Connection[Any] | None = None
-    ) -> None:
-        """Create a flow and its steps from plain data, in one transaction."""
+    ) -> bool:
+        """Create a flow and its steps from plain data, in one transaction; False (nothing
+        written) when the slug exists already, e.g. created meanwhile by another process."""
         with self.connection(connection) as conn, conn.transaction():
             lock_flow_slug(conn, shape["flow_slug"])
+            row = conn.execute(query("client.flow_exists"), {"flow_slug": shape["flow_slug"]})
+            if row.fetchone() == (True,):
+                return False
             create_flow_from_shape(conn, shape)
+        return True
 
     def delete_flow(self, slug: str) -> None:
         """Delete a flow with all its runs, tasks and its queue (raises FlowNotFound)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from pgflow_kombu import Client, PgFlow
+from pgflow_kombu import Client, FlowMismatch, PgFlow
 from pgflow_kombu.flows import define_flow
 from pgflow_kombu.flows.shapes import FlowShape
 
@@ -89,3 +89,46 @@ def test_concurrent_upserts_of_one_slug_leave_exactly_one_definition(db_url: str
     finally:
         for client in clients:
             client.close()
+
+
+def test_concurrent_first_uses_of_one_slug_never_merge_definitions(db_url: str) -> None:
+    """Two apps whose code defines one slug differently start it at once: the first compiles
+    its flow whole, the other is told the database differs (it used to add its steps)."""
+    tries = 10
+    for attempt in range(tries):
+        slug = f"first_use_{attempt}"
+        apps = [PgFlow(db_url), PgFlow(db_url)]
+        flows = [define_flow(slug, **d) for d in (FIRST, SECOND)]
+        for app, flow in zip(apps, flows, strict=True):
+            app.register(flow)
+            app.client.flow_exists("warm_up")
+        barrier = threading.Barrier(2)
+        outcomes: dict[int, str] = {}
+
+        def ensure(
+            i: int,
+            barrier: threading.Barrier = barrier,
+            outcomes: dict[int, str] = outcomes,
+            flows: list[Any] = flows,
+            apps: list[PgFlow] = apps,
+        ) -> None:
+            barrier.wait()
+            try:
+                apps[i].ensure_flow(flows[i])
+                outcomes[i] = "ensured"
+            except FlowMismatch:
+                outcomes[i] = "mismatch"
+
+        threads = [threading.Thread(target=ensure, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        try:
+            assert sorted(outcomes.values()) == ["ensured", "mismatch"], (attempt, outcomes)
+            winner = next(i for i, o in outcomes.items() if o == "ensured")
+            stored = apps[0].client.get_flow_shape(slug)
+            assert stored == shape_of(slug, (FIRST, SECOND)[winner]), (attempt, stored)
+        finally:
+            for app in apps:
+                app.close()
