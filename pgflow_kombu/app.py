@@ -456,12 +456,13 @@ class PgFlow:
         return workers
 
     def stop_worker(self, flow: FlowRef | None = None, /, *, timeout: float | None = None) -> bool:
-        """Stop ``flow``'s worker, or with no flow every worker of this app; others keep running.
+        """Stop ``flow``'s worker (the other flows' workers keep running), or with no flow
+        every worker of this app; running handlers get ``timeout`` seconds (default: the
+        worker's ``shutdown_timeout``).
 
-        Running handlers get ``timeout`` seconds (default: the worker's ``shutdown_timeout``).
-        ``stop_worker(flow)`` raises :class:`WorkerNotFound` (the seeds' ``{:error,
-        :not_found}``) when no worker serves that flow and returns True; ``stop_worker()``
-        returns whether there was any worker to stop.
+        ``stop_worker(flow)`` returns True, or raises :class:`WorkerNotFound` (the seeds'
+        ``{:error, :not_found}``) when no worker serves that flow. ``stop_worker()`` returns
+        whether there was any worker to stop.
         """
         workers = self._flow_workers
         if flow is None:
