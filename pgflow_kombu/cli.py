@@ -61,7 +61,10 @@ def resolve_database_url(url: str | None) -> str:
     "--database-url",
     envvar=URL_ENV,
     metavar="URL",
-    help=f"PostgreSQL URL [env {URL_ENV}; default: an embedded server in ./.pgdata]",
+    help=(
+        f"PostgreSQL URL [env {URL_ENV}; default: the URL the -A app was created with, "
+        "else an embedded server in ./.pgdata]"
+    ),
 )
 @click.pass_context
 def cli(ctx: click.Context, database_url: str | None) -> None:
@@ -70,12 +73,38 @@ def cli(ctx: click.Context, database_url: str | None) -> None:
     ctx.obj["database_url"] = database_url
 
 
-def database_url(ctx: click.Context) -> str:
+def database_url(ctx: click.Context, *, app_target: Any = None) -> str:
+    """``--database-url`` / ``PGFLOW_DATABASE_URL``; else the URL the ``-A`` app was created
+    with (``app_target``, already loaded); else the embedded server's."""
     root = ctx.find_root()
     if "resolved_url" not in root.obj:
-        root.obj["resolved_url"] = resolve_database_url(root.obj.get("database_url"))
-    url: str = root.obj["resolved_url"]
-    return url
+        url = root.obj.get("database_url")
+        if not url and app_target is not None:
+            url = app_database_url(app_target)
+        root.obj["resolved_url"] = resolve_database_url(url)
+    resolved: str = root.obj["resolved_url"]
+    return resolved
+
+
+def app_database_url(target: Any) -> str | None:
+    """The URL an app was created with (``PgFlow("postgresql://...")``), for an app or for flows
+    and tasks registered with one; None when it has none (it then reads the environment)."""
+    from pgflow_kombu.app import PgFlow
+    from pgflow_kombu.worker.loading import flows_of
+
+    if isinstance(target, PgFlow):
+        return target.settings.database_url
+    urls = {
+        dispatcher.settings.database_url
+        for flow in flows_of(target).values()
+        if isinstance(dispatcher := flow.dispatcher, PgFlow) and dispatcher.settings.database_url
+    }
+    if len(urls) > 1:
+        raise ConfigurationError(
+            "the flows given with -A belong to apps on different databases: "
+            f"pass --database-url or set {URL_ENV}"
+        )
+    return urls.pop() if urls else None
 
 
 @cli.group()
@@ -218,8 +247,9 @@ def flows_upsert(ctx: click.Context, slug: str, app_spec: str | None, shape_file
         shape = json.load(shape_file)
         options = shape.get("options", {})
     elif app_spec:
-        database_url(ctx)  # exported first, so the app module's PgFlow() finds the database
-        shape = load_app(app_spec).get_flow(slug).shape()
+        app = load_app(app_spec)
+        database_url(ctx, app_target=app)
+        shape = app.get_flow(slug).shape()
         options = shape["options"]
     else:
         raise click.UsageError("give -A MODULE:APP or --file SHAPE.json")
@@ -389,8 +419,12 @@ def demo(ctx: click.Context, timeout: float) -> None:
 def worker(ctx: click.Context, /, **options: Any) -> None:
     """Run a worker executing the app's flows (SIGTERM/Ctrl-C stop it gracefully)."""
     from pgflow_kombu.worker.command import run_command
+    from pgflow_kombu.worker.loading import load_target
 
-    sys.exit(run_command(database_url(ctx), **options))
+    app_target = (
+        None if ctx.find_root().obj.get("database_url") else load_target(options["app_ref"])
+    )
+    sys.exit(run_command(database_url(ctx, app_target=app_target), **options))
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ seeds                              here
 ``{:ok, run_id}``                  the ``UUID`` is returned
 ``{:ok, run}``                     a :class:`~pgflow_kombu.types.Run` is returned
 ``{:error, :not_found}``           :class:`~pgflow_kombu.errors.RunNotFound` / ``FlowNotFound``
+                                   (``WorkerNotFound`` for the app's ``stop_worker(flow)``)
 ``{:error, :timeout}``             :class:`~pgflow_kombu.errors.RunTimeout`
 ``{:error, %Run{status: failed}}`` :class:`~pgflow_kombu.errors.RunFailed` (``.run`` holds it)
 ``{:ok, boolean}``                 ``bool``
@@ -17,11 +18,10 @@ seeds                              here
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -34,15 +34,16 @@ from pgflow_kombu.db.connect import translate
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.db.urls import check_url, to_libpq
 from pgflow_kombu.errors import (
-    ConfigurationError,
     FlowNotFound,
     PgFlowError,
     RunFailed,
     RunNotFound,
     RunTimeout,
 )
+from pgflow_kombu.flows.definitions import define_flow
+from pgflow_kombu.flows.dispatch import check_schedule, schedule_delay
 from pgflow_kombu.flows.flow import Flow
-from pgflow_kombu.flows.shapes import FlowShape
+from pgflow_kombu.flows.shapes import FlowShape, compare_shapes
 from pgflow_kombu.types import FlowInfo, Run, StepState, StepTask, WorkerInfo
 from pgflow_kombu.waiting import RunListener
 
@@ -71,7 +72,7 @@ class Client:
         *,
         pool_min_size: int = 1,
         pool_max_size: int = 10,
-        poll_interval: float = 5.0,
+        poll_interval: float = 0.5,
     ) -> None:
         self.url = check_url(url)
         self.poll_interval = poll_interval
@@ -145,6 +146,28 @@ class Client:
         assert row is not None
         started: UUID = row[0]
         return started
+
+    def enqueue(
+        self,
+        job: FlowRef,
+        input: Any = None,
+        *,
+        delay_seconds: float | None = None,
+        scheduled_at: datetime | None = None,
+    ) -> UUID:
+        """Enqueue a job (a single-step flow, such as a task) now, or later with ``delay_seconds``
+        or ``scheduled_at``; returns the run id. Jobs are flows: this is :meth:`start_flow`."""
+        return self.start_flow(job, input, delay_seconds=delay_seconds, scheduled_at=scheduled_at)
+
+    def enqueue_in(self, job: FlowRef, input: Any, delay_seconds: float) -> UUID:
+        """Enqueue a job that becomes visible after ``delay_seconds`` (0 = now)."""
+        check_schedule(delay_seconds, None, required=True)
+        return self.enqueue(job, input, delay_seconds=delay_seconds)
+
+    def enqueue_at(self, job: FlowRef, input: Any, scheduled_at: datetime) -> UUID:
+        """Enqueue a job that becomes visible at ``scheduled_at`` (timezone-aware; past = now)."""
+        check_schedule(None, scheduled_at, required=True)
+        return self.enqueue(job, input, scheduled_at=scheduled_at)
 
     def start_many(
         self,
@@ -275,10 +298,16 @@ class Client:
 
     def compile_flow(
         self, shape: FlowShape, *, connection: psycopg.Connection[Any] | None = None
-    ) -> None:
-        """Create a flow and its steps from plain data, in one transaction."""
+    ) -> bool:
+        """Create a flow and its steps from plain data, in one transaction; False (nothing
+        written) when the slug exists already, e.g. created meanwhile by another process."""
         with self.connection(connection) as conn, conn.transaction():
+            lock_flow_slug(conn, shape["flow_slug"])
+            row = conn.execute(query("client.flow_exists"), {"flow_slug": shape["flow_slug"]})
+            if row.fetchone() == (True,):
+                return False
             create_flow_from_shape(conn, shape)
+        return True
 
     def delete_flow(self, slug: str) -> None:
         """Delete a flow with all its runs, tasks and its queue (raises FlowNotFound)."""
@@ -287,11 +316,58 @@ class Client:
         if not (row and row[0]):
             raise FlowNotFound(f"no flow {slug!r} in the database")
 
-    def replace_flow(self, shape: FlowShape) -> None:
-        """Destructive recompile: delete ``shape``'s slug (runs included), then create it anew."""
+    def replace_flow(self, shape: FlowShape) -> FlowShape | None:
+        """Destructive recompile: delete ``shape``'s slug (runs included), then create it anew.
+
+        Returns the definition the database held before (None for a new flow). Concurrent
+        replacements of one slug are serialised, so the result is one of them, never a mix.
+        """
         with self.connection() as conn, conn.transaction():
-            conn.execute(query("client.delete_flow"), {"flow_slug": shape["flow_slug"]})
+            lock_flow_slug(conn, shape["flow_slug"])
+            try:
+                before: FlowShape | None = read_flow_shape(conn, shape["flow_slug"])
+            except FlowNotFound:
+                before = None
+            else:
+                conn.execute(query("client.delete_flow"), {"flow_slug": shape["flow_slug"]})
             create_flow_from_shape(conn, shape)
+        return before
+
+    def upsert_flow(
+        self,
+        slug: str,
+        *,
+        steps: Sequence[Mapping[str, Any]],
+        max_attempts: int | None = None,
+        base_delay: int | None = None,
+        timeout: int | None = None,
+    ) -> dict[str, Any]:
+        """(Re)compile a flow from plain data. Destructive for an existing slug: its definition,
+        runs, tasks and queued messages are deleted first.
+
+        Each step is a mapping with ``slug`` (required), ``deps`` (default ``[]``), ``step_type``
+        (``"single"``, the default, or ``"map"``) and optional ``max_attempts``, ``base_delay``,
+        ``timeout`` and ``start_delay`` (see :func:`~pgflow_kombu.flows.define_flow`). Options
+        left out take pgflow 0.8.1's defaults (``create_flow``: max_attempts 3, base_delay 5,
+        timeout 60), not the Elixir port's (whose docs say base_delay 1), so that a flow
+        compiled here matches one compiled by pgflow's own tools.
+
+        Returns ``{"status": "compiled", "differences": []}`` for a new flow, and
+        ``{"status": "recompiled", "differences": [...]}`` for a replaced one, listing how the
+        stored definition differed. The whole replacement runs in one transaction holding a
+        transaction-level advisory lock on the slug: concurrent upserts of one slug leave
+        exactly one of their definitions.
+        """
+        shape = define_flow(
+            slug, steps=steps, max_attempts=max_attempts, base_delay=base_delay, timeout=timeout
+        ).shape()
+        before = self.replace_flow(shape)
+        if before is None:
+            return {"status": "compiled", "differences": []}
+        return {
+            "status": "recompiled",
+            "differences": [str(d) for d in compare_shapes(before, shape)],
+        }
 
     # -- workers and health -------------------------------------------------------------------
 
@@ -344,6 +420,12 @@ def read_flow_shape(conn: psycopg.Connection[Any], slug: str) -> FlowShape:
     }
 
 
+def lock_flow_slug(conn: psycopg.Connection[Any], slug: str) -> None:
+    """Hold the slug's advisory lock until the transaction ends: one definition change at a
+    time per flow (``create_flow``/``add_step`` alone would merge concurrent definitions)."""
+    conn.execute(query("client.lock_flow_slug"), {"flow_slug": slug})
+
+
 def create_flow_from_shape(conn: psycopg.Connection[Any], shape: FlowShape) -> None:
     """``pgflow.create_flow`` + one ``pgflow.add_step`` per step, options only where set.
 
@@ -379,22 +461,8 @@ def create_flow_from_shape(conn: psycopg.Connection[Any], shape: FlowShape) -> N
 
 
 def delay_from(delay_seconds: float | None, scheduled_at: datetime | None) -> int:
-    """Whole seconds to hold a run's first tasks (pgmq's visibility has 1 s resolution)."""
-    if delay_seconds is not None and scheduled_at is not None:
-        raise ConfigurationError("give delay_seconds or scheduled_at, not both")
-    if scheduled_at is not None:
-        if scheduled_at.tzinfo is None or scheduled_at.utcoffset() is None:
-            raise ConfigurationError(
-                f"scheduled_at={scheduled_at.isoformat()} is naive: pass a timezone-aware datetime "
-                "(e.g. datetime.now(timezone.utc) + timedelta(minutes=5))"
-            )
-        delay_seconds = (scheduled_at - datetime.now(timezone.utc)).total_seconds()
-        return max(0, math.ceil(delay_seconds))
-    if delay_seconds is None:
-        return 0
-    if delay_seconds < 0 or math.isnan(delay_seconds):
-        raise ConfigurationError(f"delay_seconds must be >= 0, got {delay_seconds}")
-    return math.ceil(delay_seconds)
+    """Whole seconds to hold a run's first tasks, checked as ``apply_async`` checks them."""
+    return schedule_delay(delay_seconds, scheduled_at)
 
 
 def as_uuid(value: UUID | str) -> UUID:

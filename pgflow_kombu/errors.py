@@ -52,6 +52,10 @@ class RunNotFound(PgFlowError):
     """No run has that id."""
 
 
+class WorkerNotFound(PgFlowError):
+    """No worker of this app serves that flow (``stop_worker(flow)``; the seeds' ``:not_found``)."""
+
+
 class RunTimeout(PgFlowError):
     """A run did not finish within the time the caller was willing to wait."""
 
