@@ -37,8 +37,9 @@ EXECUTE FUNCTION pgflow_kombu.notify_run_finished();
 --   * its worker is a known one: the task was claimed, and the worker last heartbeated, more
 --     than heartbeat_timeout ago;
 --   * any other worker: its step's timeout (the step's opt_timeout, else the flow's) plus
---     foreign_margin has passed since started_at (the rule upstream pgflow adopted for its own
---     requeue in 0.13) AND that worker has not heartbeated for heartbeat_timeout either;
+--     foreign_margin has passed since started_at (the rule of upstream pgflow's own requeue
+--     since 0.13, which reads the flow's timeout only) AND that worker has not heartbeated for
+--     heartbeat_timeout either;
 --   * no worker (its pgflow.workers row was deleted, which nulls last_worker_id, so whose it was
 --     is unknown): the step-timeout rule.
 -- A stalled task is handed to pgflow.fail_task with a '[STALLED] ...' error: it is retried with
