@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,14 +19,19 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pgflow_kombu.client import Client
 from pgflow_kombu.db.connect import connect
 from tests.e2e_apps.basic import interop
 from tests.e2e_apps.harness import ROOT, WorkerProcess
+from tests.reference import node_project
+from tests.support.node import node_connection
 from tests.support.sql import test_query
 
 STALLED_AFTER = 2.0
 FAST = ["--heartbeat-interval", "0.5", "--stalled-after", str(STALLED_AFTER)]
+TS_WORKER = ROOT / "tests" / "e2e_apps" / "ts_worker.mjs"
 
 
 def probe(url: str, run_id: str, step_slug: str) -> dict[str, Any]:
@@ -63,23 +69,33 @@ def worker_ids(url: str, pid: int) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
+def launch_edge_worker(kind: str, url: str, worker_id: str) -> subprocess.Popen[str]:
+    """A worker that runs the 0.8.1 edge worker's loop: our Python rendering of it (its SQL), or
+    tests/e2e_apps/ts_worker.mjs on the reference PgflowSqlClient under Node."""
+    if kind == "python":
+        command = [sys.executable, "-m", "tests.support.edge_worker", url, "interop", worker_id]
+        cwd = ROOT
+    else:
+        cwd = node_project()
+        shutil.copyfile(TS_WORKER, cwd / TS_WORKER.name)
+        command = ["node", TS_WORKER.name, node_connection(url), "interop", worker_id]
+    return subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+@pytest.mark.parametrize("kind", ["python", pytest.param("node", marks=pytest.mark.node)])
 def test_a_silent_edge_worker_keeps_its_long_task_beside_our_worker(
-    db_url: str, tmp_path: Path
+    db_url: str, tmp_path: Path, kind: str
 ) -> None:
     client = Client(db_url, poll_interval=0.5)
     client.compile_flow(interop.shape())
     edge_id = str(uuid.uuid4())
     release = tmp_path / "release"
-    edge = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.edge_worker", db_url, "interop", edge_id],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    edge = launch_edge_worker(kind, db_url, edge_id)
     try:
         assert edge.stderr is not None
-        assert "edge worker ready" in edge.stderr.readline()
+        assert "worker ready" in edge.stderr.readline()
         run_id = str(client.start_flow("interop", {"n": 1, "until": str(release)}))
         wait_task(db_url, run_id, "inc", lambda s: s["status"] == "started")
         with WorkerProcess(db_url, "--flows", "interop", *FAST) as ours:
