@@ -57,37 +57,48 @@ CREATE TABLE IF NOT EXISTS pgflow_kombu.known_workers (
     registered_at timestamptz NOT NULL DEFAULT now()
 );
 
--- Why a task is stalled by the rule above (the error message recovery gives fail_task), or NULL
--- when it is not.
-CREATE OR REPLACE FUNCTION pgflow_kombu.stall_reason(
-    task pgflow.step_tasks,
+-- The started tasks that are stalled by the rule above, each with why (the error message that
+-- recovery gives fail_task). A plain SQL function (no SET clause) so that it is inlined into its
+-- callers' queries, their filters reaching the step_tasks indexes (every name is qualified).
+CREATE OR REPLACE FUNCTION pgflow_kombu.stalled_tasks(
     heartbeat_timeout interval,
     foreign_margin interval
-) RETURNS text
-LANGUAGE sql STABLE SET search_path = '' AS $$
-    SELECT CASE
-        WHEN (task).status <> 'started' OR (task).started_at IS NULL THEN NULL
-        WHEN w.last_heartbeat_at >= now() - heartbeat_timeout THEN NULL
-        WHEN k.worker_id IS NOT NULL THEN
-            CASE WHEN (task).started_at < now() - heartbeat_timeout THEN
-                '[STALLED] worker ' || (task).last_worker_id || ' stopped heartbeating ('
-                || coalesce('last heartbeat at ' || w.last_heartbeat_at, 'its worker row is gone')
-                || ')'
-            END
-        WHEN (task).started_at < now() - make_interval(secs => s.timeout) - foreign_margin THEN
-            '[STALLED] worker ' || coalesce((task).last_worker_id::text, '(unknown)')
-            || coalesce(' is silent (last heartbeat at ' || w.last_heartbeat_at || ')',
-                        ' is gone (its worker row was deleted)')
-            || ' and the task, started at ' || (task).started_at || ', outlived its timeout of '
-            || s.timeout || ' s by more than ' || extract(epoch FROM foreign_margin)::float8 || ' s'
-    END
-    FROM (
-        SELECT coalesce(st.opt_timeout, f.opt_timeout) AS timeout
-        FROM pgflow.steps AS st JOIN pgflow.flows AS f ON f.flow_slug = st.flow_slug
-        WHERE st.flow_slug = (task).flow_slug AND st.step_slug = (task).step_slug
-    ) AS s
-    LEFT JOIN pgflow.workers AS w ON w.worker_id = (task).last_worker_id
-    LEFT JOIN pgflow_kombu.known_workers AS k ON k.worker_id = (task).last_worker_id
+) RETURNS TABLE (
+    run_id uuid, step_slug text, task_index integer, flow_slug text, started_at timestamptz,
+    reason text
+)
+LANGUAGE sql STABLE AS $$
+    SELECT t.run_id, t.step_slug, t.task_index, t.flow_slug, t.started_at, j.reason
+    FROM pgflow.step_tasks AS t
+    JOIN pgflow.steps AS st ON st.flow_slug = t.flow_slug AND st.step_slug = t.step_slug
+    JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
+    LEFT JOIN pgflow.workers AS w ON w.worker_id = t.last_worker_id
+    LEFT JOIN pgflow_kombu.known_workers AS k ON k.worker_id = t.last_worker_id
+    CROSS JOIN LATERAL (
+        SELECT CASE
+            WHEN w.last_heartbeat_at >= now() - stalled_tasks.heartbeat_timeout THEN NULL
+            WHEN k.worker_id IS NOT NULL THEN
+                CASE WHEN t.started_at < now() - stalled_tasks.heartbeat_timeout THEN
+                    '[STALLED] worker ' || t.last_worker_id || ' stopped heartbeating ('
+                    || coalesce('last heartbeat at ' || w.last_heartbeat_at,
+                                'its worker row is gone')
+                    || ')'
+                END
+            WHEN t.started_at < now() - make_interval(secs => coalesce(st.opt_timeout,
+                                                                       f.opt_timeout))
+                                - stalled_tasks.foreign_margin THEN
+                '[STALLED] worker ' || coalesce(t.last_worker_id::text, '(unknown)')
+                || coalesce(' is silent (last heartbeat at ' || w.last_heartbeat_at || ')',
+                            ' is gone (its worker row was deleted)')
+                || ' and the task, started at ' || t.started_at || ', outlived its timeout of '
+                || coalesce(st.opt_timeout, f.opt_timeout) || ' s by more than '
+                || extract(epoch FROM stalled_tasks.foreign_margin)::float8 || ' s'
+        END AS reason
+    ) AS j
+    WHERE t.status = 'started'
+      AND t.started_at < now() - least(stalled_tasks.heartbeat_timeout,
+                                       stalled_tasks.foreign_margin)
+      AND j.reason IS NOT NULL
 $$;
 
 -- Safe to run from several workers at once: each run is locked first (as complete_task and
@@ -103,7 +114,6 @@ LANGUAGE plpgsql SET search_path = '' AS $$
 #variable_conflict use_column
 DECLARE
     v_task record;
-    v_row pgflow.step_tasks;
     v_reason text;
     v_count integer := 0;
 BEGIN
@@ -124,16 +134,12 @@ BEGIN
     WHERE NOT EXISTS (SELECT 1 FROM pgflow.workers AS w WHERE w.worker_id = k.worker_id);
 
     FOR v_task IN
-        SELECT t.run_id, t.step_slug, t.task_index
-        FROM pgflow.step_tasks AS t
-        WHERE t.status = 'started'
-          AND t.started_at < now() - least(recover_stalled_tasks.heartbeat_timeout,
-                                           recover_stalled_tasks.foreign_margin)
-          AND (recover_stalled_tasks.flow_slug IS NULL
-               OR t.flow_slug = recover_stalled_tasks.flow_slug)
-          AND pgflow_kombu.stall_reason(t, recover_stalled_tasks.heartbeat_timeout,
-                                        recover_stalled_tasks.foreign_margin) IS NOT NULL
-        ORDER BY t.started_at
+        SELECT s.run_id, s.step_slug, s.task_index
+        FROM pgflow_kombu.stalled_tasks(recover_stalled_tasks.heartbeat_timeout,
+                                        recover_stalled_tasks.foreign_margin) AS s
+        WHERE recover_stalled_tasks.flow_slug IS NULL
+              OR s.flow_slug = recover_stalled_tasks.flow_slug
+        ORDER BY s.started_at
         LIMIT recover_stalled_tasks.max_tasks
     LOOP
         PERFORM 1 FROM pgflow.runs r WHERE r.run_id = v_task.run_id
@@ -141,14 +147,16 @@ BEGIN
         CONTINUE WHEN NOT FOUND;
 
         -- Judge again under the locks: the worker may have heartbeated or reported meanwhile.
-        SELECT t.* INTO v_row
-        FROM pgflow.step_tasks AS t
+        PERFORM 1 FROM pgflow.step_tasks AS t
         WHERE t.run_id = v_task.run_id AND t.step_slug = v_task.step_slug
           AND t.task_index = v_task.task_index
         FOR UPDATE SKIP LOCKED;
         CONTINUE WHEN NOT FOUND;
-        v_reason := pgflow_kombu.stall_reason(v_row, recover_stalled_tasks.heartbeat_timeout,
-                                              recover_stalled_tasks.foreign_margin);
+        SELECT s.reason INTO v_reason
+        FROM pgflow_kombu.stalled_tasks(recover_stalled_tasks.heartbeat_timeout,
+                                        recover_stalled_tasks.foreign_margin) AS s
+        WHERE s.run_id = v_task.run_id AND s.step_slug = v_task.step_slug
+          AND s.task_index = v_task.task_index;
         CONTINUE WHEN v_reason IS NULL;
 
         PERFORM pgflow.fail_task(
