@@ -4,8 +4,10 @@ Every served queue gets a row of its own (``queue_name`` = flow slug), as pgflow
 background thread updates ``last_heartbeat_at`` every ``heartbeat_interval`` seconds, notices
 when an operator set ``deprecated_at`` (the worker then stops taking work and finishes what it
 holds), re-inserts rows that disappeared, and every ``recovery_interval`` seconds runs
-``pgflow_kombu.recover_stalled_tasks``, which requeues tasks left ``started`` by workers whose
-heartbeat went stale, so no external cron is needed.
+``pgflow_kombu.recover_stalled_tasks``, which requeues tasks left ``started`` by workers that
+can no longer be running them, so no external cron is needed. Registration also lists the ids
+in ``pgflow_kombu.known_workers``: workers that heartbeat while they work, whose tasks recovery
+may take as soon as their heartbeat is stale (other workers' only after the step timeout).
 """
 
 from __future__ import annotations

@@ -131,6 +131,17 @@ DELETE FROM pgflow.workers WHERE worker_id = %(worker_id)s;
 -- name: sqlcore_recover
 SELECT pgflow_kombu.recover_stalled_tasks(heartbeat_timeout => %(timeout)s::interval) AS recovered;
 
+-- name: sqlcore_add_named_worker
+INSERT INTO pgflow.workers (worker_id, queue_name, function_name)
+VALUES (%(worker_id)s, %(queue)s, %(function_name)s);
+
+-- name: sqlcore_known_workers
+SELECT worker_id FROM pgflow_kombu.known_workers ORDER BY worker_id;
+
+-- name: sqlcore_recover_margin
+SELECT pgflow_kombu.recover_stalled_tasks(
+    heartbeat_timeout => %(timeout)s::interval, foreign_margin => %(margin)s::interval) AS recovered;
+
 -- name: sqlcore_recover_flow
 SELECT pgflow_kombu.recover_stalled_tasks(
     heartbeat_timeout => %(timeout)s::interval, flow_slug => %(flow_slug)s) AS recovered;
