@@ -28,13 +28,15 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pgflow_kombu.db.connect import translate
+from pgflow_kombu.db.connect import DEFAULT_CONNECT_TIMEOUT, connect
+from pgflow_kombu.db.errors import translate
 from pgflow_kombu.db.queries import query
-from pgflow_kombu.db.urls import check_url, to_libpq
+from pgflow_kombu.db.urls import check_url, redact, to_libpq
 from pgflow_kombu.errors import (
     ConfigurationError,
+    ConnectionFailed,
     FlowNotFound,
     PgFlowError,
     RunFailed,
@@ -44,6 +46,9 @@ from pgflow_kombu.errors import (
 from pgflow_kombu.flows.shapes import FlowShape
 from pgflow_kombu.types import FlowInfo, Run, StepState, StepTask, WorkerInfo
 from pgflow_kombu.waiting import RunListener
+
+POOL_TIMEOUT = 30.0
+"""Seconds to wait for a free pooled connection (psycopg_pool's default)."""
 
 CORE_VERSION = "0.8.1"
 """The pgflow core (database schema and SQL functions) this package is compatible with."""
@@ -78,7 +83,7 @@ class Client:
             to_libpq(url),
             min_size=pool_min_size,
             max_size=pool_max_size,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "connect_timeout": DEFAULT_CONNECT_TIMEOUT},
             open=False,
             name="pgflow-client",
         )
@@ -99,16 +104,26 @@ class Client:
                 yield given
                 return
             if not self._opened:
-                self._pool.open(wait=True, timeout=10)
-                self._opened = True
-            with self._pool.connection() as conn:
+                self._open_pool()
+            with self._pool.connection(timeout=POOL_TIMEOUT) as conn:
                 yield conn
         except PgFlowError:
             raise
+        except PoolTimeout as exc:
+            raise ConnectionFailed(
+                f"no connection to {redact(self.url)} became free within {POOL_TIMEOUT:g} s "
+                f"(all {self._pool.max_size} in use, or the server stopped answering): raise "
+                "pool_max_size or check the server"
+            ) from exc
         except psycopg.Error as exc:
             raise translate(exc) from exc
-        except TimeoutError as exc:  # psycopg_pool.PoolTimeout derives from it
-            raise translate(psycopg.OperationalError(str(exc))) from exc
+
+    def _open_pool(self) -> None:
+        # One direct connection first: a wrong URL or a server that is down fails at once with
+        # what was wrong, instead of the pool retrying in the background until its timeout.
+        connect(self.url).close()
+        self._pool.open(wait=True, timeout=DEFAULT_CONNECT_TIMEOUT)
+        self._opened = True
 
     # -- runs ---------------------------------------------------------------------------------
 
