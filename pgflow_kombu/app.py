@@ -396,9 +396,9 @@ class PgFlow:
         if self._worker is not None:
             raise ConfigurationError("this app already runs a worker; stop_worker() first")
         served = self._served(flows)
+        worker = Worker(served, self.database_url, **options)  # checks the options first
         for flow in served.values():
             self.ensure_flow(flow)
-        worker = Worker(served, self.database_url, **options)
         worker.start()
         self._worker = worker
         return worker

@@ -164,28 +164,29 @@ def connection_failure(url: str, exc: BaseException) -> ConnectionFailed:
     lowered = reason.lower()
     hint = "is the server running, and is the host and port in the URL right?"
     if "role" in lowered and "does not exist" in lowered:
-        hint = "check the user name in the URL (PGFLOW_DATABASE_URL)"
+        hint = "check the user name in the URL (PGFLOW_DATABASE_URL or --database-url)"
     elif "database" in lowered and "does not exist" in lowered:
         hint = "create the database first, or point PGFLOW_DATABASE_URL at an existing one"
     elif "password" in lowered or "authentication" in lowered:
         hint = "check the user name and password in PGFLOW_DATABASE_URL"
     elif "resolve" in lowered or "translate host name" in lowered:
-        hint = "check the host name in the URL (PGFLOW_DATABASE_URL)"
+        hint = "check the host name in the URL (PGFLOW_DATABASE_URL or --database-url)"
     elif "timeout" in lowered or "timed out" in lowered:
-        hint = "is the server reachable from here? (the connection attempt timed out)"
+        hint = "the connection attempt timed out: is the server reachable from here?"
     elif "too many" in lowered:
         hint = "the server has no free connection slot; retry later or raise max_connections"
     return ConnectionFailed(
-        f"cannot connect to {redact(url)}: {reason} ({hint})",
+        f"cannot connect to {redact(url)}: {reason}; {hint}",
         sqlstate=exc.sqlstate if isinstance(exc, psycopg.Error) else None,
     )
 
 
 def _connect_reason(exc: BaseException) -> str:
-    # libpq: "connection failed: connection to server at "h", port p failed: FATAL:  <reason>"
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    for marker in ("FATAL: ", "failed: "):
+    # libpq: 'connection failed: connection to server at "h", port p failed: FATAL:  <reason>'
+    # and its own hint on the next line (ours replaces it); the URL already names host and port.
+    text = str(exc).strip() or type(exc).__name__
+    for marker in ("FATAL:", "failed:"):
         if marker in text:
             text = text.rsplit(marker, 1)[1]
             break
-    return text
+    return text.strip().splitlines()[0].strip()

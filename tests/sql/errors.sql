@@ -29,3 +29,30 @@ SELECT pg_terminate_backend(pg_backend_pid());
 
 -- name: err_raise_with_detail
 DO $$ BEGIN RAISE EXCEPTION 'first line' USING DETAIL = 'some detail', HINT = 'a hint'; END $$;
+
+-- name: bad_input_row_counts
+-- Exact row counts of every table of ours and pgmq's, but the heartbeat-like ones.
+SELECT t.schemaname || '.' || t.tablename AS name,
+       (xpath('/row/n/text()', query_to_xml(
+           format('SELECT count(*) AS n FROM %I.%I', t.schemaname, t.tablename),
+           false, true, '')))[1]::text::bigint AS n
+FROM pg_tables AS t
+WHERE t.schemaname IN ('pgflow', 'pgmq', 'pgflow_kombu')
+  AND (t.schemaname, t.tablename) NOT IN (('pgflow', 'workers'), ('pgflow_kombu', 'consumers'))
+ORDER BY 1;
+
+-- name: bad_input_start_flow
+SELECT run_id FROM pgflow.start_flow(%(flow_slug)s, %(input)s::jsonb, %(run_id)s::uuid);
+
+-- name: bad_input_start_flow_text
+SELECT run_id FROM pgflow.start_flow(%(flow_slug)s, %(input)s::jsonb);
+
+-- name: bad_input_create_flow
+SELECT pgflow.create_flow(%(flow_slug)s, %(max_attempts)s::int, %(base_delay)s::int,
+                          %(timeout)s::int);
+
+-- name: bad_input_add_step
+SELECT pgflow.add_step(%(flow_slug)s, %(step_slug)s, %(deps)s::text[]);
+
+-- name: bad_input_start_flow_delayed
+SELECT pgflow_kombu.start_flow_delayed(%(flow_slug)s, '{}'::jsonb, NULL, %(delay)s);
