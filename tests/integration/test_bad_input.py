@@ -558,12 +558,13 @@ def _run_input_cases() -> list[Case]:
             ),
         ),
         (
-            "run_id_already_used_shown",
-            raises(
+            "run_id_already_used_by_another_flow",
+            lambda e: raises(
                 FlowInputError,
-                lambda e: e.client.start_flow("dbonly", {}, run_id=e.finished_run),
-                "",
-            ),
+                lambda e: e.client.start_flow("dbonly", {}, run_id=str(e.finished_run)),
+                str(e.finished_run),
+                "already used",
+            )(e),
         ),
     ]
     return cases
