@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import kombu
 import pytest
@@ -137,6 +138,13 @@ def env(
         app.close()
         drop(pg_admin_url, url)
         drop(pg_admin_url, empty_url)
+
+
+def with_user(url: str, user: str) -> str:
+    """``url`` with another user name (and no password), whatever its host part looks like."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
 
 
 def identity(n: int) -> int:
@@ -651,7 +659,7 @@ def _connection_cases() -> list[Case]:
             "client_unknown_role",
             raises(
                 ConnectionFailed,
-                lambda e: Client(e.url.replace("postgres@", "no_such_role@", 1)).list_flows(),
+                lambda e: Client(with_user(e.url, "no_such_role")).list_flows(),
                 "no_such_role",
                 "user name",
             ),
@@ -1056,7 +1064,7 @@ def _cli_cases() -> list[Case]:
             exits(
                 1,
                 "health",
-                url=lambda e: e.url.replace("postgres@", "nobody_x@", 1),
+                url=lambda e: with_user(e.url, "nobody_x"),
                 fragments=("nobody_x", "user name"),
             ),
         ),
