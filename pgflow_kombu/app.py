@@ -443,14 +443,19 @@ class PgFlow:
         if flow is not None and flows is not None:
             raise ConfigurationError("give start_worker one flow or flows=[...], not both")
         served = self._served([flow] if flow is not None else flows)
-        for each in served.values():
-            self.ensure_flow(each)
         with self._lock:
             if self._flow_workers is None:
                 from pgflow_kombu.worker.byflow import FlowWorkers
 
                 self._flow_workers = FlowWorkers()
-        workers = self._flow_workers.start(served, self.database_url, **options)
+
+        def compile_flows() -> None:  # after the options were checked: bad ones write nothing
+            for each in served.values():
+                self.ensure_flow(each)
+
+        workers = self._flow_workers.start(
+            served, self.database_url, prepare=compile_flows, **options
+        )
         if flow is not None:
             return workers[flow_slug_of(flow)]
         return workers

@@ -12,15 +12,13 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pgflow_kombu.errors import FlowInputError
+from pgflow_kombu.flows.options import INT4_MAX
 
 if TYPE_CHECKING:
     from pgflow_kombu.flows.flow import Flow
     from pgflow_kombu.flows.jsondata import Json
 
-__all__ = ["MAX_DELAY_SECONDS", "Dispatcher", "check_schedule", "schedule_delay"]
-
-MAX_DELAY_SECONDS = 2**31 - 1
-"""The longest delay: ``pgflow_kombu.start_flow_delayed`` takes whole seconds as an integer."""
+__all__ = ["MAX_DELAY", "Dispatcher", "check_schedule", "schedule_delay"]
 
 
 class Dispatcher(Protocol):
@@ -42,24 +40,31 @@ class Dispatcher(Protocol):
     ) -> Any: ...
 
 
+MAX_DELAY = INT4_MAX
+"""The longest delay in seconds (about 68 years): pgmq takes it as an ``integer``."""
+
+
 def check_schedule(
     delay_seconds: float | None, scheduled_at: datetime | None, *, required: bool = False
 ) -> None:
-    """Raise :class:`FlowInputError`, naming the value, unless at most one of a delay (a finite
-    number of seconds, 0 to :data:`MAX_DELAY_SECONDS`) and a timezone-aware datetime is given
-    (exactly one when ``required``, as for ``enqueue_in`` / ``enqueue_at``).
-
-    The one check of every entry point that delays a run (``apply_async``, ``flow.start``, the
-    app's and the client's ``enqueue*`` and ``start_flow``), run before anything is written.
-    """
+    """Raise :class:`FlowInputError` for an unusable delay or time (see :func:`schedule_delay`),
+    or for neither when ``required`` (``enqueue_in`` / ``enqueue_at``). Run before anything is
+    written."""
     if required and delay_seconds is None and scheduled_at is None:
         raise FlowInputError("a delay in seconds or a timezone-aware datetime is needed, got None")
     schedule_delay(delay_seconds, scheduled_at)
 
 
-def schedule_delay(delay_seconds: float | None, scheduled_at: datetime | None) -> int:
-    """The whole seconds (rounded up: pgmq's visibility has 1 s resolution) to hold a run's first
-    tasks; 0 for none or a past time. Raises :class:`FlowInputError` as :func:`check_schedule`."""
+def schedule_delay(
+    delay_seconds: float | None, scheduled_at: datetime | None, *, now: datetime | None = None
+) -> int:
+    """Whole seconds to hold a run's first tasks (pgmq's visibility has 1 s resolution).
+
+    The one check of every way to start a run later (``apply_async``, ``enqueue_in``/``_at``,
+    the client, the CLI): a delay is a number of seconds from 0 to :data:`MAX_DELAY` (``True``
+    is not one), a time a timezone-aware datetime at most that far ahead (past times run now),
+    and not both. Raises :class:`FlowInputError` naming the bad value.
+    """
     if delay_seconds is not None and scheduled_at is not None:
         raise FlowInputError(
             f"give either a delay (countdown) or a time (eta), not both "
@@ -67,29 +72,33 @@ def schedule_delay(delay_seconds: float | None, scheduled_at: datetime | None) -
         )
     if scheduled_at is not None:
         if not isinstance(scheduled_at, datetime):
-            raise FlowInputError(f"scheduled time must be a datetime, got {scheduled_at!r}")
-        if scheduled_at.utcoffset() is None:
+            raise FlowInputError(
+                f"scheduled time must be a timezone-aware datetime, got {scheduled_at!r}"
+            )
+        if scheduled_at.tzinfo is None or scheduled_at.utcoffset() is None:
             raise FlowInputError(
                 f"scheduled time {scheduled_at.isoformat()} is naive: pass a timezone-aware "
                 "datetime (e.g. datetime.now(timezone.utc) + timedelta(minutes=5))"
             )
-        seconds = (scheduled_at - datetime.now(timezone.utc)).total_seconds()
-        if seconds > MAX_DELAY_SECONDS:
+        seconds = (scheduled_at - (now or datetime.now(timezone.utc))).total_seconds()
+        if seconds > MAX_DELAY:
             raise FlowInputError(
-                f"scheduled time {scheduled_at.isoformat()} is more than "
-                f"{MAX_DELAY_SECONDS} s from now"
+                f"scheduled time {scheduled_at.isoformat()} is too far ahead: at most "
+                f"{MAX_DELAY} s (about 68 years) from now"
             )
         return max(0, math.ceil(seconds))
     if delay_seconds is None:
         return 0
-    if isinstance(delay_seconds, bool) or not isinstance(delay_seconds, (int, float)):
-        raise FlowInputError(f"delay must be a number of seconds, got {delay_seconds!r}")
-    if math.isnan(delay_seconds):
+    if (
+        isinstance(delay_seconds, bool)
+        or not isinstance(delay_seconds, (int, float))
+        or math.isnan(delay_seconds)
+    ):
         raise FlowInputError(f"delay must be a number of seconds, got {delay_seconds!r}")
     if delay_seconds < 0:
-        raise FlowInputError(f"delay must be >= 0 seconds, got {delay_seconds!r}")
-    if delay_seconds > MAX_DELAY_SECONDS:
+        raise FlowInputError(f"delay must be >= 0 seconds, got {delay_seconds}")
+    if delay_seconds > MAX_DELAY:
         raise FlowInputError(
-            f"delay must be at most {MAX_DELAY_SECONDS} seconds, got {delay_seconds!r}"
+            f"delay must be at most {MAX_DELAY} seconds (about 68 years), got {delay_seconds}"
         )
     return math.ceil(delay_seconds)

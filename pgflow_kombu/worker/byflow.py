@@ -10,7 +10,7 @@ liveness. Serving many flows from one shared pool is what ``Worker(flows, url)``
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pgflow_kombu.errors import ConfigurationError, WorkerNotFound
@@ -32,33 +32,49 @@ class FlowWorkers:
         with self._lock:
             return {s: w for s, w in self._workers.items() if not w.wait_stopped(0)}
 
-    def start(self, flows: Mapping[str, FlowLike], url: str, **options: Any) -> dict[str, Worker]:
+    def start(
+        self,
+        flows: Mapping[str, FlowLike],
+        url: str,
+        prepare: Callable[[], None] | None = None,
+        **options: Any,
+    ) -> dict[str, Worker]:
         """A running worker for each flow: the existing one, else a new one started now.
 
-        When one fails to start, those this call started are stopped again and the error raised.
+        The new workers are built (which checks ``options``) before ``prepare`` runs (e.g.
+        compiling the flows), so bad options write nothing. When one fails to start, those this
+        call started are stopped again and the error raised.
         """
         if "queues" in options:
             raise ConfigurationError("name the flows to serve as start_worker's argument")
         if "source" in options and len(flows) > 1:
             raise ConfigurationError("a message source serves one worker: start one flow")
-        result: dict[str, Worker] = {}
         started: list[Worker] = []
         with self._lock:
+            result = {
+                slug: worker
+                for slug, worker in self._workers.items()
+                if slug in flows and not worker.wait_stopped(0)
+            }
+            new = {
+                slug: Worker({slug: flow}, url, **options)
+                for slug, flow in flows.items()
+                if slug not in result
+            }
             try:
-                for slug, flow in flows.items():
-                    worker = self._workers.get(slug)
-                    if worker is None or worker.wait_stopped(0):
-                        worker = Worker({slug: flow}, url, **options)
-                        worker.start()
-                        self._workers[slug] = worker
-                        started.append(worker)
+                if prepare is not None:
+                    prepare()
+                for slug, worker in new.items():
+                    worker.start()
+                    self._workers[slug] = worker
+                    started.append(worker)
                     result[slug] = worker
             except BaseException:
                 for slug in [s for s, w in self._workers.items() if w in started]:
                     del self._workers[slug]
                 stop_all(started, None)
                 raise
-        return result
+        return {slug: result[slug] for slug in flows}
 
     def stop(self, slug: str, timeout: float | None = None) -> None:
         """Stop the worker of ``slug`` (the others keep running); :class:`WorkerNotFound` if none."""

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
+from pgflow_kombu.db.errors import UNDEFINED_FUNCTION
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.errors import DatabaseError, PgFlowError
 from pgflow_kombu.worker.link import Link, is_connection_error
@@ -114,7 +115,7 @@ class Membership:
                 query("worker.recover_stalled_tasks"), {"stalled_after": self.stalled_after}
             )
         except DatabaseError as exc:
-            if "does not exist" in str(exc) and "recover_stalled_tasks" in str(exc):
+            if exc.sqlstate == UNDEFINED_FUNCTION:  # an older schema: recovery is not installed
                 self._recovery_missing = True
                 log.warning(
                     "pgflow_kombu.recover_stalled_tasks is missing: no stalled-task recovery"
