@@ -442,6 +442,10 @@ class PgFlow:
         """
         if flow is not None and flows is not None:
             raise ConfigurationError("give start_worker one flow or flows=[...], not both")
+        if isinstance(flow, (list, tuple, set)):
+            raise ConfigurationError(
+                f"start_worker takes one flow; for several pass flows={list(flow)!r}"
+            )
         served = self._served([flow] if flow is not None else flows)
         with self._lock:
             if self._flow_workers is None:

@@ -126,7 +126,7 @@ def env(
             "steps": [{"slug": "only", "deps": [], "step_type": "single", "options": {}}],
         }
     )
-    app.start_worker(["add", "fan"], heartbeat_interval=1, stalled_after=30)
+    app.start_worker(flows=["add", "fan"], heartbeat_interval=1, stalled_after=30)
     # the transport cases publish to this queue: it exists before they run
     with kombu.Connection(url.replace("postgresql://", "pgflow://", 1)) as conn:
         kombu.Queue("bad_input_q")(conn.default_channel).declare()
