@@ -16,9 +16,7 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 
-from pgflow_kombu.db.connect import connect, first_line, liveness
-from pgflow_kombu.db.connect import translate as translate_db_error
-from pgflow_kombu.errors import ConnectionFailed, PgFlowError
+from pgflow_kombu.db.connect import connect, liveness
 
 Connection = psycopg.Connection[Any]
 
@@ -49,13 +47,6 @@ def redacted(url: str, mask: str = "**") -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", f":{mask}@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def translate(exc: psycopg.Error) -> PgFlowError:
-    """A psycopg error as one of ours; connection losses become :class:`ConnectionFailed`."""
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-        return ConnectionFailed(f"lost the database connection: {first_line(exc)}")
-    return translate_db_error(exc)
 
 
 def is_usable(conn: Connection) -> bool:
