@@ -30,7 +30,7 @@ STARTS_LOCK = threading.Lock()
 def sleep(run: int) -> int:
     with STARTS_LOCK:
         STARTS.append(run)
-    time.sleep(1.0)
+    time.sleep(2.0)
     return run
 
 

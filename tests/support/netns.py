@@ -34,7 +34,8 @@ class NetNamespace:
         self.name = f"pgfk{tag}"
         self.host_if = f"pgfkh{tag}"
         self.ns_if = f"pgfkn{tag}"
-        subnet = random.randrange(256)
+        taken = _ip("-o", "-4", "addr", "show").stdout
+        subnet = random.choice([n for n in range(256) if f"10.213.{n}." not in taken])
         self.host_ip = f"10.213.{subnet}.1"
         self.ns_ip = f"10.213.{subnet}.2"
         self.network = f"10.213.{subnet}.0/30"
