@@ -20,7 +20,6 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from kombu import connection as kombu_connection
 from kombu import entity as kombu_entity
@@ -30,9 +29,10 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from pgflow_kombu.db.connect import first_line
 from pgflow_kombu.db.urls import check_url, redact
 from pgflow_kombu.errors import ConnectionFailed, DatabaseError, PgFlowError
+from pgflow_kombu.transport.urls import kombu_url
 from pgflow_kombu.worker.source import Delivery
 
-__all__ = ["KombuSource", "pgflow_url"]
+__all__ = ["KombuSource"]
 
 log = logging.getLogger("pgflow_kombu.worker")
 
@@ -44,12 +44,6 @@ Consumer: Any = kombu_messaging.Consumer
 Queue: Any = kombu_entity.Queue
 
 
-def pgflow_url(url: str) -> str:
-    """The same database as a ``pgflow://`` URL (the transport's scheme)."""
-    parts = urlsplit(check_url(url))
-    return urlunsplit(parts._replace(scheme="pgflow"))
-
-
 class KombuSource:
     def __init__(
         self,
@@ -59,7 +53,7 @@ class KombuSource:
         polling_interval: float = 1.0,
         transport_options: dict[str, Any] | None = None,
     ) -> None:
-        self.url = pgflow_url(url)
+        self.url = kombu_url(check_url(url))
         self.read_visibility = int(read_visibility)
         self.transport_options = {
             "polling_interval": polling_interval,
