@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, LiteralString
+from typing import Any
 
 import psycopg
+from typing_extensions import LiteralString
 
 from pgflow_kombu.db.connect import connect, first_line, translate
 from pgflow_kombu.errors import ConnectionFailed, PgFlowError
