@@ -18,6 +18,7 @@ from pgflow_kombu.errors import (
     RunFailed,
     RunNotFound,
     RunTimeout,
+    WorkerNotFound,
 )
 from pgflow_kombu.flows import Flow
 from pgflow_kombu.handles import RunHandle
@@ -42,4 +43,5 @@ __all__ = [
     "RunTimeout",
     "StepState",
     "StepTask",
+    "WorkerNotFound",
 ]

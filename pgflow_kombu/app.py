@@ -18,8 +18,9 @@ from uuid import UUID
 import psycopg
 
 from pgflow_kombu.client import CORE_VERSION, Client, FlowRef, flow_slug_of
-from pgflow_kombu.errors import ConfigurationError, FlowMismatch, FlowNotFound
+from pgflow_kombu.errors import ConfigurationError, FlowMismatch, FlowNotFound, WorkerNotFound
 from pgflow_kombu.flows import Flow
+from pgflow_kombu.flows.dispatch import check_schedule
 from pgflow_kombu.flows.jsondata import Json
 from pgflow_kombu.flows.shapes import FlowShape, compare_shapes
 from pgflow_kombu.handles import RunHandle
@@ -29,6 +30,7 @@ from pgflow_kombu.types import FlowInfo, Run, WorkerInfo
 if TYPE_CHECKING:
     from pgflow_kombu.flows import Task
     from pgflow_kombu.worker import Worker
+    from pgflow_kombu.worker.byflow import FlowWorkers
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -55,7 +57,7 @@ class PgFlow:
         self._client: Client | None = None
         self._verified: set[str] = set()
         self._lock = threading.Lock()
-        self._worker: Worker | None = None
+        self._flow_workers: FlowWorkers | None = None
 
     def __repr__(self) -> str:
         return f"<PgFlow flows={sorted(self._flows)}>"
@@ -88,7 +90,7 @@ class PgFlow:
             return self._client
 
     def close(self) -> None:
-        """Stop the embedded worker, if any, and close connections."""
+        """Stop this app's workers, if any, and close connections."""
         self.stop_worker()
         with self._lock:
             if self._client is not None:
@@ -220,21 +222,23 @@ class PgFlow:
         try:
             stored = self.client.get_flow_shape(flow.slug)
         except FlowNotFound:
-            self.client.compile_flow(shape)
-        else:
-            differences = compare_shapes(shape, stored)
-            if differences and not recompile:
-                listed = "; ".join(str(d) for d in differences)
-                raise FlowMismatch(
-                    f"flow {flow.slug!r} in the database differs from the code ({listed}): "
-                    f"run 'pgflow-kombu flows upsert {flow.slug} -A <app>' or "
-                    f"app.ensure_flow(flow, recompile=True) to replace it (this deletes its runs), "
-                    "or give the changed flow a new slug",
-                    flow_slug=flow.slug,
-                    differences=[str(d) for d in differences],
-                )
-            if differences:
-                self.client.replace_flow(shape)
+            if self.client.compile_flow(shape):
+                self._verified.add(flow.slug)
+                return
+            stored = self.client.get_flow_shape(flow.slug)  # created meanwhile elsewhere
+        differences = compare_shapes(shape, stored)
+        if differences and not recompile:
+            listed = "; ".join(str(d) for d in differences)
+            raise FlowMismatch(
+                f"flow {flow.slug!r} in the database differs from the code ({listed}): "
+                f"run 'pgflow-kombu flows upsert {flow.slug} -A <app>' or "
+                f"app.ensure_flow(flow, recompile=True) to replace it (this deletes its runs), "
+                "or give the changed flow a new slug",
+                flow_slug=flow.slug,
+                differences=[str(d) for d in differences],
+            )
+        if differences:
+            self.client.replace_flow(shape)
         self._verified.add(flow.slug)
 
     def upsert_flow(
@@ -248,23 +252,18 @@ class PgFlow:
     ) -> dict[str, Any]:
         """(Re)compile a flow from plain data; destructive for an existing slug (runs deleted).
 
-        Returns ``{"status": "compiled", "differences": [...]}``, the differences being those
-        from the definition the database held before (empty for a new flow).
+        Returns ``{"status": "compiled", "differences": []}`` for a new flow and
+        ``{"status": "recompiled", "differences": [...]}`` for a replaced one (the differences
+        from the definition the database held). Options left out take pgflow 0.8.1's defaults
+        (max_attempts 3, base_delay 5, timeout 60), not the Elixir port's base_delay 1.
+        Concurrent upserts of one slug are serialised by an advisory lock: one definition wins
+        whole. See :meth:`Client.upsert_flow`.
         """
-        from pgflow_kombu.flows.flow import define_flow
-
-        flow = define_flow(
+        result = self.client.upsert_flow(
             slug, steps=steps, max_attempts=max_attempts, base_delay=base_delay, timeout=timeout
         )
-        shape = flow.shape()
-        try:
-            before = self.client.get_flow_shape(slug)
-            differences = [str(d) for d in compare_shapes(before, shape)]
-        except FlowNotFound:
-            differences = []
-        self.client.replace_flow(shape)
         self._verified.discard(slug)
-        return {"status": "compiled", "differences": differences}
+        return result
 
     def delete_flow(self, slug: str) -> None:
         """Delete a flow with all its runs, tasks and queue (raises FlowNotFound)."""
@@ -304,8 +303,9 @@ class PgFlow:
         validated (JSON; an array for a root map). A slug of a flow only the database knows (e.g.
         defined by a TypeScript app) is started as is.
         """
+        check_schedule(delay_seconds, scheduled_at)  # before anything is written
         slug = flow_slug_of(flow)
-        registered = self._flows.get(slug)
+        registered = self._registered_or_eager(slug)
         if registered is not None:
             input = registered.prepare_input(input)
             if self.eager:
@@ -330,7 +330,7 @@ class PgFlow:
     ) -> list[RunHandle]:
         """Start one run per input in one transaction: much faster than a loop for bulk work."""
         slug = flow_slug_of(flow)
-        registered = self._flows.get(slug)
+        registered = self._registered_or_eager(slug)
         if registered is not None:
             inputs = [registered.prepare_input(i) for i in inputs]
             if self.eager:
@@ -338,6 +338,16 @@ class PgFlow:
             self.ensure_flow(registered)
         run_ids = self.client.start_many(slug, inputs, connection=connection)
         return [RunHandle(self.client, run_id, slug) for run_id in run_ids]
+
+    def _registered_or_eager(self, slug: str) -> Flow | None:
+        """The registered flow of ``slug``; an eager app can run nothing else."""
+        registered = self._flows.get(slug)
+        if registered is None and self.eager:
+            raise FlowNotFound(
+                f"no flow {slug!r} is registered with this app: an eager app runs only its own "
+                "flows, in this process"
+            )
+        return registered
 
     def _start_eager(self, flow: Flow, input: Json) -> RunHandle:
         from pgflow_kombu.eager import EagerHandle
@@ -352,8 +362,13 @@ class PgFlow:
         timeout: float | None = 60.0,
         poll_interval: float | None = None,
     ) -> Run:
-        """Start a run and wait for it: the completed Run, or RunFailed / RunTimeout."""
+        """Start a run and wait for it: the completed Run, or RunFailed / RunTimeout.
+
+        An eager app runs the flow in this thread and returns (or raises) at once.
+        """
         handle = self.start_flow(flow, input)
+        if self.eager:
+            return handle.wait(timeout)
         return self.client.wait(handle.run_id, timeout=timeout, poll_interval=poll_interval)
 
     def enqueue(
@@ -364,15 +379,21 @@ class PgFlow:
         delay_seconds: float | None = None,
         scheduled_at: datetime | None = None,
     ) -> RunHandle:
-        """Enqueue a job (a task, i.e. a single-step flow) now or later; the delay is in the queue."""
+        """Enqueue a job (a task, i.e. a single-step flow) now or later; the delay is in the queue.
+
+        ``delay_seconds``/``scheduled_at`` are checked as ``apply_async`` checks them (a
+        :class:`FlowInputError` naming the value, before anything is written).
+        """
         return self.start_flow(task, input, delay_seconds=delay_seconds, scheduled_at=scheduled_at)
 
     def enqueue_in(self, task: FlowRef, input: Any, delay_seconds: float) -> RunHandle:
         """Enqueue a job that becomes visible after ``delay_seconds`` (0 = now)."""
+        check_schedule(delay_seconds, None, required=True)
         return self.enqueue(task, input, delay_seconds=delay_seconds)
 
     def enqueue_at(self, task: FlowRef, input: Any, scheduled_at: datetime) -> RunHandle:
         """Enqueue a job that becomes visible at ``scheduled_at`` (timezone-aware; past = now)."""
+        check_schedule(None, scheduled_at, required=True)
         return self.enqueue(task, input, scheduled_at=scheduled_at)
 
     def get_run(self, run_id: UUID | str) -> Run:
@@ -389,27 +410,86 @@ class PgFlow:
 
     # -- workers and health ----------------------------------------------------------------------
 
-    def start_worker(self, flows: Sequence[FlowRef] | None = None, **options: Any) -> Worker:
-        """Run a worker for this app's flows (or ``flows``) in background threads of this process."""
-        from pgflow_kombu.worker import Worker
+    @overload
+    def start_worker(self, flow: FlowRef, /, **options: Any) -> Worker: ...
 
-        if self._worker is not None:
-            raise ConfigurationError("this app already runs a worker; stop_worker() first")
-        served = self._served(flows)
-        for flow in served.values():
-            self.ensure_flow(flow)
-        worker = Worker(served, self.database_url, **options)
-        worker.start()
-        self._worker = worker
-        return worker
+    @overload
+    def start_worker(
+        self, flow: None = None, /, *, flows: Sequence[FlowRef] | None = None, **options: Any
+    ) -> dict[str, Worker]: ...
 
-    def stop_worker(self, timeout: float | None = None) -> bool:
-        """Stop the worker started by :meth:`start_worker`; False when none was running."""
-        worker, self._worker = self._worker, None
-        if worker is None:
-            return False
-        worker.stop(timeout)
+    def start_worker(
+        self,
+        flow: FlowRef | None = None,
+        /,
+        *,
+        flows: Sequence[FlowRef] | None = None,
+        **options: Any,
+    ) -> Worker | dict[str, Worker]:
+        """Serve flows from background threads of this process; one worker per flow.
+
+        ``start_worker(flow)`` returns that flow's :class:`~pgflow_kombu.worker.Worker`; when the
+        flow already has a running one it is returned as is (``options`` then change nothing).
+        ``start_worker()`` does the same for every registered flow (``flows=[...]`` for some)
+        and returns the workers by flow slug.
+
+        Every flow gets a worker of its own (its own pool of ``concurrency`` slots, connections,
+        heartbeat thread and ``pgflow.workers`` row), so that :meth:`stop_worker` can stop one
+        flow's work and leave the others running. ``options`` are :class:`Worker`'s
+        (``concurrency``, ``pool``, ``prefetch``, ``shutdown_timeout``, ...) and apply to each.
+        To serve many flows from one shared pool, run ``Worker(app.flows, url)`` or the
+        ``pgflow-kombu worker`` command instead.
+        """
+        if flow is not None and flows is not None:
+            raise ConfigurationError("give start_worker one flow or flows=[...], not both")
+        if isinstance(flow, (list, tuple, set)):
+            raise ConfigurationError(
+                f"start_worker takes one flow; for several pass flows={list(flow)!r}"
+            )
+        served = self._served([flow] if flow is not None else flows)
+        with self._lock:
+            if self._flow_workers is None:
+                from pgflow_kombu.worker.byflow import FlowWorkers
+
+                self._flow_workers = FlowWorkers()
+
+        def compile_flows() -> None:  # after the options were checked: bad ones write nothing
+            for each in served.values():
+                self.ensure_flow(each)
+
+        workers = self._flow_workers.start(
+            served, self.database_url, prepare=compile_flows, **options
+        )
+        if flow is not None:
+            return workers[flow_slug_of(flow)]
+        return workers
+
+    def stop_worker(self, flow: FlowRef | None = None, /, *, timeout: float | None = None) -> bool:
+        """Stop ``flow``'s worker (the other flows' workers keep running), or with no flow
+        every worker of this app; running handlers get ``timeout`` seconds (default: the
+        worker's ``shutdown_timeout``).
+
+        ``stop_worker(flow)`` returns True, or raises :class:`WorkerNotFound` (the seeds'
+        ``{:error, :not_found}``) when no worker serves that flow. ``stop_worker()`` returns
+        whether there was any worker to stop.
+        """
+        workers = self._flow_workers
+        if flow is None:
+            return workers is not None and workers.stop_all(timeout)
+        if not isinstance(flow, str) and not isinstance(getattr(flow, "slug", None), str):
+            raise TypeError(
+                f"stop_worker takes a flow, a task or a slug, not {flow!r} (timeout= is a keyword)"
+            )
+        slug = flow_slug_of(flow)
+        if workers is None:
+            raise WorkerNotFound(f"no worker of this app serves flow {slug!r}")
+        workers.stop(slug, timeout)
         return True
+
+    @property
+    def workers(self) -> dict[str, Worker]:
+        """The running workers started by :meth:`start_worker`, by flow slug."""
+        return {} if self._flow_workers is None else self._flow_workers.running()
 
     def _served(self, flows: Sequence[FlowRef] | None) -> dict[str, Flow]:
         if flows is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
@@ -15,12 +14,15 @@ from pgflow_kombu import cli_output as out
 from pgflow_kombu.db import embedded, migrations
 from pgflow_kombu.errors import (
     ConfigurationError,
+    FlowInputError,
     FlowNotFound,
     PgFlowError,
     RunFailed,
     RunNotFound,
     RunTimeout,
 )
+from pgflow_kombu.flows.dispatch import MAX_DELAY
+from pgflow_kombu.flows.options import FLOW_OPTION_NAMES
 from pgflow_kombu.worker.command import worker_options
 
 if TYPE_CHECKING:
@@ -33,6 +35,9 @@ URL_ENV = "PGFLOW_DATABASE_URL"
 EXIT_RUN_FAILED = 3
 EXIT_TIMEOUT = 4
 EXIT_NOT_FOUND = 5
+
+SECONDS = click.FloatRange(min=0)
+"""A wait in seconds (click refuses a negative one before anything is done)."""
 
 # The exit code of a library error, by its class (first match; any other error exits 1).
 ERROR_EXIT_CODES: tuple[tuple[type[PgFlowError] | tuple[type[PgFlowError], ...], int], ...] = (
@@ -61,7 +66,10 @@ def resolve_database_url(url: str | None) -> str:
     "--database-url",
     envvar=URL_ENV,
     metavar="URL",
-    help=f"PostgreSQL URL [env {URL_ENV}; default: an embedded server in ./.pgdata]",
+    help=(
+        f"PostgreSQL URL [env {URL_ENV}; default: the URL the -A app was created with, "
+        "else an embedded server in ./.pgdata]"
+    ),
 )
 @click.pass_context
 def cli(ctx: click.Context, database_url: str | None) -> None:
@@ -70,12 +78,38 @@ def cli(ctx: click.Context, database_url: str | None) -> None:
     ctx.obj["database_url"] = database_url
 
 
-def database_url(ctx: click.Context) -> str:
+def database_url(ctx: click.Context, *, app_target: Any = None) -> str:
+    """``--database-url`` / ``PGFLOW_DATABASE_URL``; else the URL the ``-A`` app was created
+    with (``app_target``, already loaded); else the embedded server's."""
     root = ctx.find_root()
     if "resolved_url" not in root.obj:
-        root.obj["resolved_url"] = resolve_database_url(root.obj.get("database_url"))
-    url: str = root.obj["resolved_url"]
-    return url
+        url = root.obj.get("database_url")
+        if not url and app_target is not None:
+            url = app_database_url(app_target)
+        root.obj["resolved_url"] = resolve_database_url(url)
+    resolved: str = root.obj["resolved_url"]
+    return resolved
+
+
+def app_database_url(target: Any) -> str | None:
+    """The URL an app was created with (``PgFlow("postgresql://...")``), for an app or for flows
+    and tasks registered with one; None when it has none (it then reads the environment)."""
+    from pgflow_kombu.app import PgFlow
+    from pgflow_kombu.worker.loading import flows_of
+
+    if isinstance(target, PgFlow):
+        return target.settings.database_url
+    urls = {
+        dispatcher.settings.database_url
+        for flow in flows_of(target).values()
+        if isinstance(dispatcher := flow.dispatcher, PgFlow) and dispatcher.settings.database_url
+    }
+    if len(urls) > 1:
+        raise ConfigurationError(
+            "the flows given with -A belong to apps on different databases: "
+            f"pass --database-url or set {URL_ENV}"
+        )
+    return urls.pop() if urls else None
 
 
 @cli.group()
@@ -118,13 +152,11 @@ def db_embedded_stop() -> None:
 def load_app(spec: str) -> PgFlow:
     """Import ``pkg.module:attr`` (``attr`` defaults to ``app``) and return the PgFlow there."""
     from pgflow_kombu.app import PgFlow
+    from pgflow_kombu.worker.loading import import_app_module
 
     module_name, _, attr = spec.partition(":")
     sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"cannot import {module_name!r} (from -A {spec}): {exc}") from exc
+    module = import_app_module(spec, module_name)
     app = getattr(module, attr or "app", None)
     if not isinstance(app, PgFlow):
         raise ConfigurationError(
@@ -215,18 +247,41 @@ def flows_upsert(ctx: click.Context, slug: str, app_spec: str | None, shape_file
     from pgflow_kombu.app import PgFlow
 
     if shape_file is not None:
-        shape = json.load(shape_file)
-        options = shape.get("options", {})
+        steps, options = _shape_from_file(shape_file)
     elif app_spec:
-        database_url(ctx)  # exported first, so the app module's PgFlow() finds the database
-        shape = load_app(app_spec).get_flow(slug).shape()
-        options = shape["options"]
+        app = load_app(app_spec)
+        database_url(ctx, app_target=app)
+        shape = app.get_flow(slug).shape()
+        steps, options = shape["steps"], shape["options"]
     else:
         raise click.UsageError("give -A MODULE:APP or --file SHAPE.json")
-    result = PgFlow(database_url(ctx)).upsert_flow(slug, steps=shape["steps"], **options)
+    result = PgFlow(database_url(ctx)).upsert_flow(slug, steps=steps, **options)
     click.echo(f"{slug}: {result['status']}")
     for difference in result["differences"]:
         click.echo(f"  changed: {difference}")
+
+
+def _shape_from_file(shape_file: Any) -> tuple[list[Any], dict[str, Any]]:
+    """The steps and flow options a ``--file`` holds; a usage error saying what is wrong."""
+    name = getattr(shape_file, "name", "--file")
+    try:
+        shape = json.load(shape_file)
+    except ValueError as exc:
+        raise click.BadParameter(f"{name} is not JSON: {exc}", param_hint="--file") from None
+    options = shape.get("options", {}) if isinstance(shape, dict) else None
+    if not isinstance(shape, dict) or not isinstance(shape.get("steps"), list):
+        raise click.BadParameter(
+            f'{name} is not a flow shape: expected an object with "steps" (a list), as '
+            "'pgflow-kombu flows show SLUG --json' prints",
+            param_hint="--file",
+        )
+    if not isinstance(options, dict) or not set(options) <= set(FLOW_OPTION_NAMES):
+        raise click.BadParameter(
+            f'{name}: "options" must be an object with keys among '
+            f"{', '.join(FLOW_OPTION_NAMES)}, got {options!r}",
+            param_hint="--file",
+        )
+    return shape["steps"], options
 
 
 @flows.command("delete")
@@ -250,8 +305,13 @@ def runs() -> None:
 @click.argument("slug")
 @click.argument("input_json", required=False, default="null")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the run to finish.")
-@click.option("--timeout", type=float, default=60.0, show_default=True)
-@click.option("--delay", type=float, default=None, help="Seconds before its tasks are visible.")
+@click.option("--timeout", type=SECONDS, default=60.0, show_default=True)
+@click.option(
+    "--delay",
+    type=click.FloatRange(min=0, max=MAX_DELAY),
+    default=None,
+    help="Seconds before its tasks are visible.",
+)
 @json_option
 @click.pass_context
 def runs_start(
@@ -264,16 +324,28 @@ def runs_start(
     as_json: bool,
 ) -> None:
     """Start a run of SLUG with INPUT_JSON (exit 3 failed, 4 timed out when waiting)."""
-    try:
-        payload = json.loads(input_json)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="INPUT_JSON") from None
+    payload = _json_argument(input_json, "INPUT_JSON")
     client = client_for(ctx)
     run_id = client.start_flow(slug, payload, delay_seconds=delay)
     if not wait_:
         out.emit_json({"run_id": str(run_id)}) if as_json else click.echo(str(run_id))
         return
     _wait_and_report(client, str(run_id), timeout, as_json)
+
+
+def _json_argument(text: str, param_hint: str) -> Any:
+    """Parse a JSON argument as PostgreSQL's jsonb would accept it (no NaN, Infinity, NUL)."""
+    from pgflow_kombu.client import run_input
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not a JSON value (jsonb refuses it)")
+
+    try:
+        return run_input(json.loads(text, parse_constant=refuse))
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint=param_hint) from None
+    except FlowInputError as exc:
+        raise click.BadParameter(str(exc), param_hint=param_hint) from None
 
 
 @runs.command("show")
@@ -288,7 +360,7 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
 @runs.command("list")
 @click.option("--flow", "flow_slug", help="Only runs of this flow.")
 @click.option("--status", type=click.Choice(["started", "completed", "failed"]))
-@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True)
 @json_option
 @click.pass_context
 def runs_list(
@@ -305,7 +377,7 @@ def runs_list(
 
 @runs.command("wait")
 @click.argument("run_id")
-@click.option("--timeout", type=float, default=60.0, show_default=True)
+@click.option("--timeout", type=SECONDS, default=60.0, show_default=True)
 @json_option
 @click.pass_context
 def runs_wait(ctx: click.Context, run_id: str, timeout: float, as_json: bool) -> None:
@@ -389,8 +461,12 @@ def demo(ctx: click.Context, timeout: float) -> None:
 def worker(ctx: click.Context, /, **options: Any) -> None:
     """Run a worker executing the app's flows (SIGTERM/Ctrl-C stop it gracefully)."""
     from pgflow_kombu.worker.command import run_command
+    from pgflow_kombu.worker.loading import load_target
 
-    sys.exit(run_command(database_url(ctx), **options))
+    app_target = (
+        None if ctx.find_root().obj.get("database_url") else load_target(options["app_ref"])
+    )
+    sys.exit(run_command(database_url(ctx, app_target=app_target), **options))
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ seeds                              here
 ``{:ok, run_id}``                  the ``UUID`` is returned
 ``{:ok, run}``                     a :class:`~pgflow_kombu.types.Run` is returned
 ``{:error, :not_found}``           :class:`~pgflow_kombu.errors.RunNotFound` / ``FlowNotFound``
+                                   (``WorkerNotFound`` for the app's ``stop_worker(flow)``)
 ``{:error, :timeout}``             :class:`~pgflow_kombu.errors.RunTimeout`
 ``{:error, %Run{status: failed}}`` :class:`~pgflow_kombu.errors.RunFailed` (``.run`` holds it)
 ``{:ok, boolean}``                 ``bool``
@@ -17,33 +18,49 @@ seeds                              here
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pgflow_kombu.db.connect import translate
+from pgflow_kombu.db.connect import DEFAULT_CONNECT_TIMEOUT, connect
+from pgflow_kombu.db.errors import translate
 from pgflow_kombu.db.queries import query
-from pgflow_kombu.db.urls import check_url, to_libpq
+from pgflow_kombu.db.urls import check_url, redact, to_libpq
 from pgflow_kombu.errors import (
     ConfigurationError,
+    ConnectionFailed,
+    ConstraintViolation,
+    DatabaseError,
+    FlowDefinitionError,
+    FlowInputError,
     FlowNotFound,
+    PermissionDenied,
     PgFlowError,
     RunFailed,
     RunNotFound,
     RunTimeout,
 )
-from pgflow_kombu.flows.shapes import FlowShape
+from pgflow_kombu.flows.definitions import define_flow
+from pgflow_kombu.flows.dispatch import check_schedule, schedule_delay
+from pgflow_kombu.flows.flow import Flow
+from pgflow_kombu.flows.jsondata import Json, NotJsonError, to_json
+from pgflow_kombu.flows.options import FlowOptions, StepOptions
+from pgflow_kombu.flows.shapes import FlowShape, compare_shapes
 from pgflow_kombu.types import FlowInfo, Run, StepState, StepTask, WorkerInfo
 from pgflow_kombu.waiting import RunListener
+
+POOL_TIMEOUT = 30.0
+"""Seconds to wait for a free pooled connection (psycopg_pool's default)."""
+
+RUN_STATUSES = ("started", "completed", "failed")
 
 CORE_VERSION = "0.8.1"
 """The pgflow core (database schema and SQL functions) this package is compatible with."""
@@ -70,7 +87,7 @@ class Client:
         *,
         pool_min_size: int = 1,
         pool_max_size: int = 10,
-        poll_interval: float = 5.0,
+        poll_interval: float = 0.5,
     ) -> None:
         self.url = check_url(url)
         self.poll_interval = poll_interval
@@ -78,7 +95,7 @@ class Client:
             to_libpq(url),
             min_size=pool_min_size,
             max_size=pool_max_size,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "connect_timeout": DEFAULT_CONNECT_TIMEOUT},
             open=False,
             name="pgflow-client",
         )
@@ -99,16 +116,26 @@ class Client:
                 yield given
                 return
             if not self._opened:
-                self._pool.open(wait=True, timeout=10)
-                self._opened = True
-            with self._pool.connection() as conn:
+                self._open_pool()
+            with self._pool.connection(timeout=POOL_TIMEOUT) as conn:
                 yield conn
         except PgFlowError:
             raise
+        except PoolTimeout as exc:
+            raise ConnectionFailed(
+                f"no connection to {redact(self.url)} became free within {POOL_TIMEOUT:g} s "
+                f"(all {self._pool.max_size} in use, or the server stopped answering): raise "
+                "pool_max_size or check the server"
+            ) from exc
         except psycopg.Error as exc:
             raise translate(exc) from exc
-        except TimeoutError as exc:  # psycopg_pool.PoolTimeout derives from it
-            raise translate(psycopg.OperationalError(str(exc))) from exc
+
+    def _open_pool(self) -> None:
+        # One direct connection first: a wrong URL or a server that is down fails at once with
+        # what was wrong, instead of the pool retrying in the background until its timeout.
+        connect(self.url).close()
+        self._pool.open(wait=True, timeout=DEFAULT_CONNECT_TIMEOUT)
+        self._opened = True
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -129,21 +156,47 @@ class Client:
         ``scheduled_at`` (timezone-aware; past times run now) keep its first tasks invisible until then.
         """
         delay = delay_from(delay_seconds, scheduled_at)
+        slug = flow_slug_of(flow)
         params = {
-            "flow_slug": flow_slug_of(flow),
-            "input": Jsonb(input),
-            "run_id": str(run_id) if run_id is not None else None,
+            "flow_slug": slug,
+            "input": Jsonb(run_input(input)),
+            "run_id": run_id_text(run_id),
         }
-        with self.connection(connection) as conn:
-            if delay:
-                row = conn.execute(
-                    query("client.start_flow_delayed"), {**params, "delay_seconds": delay}
-                ).fetchone()
-            else:
-                row = conn.execute(query("client.start_flow"), params).fetchone()
+        try:
+            with self.connection(connection) as conn:
+                if delay:
+                    row = conn.execute(
+                        query("client.start_flow_delayed"), {**params, "delay_seconds": delay}
+                    ).fetchone()
+                else:
+                    row = conn.execute(query("client.start_flow"), params).fetchone()
+        except DatabaseError as exc:
+            raise self._start_failure(slug, exc, run_id=run_id) from exc
         assert row is not None
         started: UUID = row[0]
         return started
+
+    def enqueue(
+        self,
+        job: FlowRef,
+        input: Any = None,
+        *,
+        delay_seconds: float | None = None,
+        scheduled_at: datetime | None = None,
+    ) -> UUID:
+        """Enqueue a job (a single-step flow, such as a task) now, or later with ``delay_seconds``
+        or ``scheduled_at``; returns the run id. Jobs are flows: this is :meth:`start_flow`."""
+        return self.start_flow(job, input, delay_seconds=delay_seconds, scheduled_at=scheduled_at)
+
+    def enqueue_in(self, job: FlowRef, input: Any, delay_seconds: float) -> UUID:
+        """Enqueue a job that becomes visible after ``delay_seconds`` (0 = now)."""
+        check_schedule(delay_seconds, None, required=True)
+        return self.enqueue(job, input, delay_seconds=delay_seconds)
+
+    def enqueue_at(self, job: FlowRef, input: Any, scheduled_at: datetime) -> UUID:
+        """Enqueue a job that becomes visible at ``scheduled_at`` (timezone-aware; past = now)."""
+        check_schedule(None, scheduled_at, required=True)
+        return self.enqueue(job, input, scheduled_at=scheduled_at)
 
     def start_many(
         self,
@@ -154,19 +207,46 @@ class Client:
     ) -> list[UUID]:
         """Start one run per input in a single transaction (pipelined: one commit for all)."""
         slug = flow_slug_of(flow)
-        params = [{"flow_slug": slug, "input": Jsonb(i), "run_id": None} for i in inputs]
+        params = [
+            {"flow_slug": slug, "input": Jsonb(run_input(data, index)), "run_id": None}
+            for index, data in enumerate(inputs)
+        ]
         if not params:
             return []
         run_ids: list[UUID] = []
-        with self.connection(connection) as conn, conn.transaction(), conn.cursor() as cur:
-            cur.executemany(query("client.start_flow"), params, returning=True)
-            while True:
-                row = cur.fetchone()
-                assert row is not None
-                run_ids.append(row[0])
-                if not cur.nextset():
-                    break
+        try:
+            with self.connection(connection) as conn, conn.transaction(), conn.cursor() as cur:
+                cur.executemany(query("client.start_flow"), params, returning=True)
+                while True:
+                    row = cur.fetchone()
+                    assert row is not None
+                    run_ids.append(row[0])
+                    if not cur.nextset():
+                        break
+        except DatabaseError as exc:
+            raise self._start_failure(slug, exc) from exc
         return run_ids
+
+    def _start_failure(
+        self, slug: str, exc: DatabaseError, *, run_id: UUID | str | None = None
+    ) -> PgFlowError:
+        """What a failed ``start_flow`` means: an unknown flow, a used run id, or ``exc``."""
+        if isinstance(exc, (ConnectionFailed, PermissionDenied)):
+            return exc
+        if isinstance(exc, ConstraintViolation) and exc.diag.constraint_name == "runs_pkey":
+            return FlowInputError(
+                f"run_id {run_id} is already used by another run: pass a new UUID, or none"
+            )
+        try:
+            exists = self.flow_exists(slug)
+        except PgFlowError:
+            return exc
+        if exists:
+            return exc
+        return FlowNotFound(
+            f"no flow {slug!r} in the database: start it through the app that defines it "
+            f"(which compiles it), or run 'pgflow-kombu flows upsert {slug} -A <app>'"
+        )
 
     def get_run(self, run_id: UUID | str) -> Run:
         """The run, without its step states; raises :class:`RunNotFound`."""
@@ -197,6 +277,13 @@ class Client:
     def list_runs(
         self, *, flow_slug: str | None = None, status: str | None = None, limit: int = 50
     ) -> list[Run]:
+        """The newest runs first, at most ``limit``; optionally of one flow or status."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ConfigurationError(f"limit must be an integer >= 0, got {limit!r}")
+        if status is not None and status not in RUN_STATUSES:
+            raise ConfigurationError(
+                f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r}"
+            )
         params = {"flow_slug": flow_slug, "status": status, "limit": limit}
         with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(query("client.list_runs"), params).fetchall()
@@ -215,7 +302,9 @@ class Client:
         Raises :class:`RunTimeout` after ``timeout`` seconds (None waits for ever), and
         :class:`RunFailed` when it failed (unless ``raise_on_failure=False``).
         """
+        check_timeout(timeout)
         uid = as_uuid(run_id)
+        self.get_run(uid)  # an unknown run or an unreachable server fails before listening
         interval = poll_interval or self.poll_interval
         deadline = None if timeout is None else time.monotonic() + timeout
         event = self._listener.subscribe(uid)
@@ -274,10 +363,16 @@ class Client:
 
     def compile_flow(
         self, shape: FlowShape, *, connection: psycopg.Connection[Any] | None = None
-    ) -> None:
-        """Create a flow and its steps from plain data, in one transaction."""
+    ) -> bool:
+        """Create a flow and its steps from plain data, in one transaction; False (nothing
+        written) when the slug exists already, e.g. created meanwhile by another process."""
         with self.connection(connection) as conn, conn.transaction():
+            lock_flow_slug(conn, shape["flow_slug"])
+            row = conn.execute(query("client.flow_exists"), {"flow_slug": shape["flow_slug"]})
+            if row.fetchone() == (True,):
+                return False
             create_flow_from_shape(conn, shape)
+        return True
 
     def delete_flow(self, slug: str) -> None:
         """Delete a flow with all its runs, tasks and its queue (raises FlowNotFound)."""
@@ -286,11 +381,58 @@ class Client:
         if not (row and row[0]):
             raise FlowNotFound(f"no flow {slug!r} in the database")
 
-    def replace_flow(self, shape: FlowShape) -> None:
-        """Destructive recompile: delete ``shape``'s slug (runs included), then create it anew."""
+    def replace_flow(self, shape: FlowShape) -> FlowShape | None:
+        """Destructive recompile: delete ``shape``'s slug (runs included), then create it anew.
+
+        Returns the definition the database held before (None for a new flow). Concurrent
+        replacements of one slug are serialised, so the result is one of them, never a mix.
+        """
         with self.connection() as conn, conn.transaction():
-            conn.execute(query("client.delete_flow"), {"flow_slug": shape["flow_slug"]})
+            lock_flow_slug(conn, shape["flow_slug"])
+            try:
+                before: FlowShape | None = read_flow_shape(conn, shape["flow_slug"])
+            except FlowNotFound:
+                before = None
+            else:
+                conn.execute(query("client.delete_flow"), {"flow_slug": shape["flow_slug"]})
             create_flow_from_shape(conn, shape)
+        return before
+
+    def upsert_flow(
+        self,
+        slug: str,
+        *,
+        steps: Sequence[Mapping[str, Any]],
+        max_attempts: int | None = None,
+        base_delay: int | None = None,
+        timeout: int | None = None,
+    ) -> dict[str, Any]:
+        """(Re)compile a flow from plain data. Destructive for an existing slug: its definition,
+        runs, tasks and queued messages are deleted first.
+
+        Each step is a mapping with ``slug`` (required), ``deps`` (default ``[]``), ``step_type``
+        (``"single"``, the default, or ``"map"``) and optional ``max_attempts``, ``base_delay``,
+        ``timeout`` and ``start_delay`` (see :func:`~pgflow_kombu.flows.define_flow`). Options
+        left out take pgflow 0.8.1's defaults (``create_flow``: max_attempts 3, base_delay 5,
+        timeout 60), not the Elixir port's (whose docs say base_delay 1), so that a flow
+        compiled here matches one compiled by pgflow's own tools.
+
+        Returns ``{"status": "compiled", "differences": []}`` for a new flow, and
+        ``{"status": "recompiled", "differences": [...]}`` for a replaced one, listing how the
+        stored definition differed. The whole replacement runs in one transaction holding a
+        transaction-level advisory lock on the slug: concurrent upserts of one slug leave
+        exactly one of their definitions.
+        """
+        shape = define_flow(
+            slug, steps=steps, max_attempts=max_attempts, base_delay=base_delay, timeout=timeout
+        ).shape()
+        before = self.replace_flow(shape)
+        if before is None:
+            return {"status": "compiled", "differences": []}
+        return {
+            "status": "recompiled",
+            "differences": [str(d) for d in compare_shapes(before, shape)],
+        }
 
     # -- workers and health -------------------------------------------------------------------
 
@@ -343,8 +485,21 @@ def read_flow_shape(conn: psycopg.Connection[Any], slug: str) -> FlowShape:
     }
 
 
+def lock_flow_slug(conn: psycopg.Connection[Any], slug: str) -> None:
+    """Hold the slug's advisory lock until the transaction ends: one definition change at a
+    time per flow (``create_flow``/``add_step`` alone would merge concurrent definitions)."""
+    conn.execute(query("client.lock_flow_slug"), {"flow_slug": slug})
+
+
 def create_flow_from_shape(conn: psycopg.Connection[Any], shape: FlowShape) -> None:
-    """``pgflow.create_flow`` + one ``pgflow.add_step`` per step, options only where set."""
+    """``pgflow.create_flow`` + one ``pgflow.add_step`` per step, options only where set.
+
+    The shape is validated first (:class:`FlowDefinitionError` says what is wrong, naming an
+    option out of its column's range): the SQL raises pgflow 0.8.1's constraint errors, which
+    name a constraint, not the problem.
+    """
+    check_shape_options(shape)
+    Flow.from_shape(shape)
     options = shape["options"]
     conn.execute(
         query("client.create_flow"),
@@ -372,23 +527,55 @@ def create_flow_from_shape(conn: psycopg.Connection[Any], shape: FlowShape) -> N
         )
 
 
+def check_shape_options(shape: FlowShape) -> None:
+    """Raise :class:`FlowDefinitionError` for an option of the shape out of its column's range."""
+    slug = shape["flow_slug"]
+    try:
+        FlowOptions(**shape["options"]).validate(slug)
+        for step in shape["steps"]:
+            StepOptions(**step["options"]).validate(slug, step["slug"])
+    except TypeError as exc:  # an unknown option name
+        raise FlowDefinitionError(f"flow {slug!r}: {exc}", flow_slug=slug) from None
+
+
 def delay_from(delay_seconds: float | None, scheduled_at: datetime | None) -> int:
-    """Whole seconds to hold a run's first tasks (pgmq's visibility has 1 s resolution)."""
-    if delay_seconds is not None and scheduled_at is not None:
-        raise ConfigurationError("give delay_seconds or scheduled_at, not both")
-    if scheduled_at is not None:
-        if scheduled_at.tzinfo is None or scheduled_at.utcoffset() is None:
-            raise ConfigurationError(
-                f"scheduled_at={scheduled_at.isoformat()} is naive: pass a timezone-aware datetime "
-                "(e.g. datetime.now(timezone.utc) + timedelta(minutes=5))"
-            )
-        delay_seconds = (scheduled_at - datetime.now(timezone.utc)).total_seconds()
-        return max(0, math.ceil(delay_seconds))
-    if delay_seconds is None:
-        return 0
-    if delay_seconds < 0 or math.isnan(delay_seconds):
-        raise ConfigurationError(f"delay_seconds must be >= 0, got {delay_seconds}")
-    return math.ceil(delay_seconds)
+    """Whole seconds to hold a run's first tasks; raises FlowInputError (see schedule_delay)."""
+    return schedule_delay(delay_seconds, scheduled_at)
+
+
+def run_input(value: Any, index: int | None = None) -> Json:
+    """A run input as JSON that ``jsonb`` accepts, else :class:`FlowInputError` saying where not.
+
+    Every start goes through here (the app, the CLI, ``start_many``), so PostgreSQL never sees
+    NaN, Infinity or a NUL character.
+    """
+    try:
+        return to_json(value)
+    except NotJsonError as exc:
+        which = "the run input" if index is None else f"run input #{index}"
+        raise FlowInputError(f"{which} is not JSON that PostgreSQL accepts: {exc}") from exc
+
+
+def run_id_text(value: UUID | str | None) -> str | None:
+    """A caller's run id as text for ``::uuid``; raises :class:`FlowInputError` if not a UUID."""
+    if value is None:
+        return None
+    if isinstance(value, UUID):
+        return str(value)
+    try:
+        return str(UUID(str(value)))
+    except ValueError:
+        raise FlowInputError(f"run_id {value!r} is not a UUID") from None
+
+
+def check_timeout(timeout: float | None) -> None:
+    """A wait's timeout: None (for ever) or a number of seconds >= 0."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+        raise ConfigurationError(
+            f"timeout must be a number of seconds >= 0 or None, got {timeout!r}"
+        )
 
 
 def as_uuid(value: UUID | str) -> UUID:

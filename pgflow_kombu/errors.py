@@ -6,6 +6,8 @@ translated at the ``db/`` boundary so callers never need to import psycopg to ha
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class PgFlowError(Exception):
     """Base class of every error raised by pgflow-kombu."""
@@ -15,16 +17,67 @@ class ConfigurationError(PgFlowError):
     """Settings are missing or malformed (a bad URL, an unknown option)."""
 
 
+@dataclass(frozen=True)
+class Diagnostics:
+    """What PostgreSQL said about an error, field by field (``None`` where it said nothing)."""
+
+    message_primary: str | None = None
+    message_detail: str | None = None
+    message_hint: str | None = None
+    schema_name: str | None = None
+    table_name: str | None = None
+    column_name: str | None = None
+    datatype_name: str | None = None
+    constraint_name: str | None = None
+    context: str | None = None
+
+
 class DatabaseError(PgFlowError):
-    """The database refused or failed an operation."""
+    """The database refused or failed an operation.
+
+    ``sqlstate`` is PostgreSQL's five-character error code (``None`` for failures on the client
+    side, such as a lost connection) and ``diag`` its diagnostics: match on these, not on the text.
+    """
+
+    def __init__(
+        self, message: str, *, sqlstate: str | None = None, diag: Diagnostics | None = None
+    ) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.diag = diag if diag is not None else Diagnostics()
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only arguments: pickle (process pools) must rebuild through them.
+        return (_rebuild_database_error, (type(self), str(self), self.sqlstate, self.diag))
+
+
+def _rebuild_database_error(
+    kind: type[DatabaseError], message: str, sqlstate: str | None, diag: Diagnostics
+) -> DatabaseError:
+    return kind(message, sqlstate=sqlstate, diag=diag)
 
 
 class ConnectionFailed(DatabaseError):
-    """The server could not be reached or refused the connection."""
+    """The server could not be reached, refused the connection, or the connection was lost."""
 
 
 class PermissionDenied(DatabaseError):
     """The database user lacks a privilege the operation needs."""
+
+
+class SchemaMissing(DatabaseError):
+    """The database lacks pgflow's or pgflow-kombu's tables or functions (or an older version of
+    them): ``pgflow-kombu db upgrade`` installs them."""
+
+
+class ConstraintViolation(DatabaseError):
+    """A statement broke an integrity constraint (SQLSTATE class 23): ``diag.constraint_name``
+    names it."""
+
+
+class DataRejected(DatabaseError):
+    """PostgreSQL refused a value (SQLSTATE class 22): out of its type's range, not valid JSON
+    for ``jsonb``, a malformed UUID..."""
 
 
 class MigrationError(DatabaseError):
@@ -50,6 +103,10 @@ class FlowMismatch(PgFlowError):
 
 class RunNotFound(PgFlowError):
     """No run has that id."""
+
+
+class WorkerNotFound(PgFlowError):
+    """No worker of this app serves that flow (``stop_worker(flow)``; the seeds' ``:not_found``)."""
 
 
 class RunTimeout(PgFlowError):

@@ -3,7 +3,8 @@
 Inputs and outputs are stored in ``jsonb`` columns and read by workers in other languages, so a
 step's output must be plain JSON. :func:`to_json` turns what handlers commonly return into it -
 pydantic models, dataclasses, tuples, sets, dates, UUIDs, enums (pydantic's JSON mode) - and
-rejects everything else, plus NaN/Infinity, which ``jsonb`` refuses.
+rejects everything else, plus what ``jsonb`` refuses: NaN, Infinity and the NUL character
+(U+0000) in a string or key.
 """
 
 from __future__ import annotations
@@ -30,7 +31,11 @@ class NotJsonError(ValueError):
 
 def _strict_copy(value: Any, path: str) -> Json:
     # Rebuilds the value so the result shares no containers with what the handler holds.
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise NotJsonError(f"string {_preview(value)} holds \\x00, which jsonb refuses", path)
         return value
     if isinstance(value, int):
         return int(value)
@@ -45,9 +50,17 @@ def _strict_copy(value: Any, path: str) -> Json:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise NotJsonError(f"object key {key!r} is not a string", path)
+            if "\x00" in key:
+                raise NotJsonError(
+                    f"object key {_preview(key)} holds \\x00, which jsonb refuses", path
+                )
             out[key] = _strict_copy(item, f"{path}.{key}")
         return out
     raise NotJsonError(f"{type(value).__name__} is not JSON", path)
+
+
+def _preview(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
 def to_json(value: Any) -> Json:

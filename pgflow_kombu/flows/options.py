@@ -4,7 +4,9 @@ Flow options (``max_attempts``, ``base_delay``, ``timeout``) become arguments of
 ``pgflow.create_flow``; step options (the same plus ``start_delay``) of ``pgflow.add_step``. An
 option left as ``None`` is not passed, exactly as ``@pgflow/dsl`` compiles: the flow then gets
 ``create_flow``'s default (:data:`CREATE_FLOW_DEFAULTS`) and a step inherits the flow's value.
-All values are whole seconds / counts because the columns are integers.
+All values are whole seconds / counts because the columns are integers: each lies between the
+schema's check constraint and the largest ``integer`` (:data:`INT4_MAX`), so a definition that
+passes here is never refused by the database later.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pgflow_kombu.errors import FlowDefinitionError
 __all__ = [
     "CREATE_FLOW_DEFAULTS",
     "FLOW_OPTION_NAMES",
+    "INT4_MAX",
     "STEP_OPTION_NAMES",
     "FlowOptions",
     "StepOptions",
@@ -36,6 +39,9 @@ STEP_OPTION_NAMES: tuple[StepOptionName, ...] = (
 CREATE_FLOW_DEFAULTS: dict[str, int] = {"max_attempts": 3, "base_delay": 5, "timeout": 60}
 """What ``pgflow.create_flow`` stores for a flow option that is not passed (0.8.1)."""
 
+INT4_MAX = 2**31 - 1
+"""The largest value of a PostgreSQL ``integer`` column (every option's column)."""
+
 # Smallest allowed value of each option: the schema's check constraints.
 _MINIMUM = {"max_attempts": 0, "base_delay": 0, "timeout": 1, "start_delay": 0}
 _RULE = {
@@ -54,6 +60,10 @@ def _check(name: str, value: object, where: str) -> None:
         raise FlowDefinitionError(f"{where}: {name} must be {_RULE[name]}, got {value!r}")
     if value < _MINIMUM[name]:
         raise FlowDefinitionError(f"{where}: {name} must be {_RULE[name]}, got {value}")
+    if value > INT4_MAX:
+        raise FlowDefinitionError(
+            f"{where}: {name} must be at most {INT4_MAX} (its column is an integer), got {value}"
+        )
 
 
 @dataclass(frozen=True)

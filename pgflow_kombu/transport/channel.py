@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from contextlib import suppress
 from typing import Any
 
-import psycopg
 from amqp.protocol import queue_declare_ok_t
 from kombu.exceptions import ChannelError
 from kombu.transport.base import to_rabbitmq_queue_arguments
@@ -18,6 +17,8 @@ from kombu.transport.virtual.base import (
     UndeliverableWarning,
 )
 
+from pgflow_kombu.db.errors import UNDEFINED_TABLE
+from pgflow_kombu.errors import DatabaseError
 from pgflow_kombu.transport import store
 from pgflow_kombu.transport.consuming import ConsumingChannel
 from pgflow_kombu.transport.messages import prepare_envelope, topic_pattern
@@ -246,8 +247,8 @@ class Channel(ConsumingChannel):
         try:
             with self.db() as conn:
                 store.put(conn, info.table, text, delay)
-        except Exception as exc:
-            if not isinstance(exc.__cause__, psycopg.errors.UndefinedTable):
+        except DatabaseError as exc:
+            if exc.sqlstate != UNDEFINED_TABLE:
                 raise
             self.connection.queues.forget_ensured(info.pgmq)
             self.ensure_queue(info)

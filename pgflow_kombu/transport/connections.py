@@ -1,4 +1,4 @@
-"""Database connections of one kombu connection: a small pool, error translation.
+"""Database connections of one kombu connection: a small pool.
 
 A transport keeps two pools: *durable* connections (publishes, declarations) always wait for the
 commit to reach disk; *consumer* connections (reads, acks, requeues, visibility changes) commit
@@ -15,18 +15,9 @@ from typing import Any
 
 import psycopg
 
-from pgflow_kombu.db.connect import connect, first_line
-from pgflow_kombu.db.connect import translate as translate_db_error
-from pgflow_kombu.errors import ConnectionFailed, PgFlowError
+from pgflow_kombu.db.connect import connect
 
 Connection = psycopg.Connection[Any]
-
-
-def translate(exc: psycopg.Error) -> PgFlowError:
-    """A psycopg error as one of ours; connection losses become :class:`ConnectionFailed`."""
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-        return ConnectionFailed(f"lost the database connection: {first_line(exc)}")
-    return translate_db_error(exc)
 
 
 def is_usable(conn: Connection) -> bool:

@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from kombu.transport import virtual
 
+from pgflow_kombu.db.errors import translate
 from pgflow_kombu.errors import ConnectionFailed, PgFlowError
 from pgflow_kombu.transport import store
-from pgflow_kombu.transport.connections import Connection, is_usable, translate
+from pgflow_kombu.transport.connections import Connection, is_usable
 from pgflow_kombu.transport.messages import Payload, delivered_payload
 from pgflow_kombu.transport.names import table_name
 from pgflow_kombu.transport.qos import QoS

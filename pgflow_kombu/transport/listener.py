@@ -14,8 +14,9 @@ from typing import Any
 
 import psycopg
 
+from pgflow_kombu.db.errors import translate
 from pgflow_kombu.transport import store
-from pgflow_kombu.transport.connections import Connection, close_quietly, translate
+from pgflow_kombu.transport.connections import Connection, close_quietly
 
 
 class Waker:

@@ -9,6 +9,7 @@ from typing import Any
 from pgflow_kombu.errors import ConfigurationError
 
 ACK_MODES = ("delete", "archive")
+MAX_SECONDS = 2**31 - 1  # pgmq takes visibility timeouts as integer seconds
 
 
 @dataclass(frozen=True)
@@ -48,21 +49,27 @@ class Options:
         return opts
 
     def check(self) -> None:
-        if self.visibility_timeout <= 0:
-            raise ConfigurationError("transport option visibility_timeout must be > 0 seconds")
-        if self.polling_interval <= 0:
-            raise ConfigurationError("transport option polling_interval must be > 0 seconds")
-        if self.sweep_interval <= 0:
-            raise ConfigurationError("transport option sweep_interval must be > 0 seconds")
-        if self.read_batch_size < 1:
-            raise ConfigurationError("transport option read_batch_size must be >= 1")
+        for name in ("visibility_timeout", "polling_interval", "sweep_interval"):
+            value = getattr(self, name)
+            # NaN and infinity are refused too: these become timer and pgmq integer arguments
+            if not 0 < value <= MAX_SECONDS:
+                raise ConfigurationError(
+                    f"transport option {name} must be > 0 and <= {MAX_SECONDS} seconds, "
+                    f"got {value!r}"
+                )
+        if not 1 <= self.read_batch_size <= MAX_SECONDS:
+            raise ConfigurationError(
+                f"transport option read_batch_size must be >= 1, got {self.read_batch_size!r}"
+            )
         if self.ack_mode not in ACK_MODES:
             raise ConfigurationError(
                 f"transport option ack_mode must be one of {', '.join(ACK_MODES)}, "
                 f"not {self.ack_mode!r}"
             )
         if self.pool_size < 0:
-            raise ConfigurationError("transport option pool_size must be >= 0")
+            raise ConfigurationError(
+                f"transport option pool_size must be >= 0, got {self.pool_size!r}"
+            )
 
 
 def _coerce(raw: Any, kind: type) -> Any:

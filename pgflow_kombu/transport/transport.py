@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 from kombu.transport import virtual
 
-from pgflow_kombu.db.connect import first_line
+from pgflow_kombu.db.errors import CONNECTION_ERRORS, translate
 from pgflow_kombu.errors import ConnectionFailed, DatabaseError, PgFlowError
 from pgflow_kombu.transport import store
 from pgflow_kombu.transport.channel import Channel as PgChannel
@@ -47,13 +47,10 @@ class Transport(virtual.Transport):
         heartbeats=False,
     )
 
-    recoverable_connection_errors = (
-        ConnectionFailed,
-        psycopg.OperationalError,
-        psycopg.InterfaceError,
-    )
+    # Every psycopg error is translated (db/errors.py): a lost connection is a ConnectionFailed.
+    recoverable_connection_errors = CONNECTION_ERRORS
     recoverable_channel_errors = ()
-    connection_errors = (  # type: ignore[assignment]
+    connection_errors = (
         *virtual.Transport.connection_errors,
         *recoverable_connection_errors,
     )
@@ -157,7 +154,7 @@ class Transport(virtual.Transport):
         try:
             deleted = store.sweep(conn)
         except psycopg.Error as exc:
-            logger.warning("pgflow transport: queue sweep failed: %s", first_line(exc))
+            logger.warning("pgflow transport: queue sweep failed: %s", translate(exc))
             return
         finally:
             pool.put(conn)

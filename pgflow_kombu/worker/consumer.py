@@ -24,9 +24,8 @@ from typing import Any
 from kombu import connection as kombu_connection
 from kombu import entity as kombu_entity
 from kombu import messaging as kombu_messaging
-from kombu.exceptions import OperationalError as KombuOperationalError
 
-from pgflow_kombu.db.connect import first_line
+from pgflow_kombu.db.errors import describe, is_connection_error
 from pgflow_kombu.db.urls import check_url, redact
 from pgflow_kombu.errors import ConnectionFailed, DatabaseError, PgFlowError
 from pgflow_kombu.transport.urls import kombu_url
@@ -99,13 +98,8 @@ class KombuSource:
         except Exception as exc:
             with contextlib.suppress(Exception):
                 conn.release()
-            if _is_connection_error(conn, exc):
-                raise ConnectionFailed(
-                    f"cannot consume from {redact(self.url)}: {first_line(exc)}"
-                ) from exc
-            raise DatabaseError(
-                f"cannot consume from {redact(self.url)}: {first_line(exc)}"
-            ) from exc
+            kind = ConnectionFailed if is_connection_error(exc) else DatabaseError
+            raise kind(f"cannot consume from {redact(self.url)}: {describe(exc)}") from exc
         self._conn, self._channel, self._consumer = conn, channel, consumer
         self._unacked = 0
 
@@ -151,11 +145,10 @@ class KombuSource:
             raise
         except Exception as exc:
             # Whatever the transport raised, the next fetch starts on a fresh connection.
-            connection_lost = _is_connection_error(self._conn, exc)
             self._disconnect()
-            if connection_lost:
-                raise ConnectionFailed(f"lost the message connection: {first_line(exc)}") from exc
-            raise DatabaseError(f"reading messages failed: {first_line(exc)}") from exc
+            if is_connection_error(exc):
+                raise ConnectionFailed(f"lost the message connection: {describe(exc)}") from exc
+            raise DatabaseError(f"reading messages failed: {describe(exc)}") from exc
         found, self._buffer = self._buffer, []
         return found
 
@@ -188,13 +181,3 @@ class KombuSource:
             with contextlib.suppress(Exception):
                 message.ack()
             self._unacked -= 1
-
-
-def _is_connection_error(conn: Any, exc: BaseException) -> bool:
-    if isinstance(exc, (ConnectionFailed, KombuOperationalError)):
-        return True
-    try:
-        errors = tuple(conn.connection_errors)
-    except Exception:
-        errors = ()
-    return isinstance(exc, (*errors, OSError))

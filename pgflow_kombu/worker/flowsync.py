@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from pgflow_kombu.client import create_flow_from_shape, read_flow_shape
+from pgflow_kombu.client import create_flow_from_shape, lock_flow_slug, read_flow_shape
 from pgflow_kombu.db.connect import connect, translate
 from pgflow_kombu.errors import FlowMismatch, FlowNotFound
 from pgflow_kombu.flows.shapes import FlowShape, compare_shapes
@@ -39,6 +39,7 @@ def ensure_flows(url: str, shapes: Mapping[str, FlowShape]) -> list[str]:
 
 
 def _ensure_one(conn: psycopg.Connection[Any], slug: str, shape: FlowShape) -> bool:
+    lock_flow_slug(conn, slug)
     try:
         stored = read_flow_shape(conn, slug)
     except FlowNotFound:

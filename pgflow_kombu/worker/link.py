@@ -14,14 +14,11 @@ from typing import Any
 import psycopg
 from typing_extensions import LiteralString
 
-from pgflow_kombu.db.connect import connect, first_line, translate
-from pgflow_kombu.errors import ConnectionFailed, PgFlowError
+from pgflow_kombu.db.connect import connect
+from pgflow_kombu.db.errors import is_connection_error, translate
+from pgflow_kombu.errors import PgFlowError
 
 __all__ = ["Link", "is_connection_error"]
-
-
-def is_connection_error(exc: BaseException) -> bool:
-    return isinstance(exc, (ConnectionFailed, psycopg.OperationalError, psycopg.InterfaceError))
 
 
 class Link:
@@ -58,10 +55,9 @@ class Link:
             except PgFlowError:
                 self._drop()
                 raise
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                self._drop()
-                raise ConnectionFailed(f"lost the database connection: {first_line(exc)}") from exc
             except psycopg.Error as exc:
+                if is_connection_error(exc):
+                    self._drop()
                 raise translate(exc) from exc
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 from collections.abc import Iterable, Mapping
 from types import ModuleType
 from typing import Any
@@ -26,10 +27,7 @@ def load_target(ref: str) -> Any:
         raise ConfigurationError(f"-A {ref!r}: expected 'pkg.module:app'")
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")
-    try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"-A {ref!r}: cannot import {module_name!r}: {exc}") from exc
+    target: Any = import_app_module(ref, module_name)
     if not attr:
         return getattr(target, "app", target)
     for part in attr.split("."):
@@ -38,6 +36,31 @@ def load_target(ref: str) -> Any:
         except AttributeError:
             raise ConfigurationError(f"-A {ref!r}: {module_name!r} has no {attr!r}") from None
     return target
+
+
+def import_app_module(ref: str, module_name: str) -> ModuleType:
+    """Import the module of ``-A ref``; a failure is one :class:`ConfigurationError` line.
+
+    When the module exists but its own code raised, the user's traceback is printed to stderr
+    first: the one-line error then names the module and the exception.
+    """
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
+            # the module (or a package on its path) does not exist: no traceback to show
+            raise ConfigurationError(f"-A {ref!r}: cannot import {module_name!r}: {exc}") from exc
+        traceback.print_exc()
+        raise ConfigurationError(
+            f"-A {ref!r}: importing {module_name!r} failed with {type(exc).__name__}: {exc} "
+            "(traceback above)"
+        ) from exc
+    except Exception as exc:
+        traceback.print_exc()
+        raise ConfigurationError(
+            f"-A {ref!r}: importing {module_name!r} raised {type(exc).__name__}: {exc} "
+            "(traceback above)"
+        ) from exc
 
 
 def flows_of(target: Any) -> dict[str, Flow]:

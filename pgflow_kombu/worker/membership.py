@@ -4,8 +4,10 @@ Every served queue gets a row of its own (``queue_name`` = flow slug), as pgflow
 background thread updates ``last_heartbeat_at`` every ``heartbeat_interval`` seconds, notices
 when an operator set ``deprecated_at`` (the worker then stops taking work and finishes what it
 holds), re-inserts rows that disappeared, and every ``recovery_interval`` seconds runs
-``pgflow_kombu.recover_stalled_tasks``, which requeues tasks left ``started`` by workers whose
-heartbeat went stale, so no external cron is needed.
+``pgflow_kombu.recover_stalled_tasks``, which requeues tasks left ``started`` by workers that
+can no longer be running them, so no external cron is needed. Registration also lists the ids
+in ``pgflow_kombu.known_workers``: workers that heartbeat while they work, whose tasks recovery
+may take as soon as their heartbeat is stale (other workers' only after the step timeout).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
+from pgflow_kombu.db.errors import UNDEFINED_FUNCTION
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.errors import DatabaseError, PgFlowError
 from pgflow_kombu.worker.link import Link, is_connection_error
@@ -112,7 +115,7 @@ class Membership:
                 query("worker.recover_stalled_tasks"), {"stalled_after": self.stalled_after}
             )
         except DatabaseError as exc:
-            if "does not exist" in str(exc) and "recover_stalled_tasks" in str(exc):
+            if exc.sqlstate == UNDEFINED_FUNCTION:  # an older schema: recovery is not installed
                 self._recovery_missing = True
                 log.warning(
                     "pgflow_kombu.recover_stalled_tasks is missing: no stalled-task recovery"

@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from pgflow_kombu.db.connect import connect
+from pgflow_kombu.db.errors import describe
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.errors import ConnectionFailed
 from pgflow_kombu.worker.link import Link
@@ -137,7 +138,7 @@ class PgmqSource:
                 pass
         except (psycopg.Error, ConnectionFailed) as exc:
             self._drop_listen()
-            raise ConnectionFailed(f"lost the listening connection: {exc}") from exc
+            raise ConnectionFailed(f"lost the listening connection: {describe(exc)}") from exc
 
     def ack(self, handles: Sequence[Any]) -> None:
         """Nothing to do: reporting the task archived or delayed its message."""

@@ -12,16 +12,22 @@
 --
 -- Requires pgmq >= 1.5 in schema `pgmq` (message records with headers).
 --
--- Where this deliberately differs from pgflow 0.8.1 (tests/integration/test_differential*.py):
+-- Bad input raises what pgflow 0.8.1 raises (SQLSTATE, message, constraint), mostly by leaving
+-- it to the same constraints: TypeScript tools and SQL users match on those errors. The Python
+-- layer validates definitions first and explains the problem in its own words.
+--
+-- Where this deliberately differs from pgflow 0.8.1 (each listed, with its reason, in
+-- tests/integration/test_differential_divergences.py):
 -- * a repeated complete_task on a completed task changes nothing (0.8.1 re-sends
 --   step:<slug>:completed and re-runs the empty-map cascade);
 -- * start_tasks returns only the tasks it moved to started (0.8.1 also returns tasks a
 --   concurrent call claimed first);
--- * bad definitions and inputs fail with a message naming the problem (same SQLSTATE as 0.8.1's
---   constraint errors), and add_step refuses a dependency listed twice (0.8.1 would count it
---   twice and the step could never start);
--- * events of steps that start or complete together follow step_slug / step_index order by
---   construction, not by the order an UPDATE happens to visit rows.
+-- * add_step refuses a dependency listed twice (0.8.1 would count it twice and the step could
+--   never start);
+-- * a completed task has no error_message (0.8.1 keeps the one of an earlier failed attempt);
+-- * without Supabase's realtime.send the functions work (0.8.1 calls it unconditionally).
+-- Events of steps that start or complete together follow step_slug / step_index order by
+-- construction (0.8.1 asks for that order, but sends them in the order an UPDATE visits rows).
 
 DO $check$
 BEGIN
@@ -270,23 +276,8 @@ LANGUAGE plpgsql SET search_path = '' AS $$
 DECLARE
     v_flow pgflow.flows;
 BEGIN
-    IF NOT pgflow.is_valid_slug(create_flow.flow_slug) THEN
-        RAISE EXCEPTION 'invalid flow slug %: use 1-128 letters, digits or underscores, not starting with a digit, and not "run"',
-            coalesce(quote_literal(create_flow.flow_slug), 'NULL')
-            USING ERRCODE = CASE WHEN create_flow.flow_slug IS NULL THEN 'not_null_violation'
-                                 ELSE 'check_violation' END;
-    END IF;
-    IF length(create_flow.flow_slug) > 47 THEN
-        RAISE EXCEPTION 'invalid flow slug "%": a flow slug names its pgmq queue, which allows at most 47 characters (got %)',
-            create_flow.flow_slug, length(create_flow.flow_slug)
-            USING ERRCODE = 'check_violation';
-    END IF;
-    IF create_flow.max_attempts < 0 OR create_flow.base_delay < 0 OR create_flow.timeout <= 0 THEN
-        RAISE EXCEPTION 'invalid options for flow "%": max_attempts (%) and base_delay (%) must be >= 0, timeout (%) must be > 0',
-            create_flow.flow_slug, create_flow.max_attempts, create_flow.base_delay, create_flow.timeout
-            USING ERRCODE = 'check_violation';
-    END IF;
-
+    -- Bad input fails as in pgflow 0.8.1, on the table's constraints (not-null first, then the
+    -- check constraints in name order); a slug too long for a queue name fails in pgmq.create.
     INSERT INTO pgflow.flows (flow_slug, opt_max_attempts, opt_base_delay, opt_timeout)
     VALUES (create_flow.flow_slug, create_flow.max_attempts, create_flow.base_delay, create_flow.timeout)
     ON CONFLICT (flow_slug) DO NOTHING
@@ -318,68 +309,28 @@ LANGUAGE plpgsql SET search_path = '' AS $$
 DECLARE
     v_type text := coalesce(add_step.step_type, 'single');
     v_deps text[] := coalesce(add_step.deps_slugs, '{}');
-    v_bad text;
+    v_dup text;
     v_step pgflow.steps;
 BEGIN
-    IF v_type = 'map' AND cardinality(v_deps) > 1 THEN
+    -- Bad input fails as in pgflow 0.8.1: a map with several dependencies first, then the
+    -- steps row's constraints (not-null, checks in name order, the flow's foreign key at the end
+    -- of the statement), then the deps rows' (deps_check row by row, then the foreign keys).
+    IF v_type = 'map' AND coalesce(array_length(add_step.deps_slugs, 1), 0) > 1 THEN
         RAISE EXCEPTION 'Map step "%" can have at most one dependency, but % were provided: %',
-            add_step.step_slug, cardinality(v_deps), array_to_string(v_deps, ', ');
-    END IF;
-    IF v_type NOT IN ('single', 'map') THEN
-        RAISE EXCEPTION 'invalid step_type % for step "%": expected ''single'' or ''map''',
-            quote_literal(v_type), add_step.step_slug
-            USING ERRCODE = 'check_violation';
-    END IF;
-    IF NOT pgflow.is_valid_slug(add_step.step_slug) THEN
-        RAISE EXCEPTION 'invalid step slug %: use 1-128 letters, digits or underscores, not starting with a digit, and not "run"',
-            coalesce(quote_literal(add_step.step_slug), 'NULL')
-            USING ERRCODE = CASE WHEN add_step.step_slug IS NULL THEN 'not_null_violation'
-                                 ELSE 'check_violation' END;
-    END IF;
-    IF add_step.max_attempts < 0 OR add_step.base_delay < 0 OR add_step.timeout <= 0
-       OR add_step.start_delay < 0 THEN
-        RAISE EXCEPTION 'invalid options for step "%": max_attempts (%), base_delay (%) and start_delay (%) must be >= 0, timeout (%) must be > 0',
-            add_step.step_slug, add_step.max_attempts, add_step.base_delay, add_step.start_delay,
-            add_step.timeout
-            USING ERRCODE = 'check_violation';
-    END IF;
-    IF array_position(v_deps, NULL) IS NOT NULL
-       OR cardinality(v_deps) <> (SELECT count(DISTINCT d) FROM unnest(v_deps) d) THEN
-        RAISE EXCEPTION 'invalid dependencies for step "%": % (a dependency is listed twice or is NULL)',
-            add_step.step_slug, v_deps
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF add_step.step_slug = ANY (v_deps) THEN
-        RAISE EXCEPTION 'step "%" cannot depend on itself', add_step.step_slug
-            USING ERRCODE = 'check_violation';
+            add_step.step_slug, coalesce(array_length(add_step.deps_slugs, 1), 0),
+            array_to_string(add_step.deps_slugs, ', ');
     END IF;
 
     -- Lock the flow row: concurrent add_step calls on one flow then take step indexes in turn.
     PERFORM 1 FROM pgflow.flows f WHERE f.flow_slug = add_step.flow_slug FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'flow "%" does not exist (create it with pgflow.create_flow first)',
-            add_step.flow_slug
-            USING ERRCODE = 'foreign_key_violation';
-    END IF;
-    SELECT d INTO v_bad
-    FROM unnest(v_deps) d
-    WHERE NOT EXISTS (
-        SELECT 1 FROM pgflow.steps s WHERE s.flow_slug = add_step.flow_slug AND s.step_slug = d
-    )
-    LIMIT 1;
-    IF v_bad IS NOT NULL THEN
-        RAISE EXCEPTION 'step "%" of flow "%" depends on "%", which is not a step of that flow (add dependencies first)',
-            add_step.step_slug, add_step.flow_slug, v_bad
-            USING ERRCODE = 'foreign_key_violation';
-    END IF;
 
     INSERT INTO pgflow.steps (
         flow_slug, step_slug, step_type, step_index, deps_count,
         opt_max_attempts, opt_base_delay, opt_timeout, opt_start_delay
     )
     SELECT add_step.flow_slug, add_step.step_slug, v_type, coalesce(max(s.step_index) + 1, 0),
-           cardinality(v_deps), add_step.max_attempts, add_step.base_delay, add_step.timeout,
-           add_step.start_delay
+           coalesce(array_length(add_step.deps_slugs, 1), 0), add_step.max_attempts,
+           add_step.base_delay, add_step.timeout, add_step.start_delay
     FROM pgflow.steps s
     WHERE s.flow_slug = add_step.flow_slug
     ON CONFLICT (flow_slug, step_slug) DO NOTHING
@@ -396,6 +347,14 @@ BEGIN
     FROM unnest(v_deps) d
     ON CONFLICT (flow_slug, dep_slug, step_slug) DO NOTHING;
 
+    -- Deliberate difference: 0.8.1 accepts a dependency listed twice, counts it twice in
+    -- deps_count and records it once, so the step could never start.
+    SELECT d INTO v_dup FROM unnest(v_deps) d GROUP BY d HAVING count(*) > 1 LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'dependency "%" of step "%" is listed twice', v_dup, add_step.step_slug
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
     RETURN v_step;
 END;
 $$;
@@ -405,7 +364,9 @@ $$;
 -- ---------------------------------------------------------------------------------------------
 
 -- Completes, wave by wave, the created steps that have no dependency left and no task (maps over
--- an empty array); a map depending on such a step learns it has no task either.
+-- an empty array); a map depending on such a step learns it has no task either. As in pgflow
+-- 0.8.1, the 51st pass (counting the last one, which finds nothing) raises instead: a chain of
+-- 50 or more taskless steps fails the calling start_flow or complete_task, leaving nothing.
 CREATE FUNCTION pgflow.cascade_complete_taskless_steps(run_id uuid) RETURNS integer
 LANGUAGE plpgsql SET search_path = '' AS $$
 #variable_conflict use_column
@@ -416,8 +377,14 @@ DECLARE
     v_done integer;
     v_events jsonb;
     v_event jsonb;
+    v_passes integer := 0;
+    v_max_passes constant integer := 50;
 BEGIN
     LOOP
+        v_passes := v_passes + 1;
+        IF v_passes > v_max_passes THEN
+            RAISE EXCEPTION 'Cascade loop exceeded safety limit of % iterations', v_max_passes;
+        END IF;
         WITH done AS (
             UPDATE pgflow.step_states ss
             SET status = 'completed', started_at = now(), completed_at = now(), remaining_tasks = 0
@@ -685,12 +652,8 @@ BEGIN
     FROM pgflow.steps s
     WHERE s.flow_slug = start_flow.flow_slug;
 
-    IF v_steps = 0 AND NOT EXISTS (
-        SELECT 1 FROM pgflow.flows f WHERE f.flow_slug = start_flow.flow_slug
-    ) THEN
-        RAISE EXCEPTION 'flow "%" does not exist', start_flow.flow_slug
-            USING ERRCODE = 'foreign_key_violation';
-    END IF;
+    -- Bad input fails as in pgflow 0.8.1: a root map's input is checked first, then the runs
+    -- row's constraints (NULL input or flow_slug, a run_id taken, an unknown flow).
     IF v_root_maps > 0 THEN
         IF start_flow.input IS NULL THEN
             RAISE EXCEPTION 'Flow % has root map steps but input is NULL', start_flow.flow_slug;
@@ -701,10 +664,6 @@ BEGIN
         END IF;
         v_length := jsonb_array_length(start_flow.input);
         v_empty_map := v_length = 0;
-    ELSIF start_flow.input IS NULL THEN
-        RAISE EXCEPTION 'input of flow "%" must not be NULL (pass a JSON value, e.g. ''{}''::jsonb)',
-            start_flow.flow_slug
-            USING ERRCODE = 'not_null_violation';
     END IF;
 
     INSERT INTO pgflow.runs (run_id, flow_slug, input, remaining_steps)
@@ -1019,8 +978,11 @@ BEGIN
         END IF;
     END IF;
 
+    -- Deliberate difference: 0.8.1 keeps the error_message of an earlier failed attempt on the
+    -- completed task; a completed task carries none here.
     UPDATE pgflow.step_tasks t
-    SET status = 'completed', completed_at = now(), output = complete_task_core.output
+    SET status = 'completed', completed_at = now(), output = complete_task_core.output,
+        error_message = NULL
     WHERE t.run_id = complete_task_core.run_id AND t.step_slug = complete_task_core.step_slug
       AND t.task_index = complete_task_core.task_index AND t.status = 'started'
     RETURNING t.* INTO v_task;
@@ -1372,7 +1334,10 @@ BEGIN
 END;
 $$;
 
--- Sets each message's visibility to now + its offset (seconds), in one statement.
+-- Sets each message's visibility to now + its offset (seconds), in one statement. The checks are
+-- 0.8.1's, errors included: the queue name is checked (pgmq.format_table_name) even when there is
+-- nothing to do; lengths compare as array_length, NULL for an empty array (so two empty arrays
+-- still need the queue to exist, and a length shows as <NULL>).
 CREATE FUNCTION pgflow.set_vt_batch(queue_name text, msg_ids bigint[], vt_offsets integer[])
 RETURNS TABLE (
     msg_id bigint,
@@ -1383,13 +1348,15 @@ RETURNS TABLE (
     headers jsonb
 )
 LANGUAGE plpgsql SET search_path = '' AS $$
+DECLARE
+    v_table text := pgmq.format_table_name(queue_name, 'q');
 BEGIN
-    IF msg_ids IS NULL OR vt_offsets IS NULL OR cardinality(msg_ids) = 0 THEN
+    IF msg_ids IS NULL OR vt_offsets IS NULL THEN
         RETURN;
     END IF;
-    IF cardinality(msg_ids) <> cardinality(vt_offsets) THEN
+    IF array_length(msg_ids, 1) IS DISTINCT FROM array_length(vt_offsets, 1) THEN
         RAISE EXCEPTION 'msg_ids length (%) must equal vt_offsets length (%)',
-            cardinality(msg_ids), cardinality(vt_offsets);
+            array_length(msg_ids, 1), array_length(vt_offsets, 1);
     END IF;
     RETURN QUERY EXECUTE format(
         'UPDATE pgmq.%I q
@@ -1397,7 +1364,7 @@ BEGIN
          FROM unnest($1, $2) AS i(msg_id, vt_offset)
          WHERE q.msg_id = i.msg_id
          RETURNING q.msg_id, q.read_ct, q.enqueued_at, q.vt, q.message, q.headers',
-        pgmq.format_table_name(queue_name, 'q')
+        v_table
     ) USING msg_ids, vt_offsets;
 END;
 $$;

@@ -142,6 +142,12 @@ BEGIN
             ELSE
                 PERFORM pgflow.complete_task(run_id => r.run_id, step_slug => r.step_slug,
                                              task_index => r.task_index, output => r.output);
+                -- pgflow 0.8.1's complete_task keeps the error of an earlier failed attempt;
+                -- a task our worker completed carries none (as complete_task_core leaves it).
+                UPDATE pgflow.step_tasks AS t SET error_message = NULL
+                WHERE t.run_id = r.run_id AND t.step_slug = r.step_slug
+                  AND t.task_index = r.task_index AND t.status = 'completed'
+                  AND t.error_message IS NOT NULL;
                 outcome := 'completed';
             END IF;
         EXCEPTION

@@ -50,6 +50,10 @@ FROM pgflow.steps AS s
 WHERE s.flow_slug = %(flow_slug)s
 ORDER BY s.step_index;
 
+-- name: lock_flow_slug
+-- Serialises changes to one flow's definition until the transaction ends (upsert, compile).
+SELECT pg_advisory_xact_lock(hashtext('pgflow_kombu.flow'), hashtext(%(flow_slug)s));
+
 -- name: create_flow
 SELECT flow_slug FROM pgflow.create_flow(
     flow_slug => %(flow_slug)s,

@@ -2,7 +2,14 @@
 -- releases, heartbeats and stalled-task recovery.
 
 -- name: register
--- One row per served queue; the same ids are inserted again if a row disappeared.
+-- One row per served queue; the same ids are inserted again if a row disappeared. The ids are
+-- also listed in pgflow_kombu.known_workers: workers that heartbeat while they work, whose tasks
+-- recovery may requeue as soon as their heartbeat is stale.
+WITH known AS (
+    INSERT INTO pgflow_kombu.known_workers (worker_id)
+    SELECT unnest(%(worker_ids)s::uuid[])
+    ON CONFLICT (worker_id) DO NOTHING
+)
 INSERT INTO pgflow.workers (worker_id, queue_name, function_name)
 SELECT w.worker_id, w.queue_name, %(function_name)s
 FROM unnest(%(worker_ids)s::uuid[], %(queue_names)s::text[]) AS w(worker_id, queue_name)

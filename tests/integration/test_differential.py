@@ -7,13 +7,13 @@ archived queue messages with their visibility, the realtime event sequence) must
 
 from __future__ import annotations
 
-import threading
 import uuid
 from typing import Any
 
 import pytest
 
-from tests.reference.driver import WORKER_ID, Db, Pair, assert_same, normalise
+from tests.integration.sql_bad_input import map_chain
+from tests.reference.driver import Pair, assert_same, normalise
 
 pytestmark = pytest.mark.node
 
@@ -193,6 +193,15 @@ def test_taskless_flow_completes_inside_start_flow(pair: Pair) -> None:
     pair.assert_same_state()
 
 
+def test_cascade_of_49_taskless_steps_completes(pair: Pair) -> None:
+    # One pass short of 0.8.1's safety limit (50 fail: test_differential_errors).
+    for function, args in map_chain("deep", 49):
+        pair.call(function, **args)
+    (run,) = pair.call("start_flow", flow_slug="deep", input=[], run_id=RUN)
+    assert (run["status"], run["output"]) == ("completed", {"m48": []})
+    pair.assert_same_state()
+
+
 def test_flow_without_steps_completes_with_null_output(pair: Pair) -> None:
     pair.call("create_flow", flow_slug="nothing")
     (run,) = pair.call("start_flow", flow_slug="nothing", input={"a": 1}, run_id=RUN)
@@ -289,11 +298,8 @@ def test_retry_with_backoff_then_success(pair: Pair) -> None:
     pair.make_visible("retry")
     (task,) = pair.claim("retry")
     (row,) = pair.complete(task, "third time")
-    assert (row["status"], row["attempts_count"], row["error_message"]) == (
-        "completed",
-        3,
-        "boom 2",
-    )
+    # The earlier error is gone (0.8.1 keeps it: a deliberate difference, reconciled by Pair).
+    assert (row["status"], row["attempts_count"], row["error_message"]) == ("completed", 3, None)
     (nxt,) = pair.claim("retry")
     assert nxt["input"] == {"run": {}, "flaky": "third time"}
     pair.assert_same_state()
@@ -421,30 +427,6 @@ def test_unknown_run_or_task_returns_nothing(pair: Pair) -> None:
     pair.assert_same_state()
 
 
-def test_repeated_complete_task_is_ignored_where_the_reference_repeats_events(pair: Pair) -> None:
-    """Deliberate difference: 0.8.1 re-sends step:<slug>:completed and re-runs the cascade."""
-    define(pair, "twice", [("a", [], {}), ("b", ["a"], {})])
-    pair.call("start_flow", flow_slug="twice", input={}, run_id=RUN)
-    (a,) = pair.claim("twice")
-    pair.complete(a, "first")
-    before = pair.assert_same_state()
-
-    for db in pair.both:
-        (row,) = db.call("complete_task", run_id=RUN, step_slug="a", task_index=0, output="second")
-        assert (row["status"], row["output"]) == ("completed", "first")
-
-    ours, reference = pair.ours.observe(), pair.reference.observe()
-    for part in ("runs", "step_states", "step_tasks", "queues"):
-        assert_same(ours[part], reference[part], part)
-        assert_same(ours[part], before[part], part)
-    assert [e["event"] for e in ours["events"]] == [e["event"] for e in before["events"]]
-    assert [e["event"] for e in reference["events"]] == [
-        *(e["event"] for e in before["events"]),
-        "step:a:completed",
-    ]
-    assert reference["events"][-1]["payload"]["output"] == "second"
-
-
 def test_start_tasks_leaves_message_visibility_alone(pair: Pair) -> None:
     # Kept as in 0.8.1: start_tasks computes timeout + 2 s but never applies it, so a claimed
     # task is protected only by the visibility its reader asked for (here 5 s, not 62 s).
@@ -453,39 +435,6 @@ def test_start_tasks_leaves_message_visibility_alone(pair: Pair) -> None:
     pair.claim("vis", vt=5)
     state = pair.assert_same_state()
     assert 4.0 <= state["queues"]["vis"]["live"][0]["visible_in"] <= 5.0
-
-
-def test_concurrent_start_tasks_only_returns_what_it_claimed(pair: Pair) -> None:
-    """Deliberate difference: 0.8.1 also returns tasks a concurrent call claimed first."""
-    define(pair, "race", [("a", [], {})])
-    pair.call("start_flow", flow_slug="race", input={}, run_id=RUN)
-    msg_ids = pair.read("race")
-    second: dict[str, list[dict[str, Any]]] = {}
-    for db in pair.both:
-        other = Db(db.url, "other")
-        try:
-            with db.conn.transaction():
-                (_first,) = db.call(
-                    "start_tasks", flow_slug="race", msg_ids=msg_ids, worker_id=WORKER_ID
-                )
-                thread = threading.Thread(
-                    target=lambda db=db, other=other: second.__setitem__(
-                        db.name,
-                        other.call(
-                            "start_tasks", flow_slug="race", msg_ids=msg_ids, worker_id=WORKER_ID
-                        ),
-                    )
-                )
-                thread.start()
-                thread.join(timeout=0.5)
-                assert thread.is_alive()  # waits on the row the first call claimed
-            thread.join(timeout=10)
-        finally:
-            other.close()
-    assert second["ours"] == []
-    assert [t["msg_id"] for t in second["reference"]] == msg_ids
-    rows = pair.ours.execute("sqlcore_step_tasks")
-    assert rows[0]["attempts_count"] == 1
 
 
 def test_mixed_case_flow_slug(pair: Pair) -> None:

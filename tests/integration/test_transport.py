@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 import pgflow_kombu  # noqa: F401 - registers the pgflow:// alias
-from pgflow_kombu.errors import ConnectionFailed
+from pgflow_kombu.errors import ConnectionFailed, DataRejected
 from pgflow_kombu.transport import store
 from pgflow_kombu.transport.names import pgmq_name
 from tests.celery_app.urls import broker_url, parsed_broker_url
@@ -378,7 +378,9 @@ def test_missing_database_is_a_clear_error(url: str) -> None:
 def test_connection_errors_let_kombu_reconnect(url: str) -> None:
     with connection(url) as kconn:
         assert ConnectionFailed in kconn.connection_errors
-        assert issubclass(psycopg.OperationalError, kconn.recoverable_connection_errors)
+        assert issubclass(ConnectionFailed, kconn.recoverable_connection_errors)
+        # a statement the server refused is not a reason to reconnect
+        assert not issubclass(DataRejected, kconn.recoverable_connection_errors)
         assert kconn.transport.implements.asynchronous
 
 

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,26 +15,12 @@ from pgflow_kombu.client import Client
 from pgflow_kombu.db.connect import connect
 from tests.e2e_apps.harness import WorkerProcess
 from tests.reference import node_project
+from tests.support.node import node_connection
 from tests.support.sql import test_query
 
 pytestmark = pytest.mark.node
 
 SCRIPT = Path(__file__).resolve().parents[1] / "e2e_apps" / "ts_worker.mjs"
-
-
-def node_connection(url: str) -> str:
-    """Options for the ``postgres`` package (a host starting with / is a socket directory)."""
-    with connect(url) as conn:
-        info = conn.info
-        options: dict[str, Any] = {
-            "host": info.host,
-            "port": info.port,
-            "database": info.dbname,
-            "username": info.user,
-        }
-        if info.password:
-            options["password"] = info.password
-    return json.dumps(options)
 
 
 def test_ts_and_python_workers_share_a_queue_and_run_every_task_once(db_url: str) -> None:

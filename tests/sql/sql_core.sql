@@ -131,6 +131,17 @@ DELETE FROM pgflow.workers WHERE worker_id = %(worker_id)s;
 -- name: sqlcore_recover
 SELECT pgflow_kombu.recover_stalled_tasks(heartbeat_timeout => %(timeout)s::interval) AS recovered;
 
+-- name: sqlcore_add_named_worker
+INSERT INTO pgflow.workers (worker_id, queue_name, function_name)
+VALUES (%(worker_id)s, %(queue)s, %(function_name)s);
+
+-- name: sqlcore_known_workers
+SELECT worker_id FROM pgflow_kombu.known_workers ORDER BY worker_id;
+
+-- name: sqlcore_recover_margin
+SELECT pgflow_kombu.recover_stalled_tasks(
+    heartbeat_timeout => %(timeout)s::interval, foreign_margin => %(margin)s::interval) AS recovered;
+
 -- name: sqlcore_recover_flow
 SELECT pgflow_kombu.recover_stalled_tasks(
     heartbeat_timeout => %(timeout)s::interval, flow_slug => %(flow_slug)s) AS recovered;
@@ -169,6 +180,10 @@ SHOW server_version;
 
 -- name: sqlcore_recover_seconds
 SELECT * FROM pgflow_kombu.recover_stalled_tasks(stalled_after => %(seconds)s);
+
+-- name: sqlcore_drop_realtime_send
+-- Take realtime.send away (a plain PostgreSQL without Supabase).
+DROP FUNCTION realtime.send(jsonb, text, text, boolean);
 
 -- name: sqlcore_realtime_schema_only
 -- A realtime schema without a send function (events must then be skipped, not fail).

@@ -84,3 +84,16 @@ FROM pgflow.step_tasks WHERE run_id = %(run_id)s ORDER BY step_slug, task_index;
 -- name: worker_queue_ids
 -- msg_ids in a pgmq table (placeholder: pgmq.q_<name> or pgmq.a_<name>).
 SELECT msg_id FROM pgmq.{} ORDER BY msg_id;
+
+-- name: worker_task_probe
+-- One task's state, with the database's clock at the time of reading.
+SELECT status, attempts_count, last_worker_id, error_message, started_at, completed_at,
+       now() AS read_at
+FROM pgflow.step_tasks
+WHERE run_id = %(run_id)s AND step_slug = %(step_slug)s AND task_index = 0;
+
+-- name: worker_last_heartbeat
+SELECT max(last_heartbeat_at) FROM pgflow.workers WHERE worker_id = ANY(%(worker_ids)s::uuid[]);
+
+-- name: worker_db_now
+SELECT now();

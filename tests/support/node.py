@@ -7,6 +7,9 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
+
+from pgflow_kombu.db.connect import connect
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / ".reference"
@@ -53,3 +56,18 @@ def run_node_script(project: Path, script: Path, *args: str, timeout: float = 12
     if result.returncode != 0:
         raise RuntimeError(f"node {script.name} failed:\n{result.stderr}")
     return result.stdout
+
+
+def node_connection(url: str) -> str:
+    """Options for the ``postgres`` package (a host starting with / is a socket directory)."""
+    with connect(url) as conn:
+        info = conn.info
+        options: dict[str, Any] = {
+            "host": info.host,
+            "port": info.port,
+            "database": info.dbname,
+            "username": info.user,
+        }
+        if info.password:
+            options["password"] = info.password
+    return json.dumps(options)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from pgflow_kombu import PgFlow, RunFailed
-from pgflow_kombu.errors import ConfigurationError, StepInputError
+from pgflow_kombu.errors import ConfigurationError, FlowNotFound, StepInputError
 
 
 @pytest.fixture
@@ -55,3 +55,25 @@ def test_duplicate_slugs_are_refused(app: PgFlow) -> None:
     app.flow("same")
     with pytest.raises(ConfigurationError, match="already registered"):
         app.flow("same")
+
+
+def test_start_flow_sync_runs_eagerly_without_a_database(app: PgFlow) -> None:
+    flow = app.flow("sync_eager")
+
+    @flow.step
+    def double(run: int) -> int:
+        return run * 2
+
+    @app.task
+    def fails(n: int) -> None:
+        raise ValueError(f"bad {n}")
+
+    run = app.start_flow_sync(flow, 21)
+    assert run.status == "completed"
+    assert run.output == {"double": 42}
+    assert app.start_flow_sync("sync_eager", 1, timeout=1).output == {"double": 2}
+    with pytest.raises(RunFailed, match="bad 3") as failed:
+        app.start_flow_sync(fails, {"n": 3})
+    assert failed.value.run.status == "failed"  # type: ignore[attr-defined]
+    with pytest.raises(FlowNotFound, match="eager app runs only its own flows"):
+        app.start_flow_sync("defined_elsewhere", {})
