@@ -45,6 +45,7 @@ from pgflow_kombu.db.admin import create_database, drop_database
 from pgflow_kombu.db.connect import connect
 from pgflow_kombu.db.pgmq_setup import ensure_pgmq
 from pgflow_kombu.db.urls import to_libpq, with_database
+from pgflow_kombu.transport.urls import kombu_url
 
 QUEUE = "bench"
 BODY = {"task": "bench.noop", "args": [1, 2], "kwargs": {}, "pad": "x" * 64}
@@ -261,12 +262,10 @@ def notify_cost(ours_db: str, url: str, count: int, runs: int) -> list[tuple[str
 def run(args: argparse.Namespace) -> None:
     ours_db, pgmq_db = prepare_databases(args.database_url)
     peers = [
-        Peer(
-            "pgflow://", urlunsplit(urlsplit(ours_db)._replace(scheme="pgflow")), database=ours_db
-        ),
+        Peer("pgflow://", kombu_url(ours_db), database=ours_db),
         Peer(
             "pgflow:// durable_acks",
-            urlunsplit(urlsplit(ours_db)._replace(scheme="pgflow")),
+            kombu_url(ours_db),
             {"durable_acks": True},
             database=ours_db,
         ),

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from typing import LiteralString
+
+from typing_extensions import LiteralString
 
 from pgflow_kombu.db.sql_files import sql_root
 from pgflow_kombu.errors import QueryNotFound

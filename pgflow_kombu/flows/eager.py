@@ -17,6 +17,7 @@ import copy
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from pgflow_kombu.compat import Runner
 from pgflow_kombu.errors import PgFlowError, StepFailed
 from pgflow_kombu.flows.context import StepContext
 from pgflow_kombu.flows.inputs import aggregate_map_output, run_output, task_inputs
@@ -94,7 +95,7 @@ def run_eager(flow: Flow, input: Any = None, *, retries: bool = False) -> Json:
     does not fit, :class:`StepFailed` (the handler's exception as ``__cause__``) for a failing
     handler, :class:`FlowInputError` for an unusable run input.
     """
-    runner: asyncio.Runner | None = None
+    runner: Runner | None = None
 
     async def settle(step: Step, pending: Coroutine[Any, Any, Any]) -> Any:
         nonlocal runner
@@ -121,11 +122,11 @@ def run_eager(flow: Flow, input: Any = None, *, retries: bool = False) -> Json:
     raise AssertionError("an eager run suspended outside an event loop")
 
 
-def _new_runner(step: Step) -> asyncio.Runner:
+def _new_runner(step: Step) -> Runner:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.Runner()
+        return Runner()
     raise PgFlowError(
         f"flow {step.flow_slug!r} step {step.slug!r}: the handler is async and an event loop is "
         "already running; use 'await flow.arun_eager(...)'"

@@ -72,10 +72,16 @@ Connection String
 .. code-block::
 
     pgflow://USER:PASSWORD@HOST:PORT/DATABASE
-    pgflow://postgres@/pgflow?host=/path/to/socket/dir
+    pgflow+postgresql://USER@/DATABASE?host=/path/to/socket/dir&sslmode=disable
 
-Any libpq URL parameter may follow ``?``. A URL that cannot be used, or a server that cannot be
-reached, fails at connect time with an error naming the URL (password hidden).
+kombu splits a ``pgflow://`` URL into host, port, user, password and virtual host (the database),
+as for Redis: ``Connection.port`` and the others are set, and failover alternates
+(``"pgflow://a/db;pgflow://b/db"``) work as for any broker. A Unix socket directory may stand in
+the host part, percent-encoded (``pgflow://postgres@%2Frun%2Fpostgresql/db``; kombu lower-cases
+it). kombu refuses query parameters there: a URL with libpq parameters after ``?`` is written
+``pgflow+postgresql://...`` and reaches libpq whole (failover alternates cannot take this form).
+A URL that cannot be used, or a server that cannot be reached, fails at connect time with an
+error naming the URL (password hidden).
 
 Every connection has TCP keepalives and ``tcp_user_timeout`` on both ends (``PGFLOW_KEEPALIVES_*``,
 ``PGFLOW_TCP_USER_TIMEOUT``; the URL's ``keepalives_idle=``... win) and a ``statement_timeout``

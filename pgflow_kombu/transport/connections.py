@@ -1,4 +1,4 @@
-"""Database connections of one kombu connection: URL, a small pool, error translation.
+"""Database connections of one kombu connection: a small pool.
 
 A transport keeps two pools: *durable* connections (publishes, declarations) always wait for the
 commit to reach disk; *consumer* connections (reads, acks, requeues, visibility changes) commit
@@ -12,41 +12,12 @@ from __future__ import annotations
 import threading
 from contextlib import suppress
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 
 from pgflow_kombu.db.connect import connect, liveness
 
 Connection = psycopg.Connection[Any]
-
-
-def url_from_client(client: Any) -> str:
-    """The database URL a ``kombu.Connection`` stands for.
-
-    kombu hands over the URL untouched (the transport parses its own URLs, so that libpq query
-    parameters such as ``?host=/socket/dir`` survive), except after a failover switch, when it has
-    split the URL into host, port, user, password and virtual host.
-    """
-    hostname = client.hostname or ""
-    if "://" in hostname:
-        return str(hostname)
-    user = quote(client.userid or "", safe="")
-    password = quote(client.password or "", safe="")
-    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
-    host = hostname if hostname and not hostname.startswith("/") else ""
-    netloc = auth + quote(host, safe="") + (f":{client.port}" if client.port else "")
-    database = (client.virtual_host or "").strip("/")
-    query = urlencode({"host": hostname}) if hostname.startswith("/") else ""
-    return urlunsplit(("pgflow", netloc, "/" + quote(database, safe=""), query, ""))
-
-
-def redacted(url: str, mask: str = "**") -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", f":{mask}@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def is_usable(conn: Connection) -> bool:

@@ -71,10 +71,15 @@ def _seconds(value: Any, *, scale: float = 1.0) -> float:
 def _until(eta: Any) -> float:
     if not eta:
         return 0.0
-    try:
-        when = eta if isinstance(eta, datetime) else datetime.fromisoformat(str(eta))
-    except ValueError:
-        return 0.0
+    if isinstance(eta, datetime):
+        when = eta
+    else:
+        text = str(eta)
+        try:
+            # Python 3.10's fromisoformat does not take the "Z" suffix.
+            when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        except ValueError:
+            return 0.0
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)

@@ -16,11 +16,12 @@ from pgflow_kombu.db.errors import CONNECTION_ERRORS, translate
 from pgflow_kombu.errors import ConnectionFailed, DatabaseError, PgFlowError
 from pgflow_kombu.transport import store
 from pgflow_kombu.transport.channel import Channel as PgChannel
-from pgflow_kombu.transport.connections import Pool, redacted, url_from_client
+from pgflow_kombu.transport.connections import Pool
 from pgflow_kombu.transport.consuming import ConsumingChannel
 from pgflow_kombu.transport.listener import Listener, Waker
 from pgflow_kombu.transport.options import Options
 from pgflow_kombu.transport.queues import QueueRegistry
+from pgflow_kombu.transport.urls import url_from_client
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ class Transport(virtual.Transport):
 
     Channel = PgChannel
 
-    can_parse_url = True
+    # kombu splits pgflow:// URLs into host, port, user... (see transport/urls.py).
+    can_parse_url = False
     default_port = DEFAULT_PORT  # type: ignore[assignment]
     driver_type = "pgflow"
     driver_name = "psycopg"
@@ -320,10 +322,6 @@ class Transport(virtual.Transport):
 
     def driver_version(self) -> str:
         return str(psycopg.__version__)
-
-    @classmethod
-    def as_uri(cls, uri: str, include_password: bool = False, mask: str = "**") -> str:
-        return uri if include_password else redacted(uri, mask)
 
     @property
     def default_connection_params(self) -> dict[str, Any]:

@@ -20,7 +20,6 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from kombu import connection as kombu_connection
 from kombu import entity as kombu_entity
@@ -29,9 +28,10 @@ from kombu import messaging as kombu_messaging
 from pgflow_kombu.db.errors import describe, is_connection_error
 from pgflow_kombu.db.urls import check_url, redact
 from pgflow_kombu.errors import ConnectionFailed, DatabaseError, PgFlowError
+from pgflow_kombu.transport.urls import kombu_url
 from pgflow_kombu.worker.source import Delivery
 
-__all__ = ["KombuSource", "pgflow_url"]
+__all__ = ["KombuSource"]
 
 log = logging.getLogger("pgflow_kombu.worker")
 
@@ -43,12 +43,6 @@ Consumer: Any = kombu_messaging.Consumer
 Queue: Any = kombu_entity.Queue
 
 
-def pgflow_url(url: str) -> str:
-    """The same database as a ``pgflow://`` URL (the transport's scheme)."""
-    parts = urlsplit(check_url(url))
-    return urlunsplit(parts._replace(scheme="pgflow"))
-
-
 class KombuSource:
     def __init__(
         self,
@@ -58,7 +52,7 @@ class KombuSource:
         polling_interval: float = 1.0,
         transport_options: dict[str, Any] | None = None,
     ) -> None:
-        self.url = pgflow_url(url)
+        self.url = kombu_url(check_url(url))
         self.read_visibility = int(read_visibility)
         self.transport_options = {
             "polling_interval": polling_interval,

@@ -12,9 +12,10 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from typing import Any, LiteralString
+from typing import Any
 
 import psycopg
+from typing_extensions import LiteralString
 
 from pgflow_kombu.db.connect import connect
 from pgflow_kombu.db.errors import is_connection_error, translate

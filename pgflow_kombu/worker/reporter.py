@@ -52,6 +52,7 @@ class Reporter:
         self.batch_size = batch_size
         self.batches = 0
         self.reported = 0
+        self.retried = 0  # reports sent again after a transient conflict ('retry')
         self._on_reported = on_reported
         self._on_connection_lost = on_connection_lost
         self._links = [
@@ -170,6 +171,16 @@ class Reporter:
         for ordinal, result, detail in rows:
             outcome = batch[ordinal - 1]
             if result == "retry":
+                # A transient conflict (lock timeout, deadlock, cancelled statement) undid only
+                # this report: it goes out again with the next batch.
+                log.debug(
+                    "report of %s (run %s, attempt %d) will be sent again: %s",
+                    outcome.task.label,
+                    outcome.task.run_id,
+                    outcome.task.attempt,
+                    detail,
+                    extra={"event": "report_retry", "run_id": outcome.task.run_id},
+                )
                 retry.append(outcome)
                 continue
             if result == "stale":
@@ -195,6 +206,7 @@ class Reporter:
             self._in_flight -= len(batch)
             if retry:
                 self._queue.extendleft(reversed(retry))
+                self.retried += len(retry)
                 self._cond.notify()
             self.batches += 1
             self.reported += len(done)

@@ -6,18 +6,21 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
+from pgflow_kombu.transport.urls import kombu_url
+
 
 def broker_url(db_url: str) -> str:
-    """The ``pgflow://`` URL of a test database, libpq query parameters included."""
-    return urlunsplit(urlsplit(db_url)._replace(scheme="pgflow"))
+    """The broker URL of a test database, libpq query parameters included: ``pgflow://``, or
+    ``pgflow+postgresql://`` when there are query parameters (kombu refuses them otherwise)."""
+    return kombu_url(db_url)
 
 
 def parsed_broker_url(db_url: str) -> str:
-    """A ``pgflow://`` URL of the same database that kombu can split into parts.
+    """A ``pgflow://`` URL of the same database that kombu splits into parts, with no query.
 
-    kombu re-parses alternate URLs itself on failover, which drops query parameters and lower-cases
-    the host; a Unix socket directory therefore goes in the host part, percent-encoded, through
-    a lower-case symlink when its path has capitals.
+    kombu parses alternate URLs itself on failover, refusing query parameters and lower-casing the
+    host; a Unix socket directory therefore goes in the host part, percent-encoded, through a
+    lower-case symlink when its path has capitals.
     """
     parts = urlsplit(db_url)
     query = dict(parse_qsl(parts.query))

@@ -44,6 +44,7 @@ from pgflow_kombu.errors import (
     StepInputError,
 )
 from pgflow_kombu.flows.task import Task
+from tests.celery_app.urls import broker_url
 from tests.support.databases import clone_database, drop
 from tests.support.sql import test_query
 
@@ -128,7 +129,7 @@ def env(
     )
     app.start_worker(flows=["add", "fan"], heartbeat_interval=1, stalled_after=30)
     # the transport cases publish to this queue: it exists before they run
-    with kombu.Connection(url.replace("postgresql://", "pgflow://", 1)) as conn:
+    with kombu.Connection(broker_url(url)) as conn:
         kombu.Queue("bad_input_q")(conn.default_channel).declare()
     finished = add.delay(1, 1)
     finished.wait(timeout=60)
@@ -227,9 +228,7 @@ def sql_fails(
 
 def transport(options: dict[str, Any]) -> Callable[[Env], object]:
     def call(env: Env) -> object:
-        with kombu.Connection(
-            env.url.replace("postgresql://", "pgflow://", 1), transport_options=options
-        ) as conn:
+        with kombu.Connection(broker_url(env.url), transport_options=options) as conn:
             return conn.SimpleQueue("bad_input_q").put({"x": 1})
 
     return call
@@ -237,7 +236,7 @@ def transport(options: dict[str, Any]) -> Callable[[Env], object]:
 
 def publish(**kwargs: Any) -> Callable[[Env], object]:
     def call(env: Env) -> object:
-        with kombu.Connection(env.url.replace("postgresql://", "pgflow://", 1)) as conn:
+        with kombu.Connection(broker_url(env.url)) as conn:
             producer = conn.Producer()
             return producer.publish(
                 kwargs.pop("body", {"x": 1}),

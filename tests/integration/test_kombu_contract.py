@@ -77,9 +77,7 @@ def invalid_connection() -> kombu.Connection:
 def failover_connection(db_url: str) -> Iterator[kombu.Connection]:
     dead = "pgflow://postgres@127.0.0.1:1/nowhere"
     live = parsed_broker_url(db_url)
-    # kombu leaves ``port`` unset for transports that parse their own URLs, so it is given here
-    # for the first (dead) URL; the alternate is split into parts by kombu when it switches.
-    conn = kombu.Connection(f"{dead};{live}", port=1, connect_timeout=2)
+    conn = kombu.Connection(f"{dead};{live}", connect_timeout=2)
     yield conn
     conn.release()
 

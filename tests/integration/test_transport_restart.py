@@ -154,7 +154,7 @@ def test_publisher_through_a_restart_loses_nothing_confirmed(
 def test_celery_worker_comes_back_after_a_restart(
     server: ThrowawayServer, restart_url: str, tmp_path: Path
 ) -> None:
-    database = restart_url.replace("pgflow://", "postgresql+psycopg://", 1)
+    database = "postgresql+psycopg://" + restart_url.split("://", 1)[1]
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from psycopg import sql
 
 from pgflow_kombu.client import Client
 from pgflow_kombu.db.connect import connect
+from pgflow_kombu.db.urls import database_of
 from pgflow_kombu.flows import Flow
 from pgflow_kombu.worker import ExitCode, PgmqSource, Worker
 from tests.support.sql import test_query
@@ -116,6 +119,18 @@ def hangs(run: Any) -> str:
     return "late"
 
 
+held = Flow("held", base_delay=0)
+HELD_RUNNING = threading.Event()
+HELD_GATE = threading.Event()
+
+
+@held.step
+def waits(run: int) -> int:
+    HELD_RUNNING.set()
+    HELD_GATE.wait(30)
+    return run + 1
+
+
 nap = Flow("nap")
 
 
@@ -200,6 +215,47 @@ def test_graceful_stop_finishes_running_work_and_hands_back_the_rest(
     assert len(done) == 1
     assert [(t.status, t.attempts_count) for t in waiting] == [("queued", 0)] * 3
     assert worker.stats.released == 3
+
+
+def test_a_report_refused_for_a_lock_timeout_is_sent_again_and_completes_once(
+    run_worker: Callable[..., Worker],
+    client: Client,
+    db_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Every session the worker opens from now on gives up waiting for a lock after 100 ms.
+    with connect(db_url) as conn:
+        stmt = sql.SQL(test_query("worker_database_lock_timeout"))
+        conn.execute(stmt.format(sql.Identifier(database_of(db_url))))
+    caplog.set_level(logging.DEBUG, logger="pgflow_kombu.worker")
+    HELD_RUNNING.clear()
+    HELD_GATE.clear()
+    worker = run_worker({"held": held}, concurrency=1)
+    run_id = client.start_flow("held", 1)
+    assert HELD_RUNNING.wait(30)
+
+    def retries() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if getattr(r, "event", None) == "report_retry"]
+
+    # Another transaction holds the run's row while the handler finishes: report_tasks cannot
+    # lock it in time and answers 'retry', again and again, until the row is free.
+    with connect(db_url, autocommit=False) as holder:
+        holder.execute(test_query("worker_lock_run"), {"run_id": run_id})
+        HELD_GATE.set()
+        deadline = time.monotonic() + 30
+        while len(retries()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get_run(run_id).status == "started"
+        holder.rollback()
+    assert len(retries()) >= 2
+    assert all("lock timeout" in r.getMessage() for r in retries())
+    assert client.wait(run_id, timeout=30).output == {"waits": 2}
+    task = client.get_run_with_states(run_id).step_states[0].tasks[0]
+    assert (task.status, task.attempts_count, task.error_message) == ("completed", 1, None)
+    deadline = time.monotonic() + 5
+    while worker.stats.completed < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (worker.stats.completed, worker.stats.failed, worker.stats.stale) == (1, 0, 0)
 
 
 def test_a_deprecated_worker_stops_taking_work(

@@ -245,6 +245,29 @@ def test_one_refused_completion_does_not_undo_the_others(conn: Conn) -> None:
     assert error == "complete_task failed: refusing this output"
 
 
+def test_a_report_that_cannot_lock_its_run_in_time_is_retried_alone(
+    conn: Conn, any_schema_url: str
+) -> None:
+    setup_flow(conn)
+    locked, free = start(conn, input=1), start(conn, input=2)
+    claim(conn, read(conn))
+    with connect(any_schema_url, autocommit=False) as holder:
+        holder.execute(test_query("worker_lock_run"), {"run_id": locked})
+        conn.execute(test_query("worker_short_lock_timeout"))
+        outcomes = report(conn, [{**ident(locked), "output": 1}, {**ident(free), "output": 2}])
+        holder.rollback()
+    assert outcomes[0][0] == "retry"
+    assert "lock timeout" in str(outcomes[0][1])
+    assert outcomes[1] == ("completed", None)
+    # Nothing of the refused report was applied: the attempt is still held, and reporting it
+    # again once the lock is free completes it, once.
+    assert tasks(conn, locked)[0][2:6] == ("started", 1, None, None)
+    assert report(conn, [{**ident(locked), "output": 1}]) == [("completed", None)]
+    assert report(conn, [{**ident(locked), "output": 1}])[0][0] == "stale"
+    assert tasks(conn, locked)[0][2:6] == ("completed", 1, 1, None)
+    assert tasks(conn, free)[0][2:6] == ("completed", 1, 2, None)
+
+
 def test_release_hands_back_unstarted_claims_without_counting_the_attempt(conn: Conn) -> None:
     setup_flow(conn)
     run_id = start(conn)

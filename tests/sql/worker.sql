@@ -20,6 +20,17 @@ FROM pgflow.step_tasks WHERE run_id = %(run_id)s ORDER BY step_slug, task_index;
 -- name: worker_run_status
 SELECT status FROM pgflow.runs WHERE run_id = %(run_id)s;
 
+-- name: worker_lock_run
+-- Holds a run's row until the transaction ends, as a concurrent complete_task/fail_task does.
+SELECT 1 FROM pgflow.runs WHERE run_id = %(run_id)s FOR UPDATE;
+
+-- name: worker_short_lock_timeout
+SET lock_timeout = '100ms';
+
+-- name: worker_database_lock_timeout
+-- New sessions of the database (placeholder) give up waiting for a lock after 100 ms.
+ALTER DATABASE {} SET lock_timeout = '100ms';
+
 -- name: worker_message_delays
 -- Seconds until each message of a queue table (placeholder: pgmq.q_<name>) is visible again.
 SELECT msg_id, extract(epoch FROM vt - clock_timestamp())::float8 AS delay

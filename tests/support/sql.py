@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import LiteralString, cast
+from typing import cast
+
+from typing_extensions import LiteralString
 
 from pgflow_kombu.db.queries import parse_queries
 
