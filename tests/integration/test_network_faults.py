@@ -27,7 +27,6 @@ from pgflow_kombu.db.admin import create_database
 from pgflow_kombu.db.connect import connect
 from pgflow_kombu.db.urls import with_database
 from pgflow_kombu.transport import store
-from tests.celery_app.app import add, app
 from tests.celery_app.servers import ThrowawayServer
 from tests.celery_app.urls import broker_url
 from tests.celery_app.worker import ROOT, Worker
@@ -51,6 +50,7 @@ HEARTBEAT, STALLED_AFTER = 1.0, 6.0
 DETECTION_LIMIT = KEEPALIVE_BOUND + HEARTBEAT + 6.0
 CUT_FOR = 15.0
 LOST_BROKER = "Connection to broker lost"
+ADD = "tests.celery_app.app.add"
 
 MEASURED: dict[str, float] = {}
 
@@ -248,22 +248,19 @@ def added(path: Path, x: int) -> bool:
 
 
 @pytest.fixture
-def celery_app(urls: tuple[str, str]) -> Iterator[Celery]:
-    """The tests' Celery app, reaching the database over the Unix socket (pings, publishing)."""
-    saved = {k: app.conf.get(k) for k in ("broker_url", "broker_transport_options")}
-    app.conf.update(broker_url=broker_url(urls[0]), broker_transport_options=CELERY_OPTIONS)
-    try:
-        yield app
-    finally:
-        app.close()
-        app.conf.update(saved)
+def control(urls: tuple[str, str]) -> Iterator[Celery]:
+    """A Celery app of this test's own (the shared one keeps its producer pools across close()),
+    reaching the database over the Unix socket: readiness pings and publishing."""
+    with Celery("netfaults", broker=broker_url(urls[0]), set_as_current=False) as celery:
+        celery.conf.broker_transport_options = CELERY_OPTIONS
+        yield celery
 
 
 CELERY_OPTIONS = {"polling_interval": 0.5, "sweep_interval": 1.0, "visibility_timeout": 30}
 
 
 def test_cut_off_celery_worker_reconnects_and_its_consumers_are_forgotten(
-    netns: NetNamespace, urls: tuple[str, str], celery_app: Celery, tmp_path: Path
+    netns: NetNamespace, urls: tuple[str, str], control: Celery, tmp_path: Path
 ) -> None:
     local_url, link_url = urls
     events_log = tmp_path / "events.jsonl"
@@ -277,9 +274,17 @@ def test_cut_off_celery_worker_reconnects_and_its_consumers_are_forgotten(
     }
     env.pop("CELERY_TEST_BACKEND", None)
     queue = "netcut"
-    worker = Worker("netcut", env, tmp_path, queues=queue, concurrency=1, prefix=netns.exec_prefix)
+    worker = Worker(
+        "netcut",
+        env,
+        tmp_path,
+        queues=queue,
+        concurrency=1,
+        control=control,
+        prefix=netns.exec_prefix,
+    )
     with worker.start(timeout=60):
-        add.apply_async((1, 1), queue=queue)
+        control.send_task(ADD, (1, 1), queue=queue)
         wait_until(lambda: added(events_log, 1), 30, "the worker ran a task")
         before = consumer_pids(local_url, queue)
         assert before
@@ -298,7 +303,7 @@ def test_cut_off_celery_worker_reconnects_and_its_consumers_are_forgotten(
         time.sleep(max(0.0, cut_at + CUT_FOR - time.time()))
         restored_at = time.time()
         netns.restore()
-        add.apply_async((2, 2), queue=queue)
+        control.send_task(ADD, (2, 2), queue=queue)
         wait_until(lambda: added(events_log, 2), 60, "the worker ran a task after the cut")
         MEASURED["celery_serving_again"] = round(time.time() - restored_at, 2)
         assert consumer_pids(local_url, queue) - before  # it consumes on a new connection
