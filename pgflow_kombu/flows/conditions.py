@@ -98,8 +98,8 @@ class StepCondition:
                 raise error(
                     f"when_unmet must be one of {', '.join(_WHEN_UNMET)}; got {when_unmet!r}"
                 )
-            if patterns["if_"] is None and patterns["if_not"] is None:
-                raise error("when_unmet needs a condition (if_ or if_not)")
+            if when_unmet != "skip" and patterns["if_"] is None and patterns["if_not"] is None:
+                raise error(f"when_unmet={when_unmet!r} needs a condition (if_ or if_not)")
         if when_exhausted is not None and when_exhausted not in _WHEN_EXHAUSTED:
             raise error(
                 f"when_exhausted must be one of {', '.join(_WHEN_EXHAUSTED)}; got {when_exhausted!r}"
