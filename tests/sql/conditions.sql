@@ -13,3 +13,9 @@ SELECT pgflow_kombu.set_step_condition(%(flow_slug)s, %(step_slug)s, %(if_patter
 -- name: conditions_task_messages
 SELECT step_slug, task_index, message_id FROM pgflow.step_tasks
 WHERE run_id = %(run_id)s ORDER BY step_slug, task_index;
+
+-- name: conditions_hooked_functions
+-- pgflow's functions that consult pgflow_kombu's condition tables (benchmarks/conditions.py).
+SELECT count(*) AS n FROM pg_proc
+WHERE pronamespace = 'pgflow'::regnamespace
+  AND (prosrc LIKE '%%step_conditions%%' OR prosrc LIKE '%%skipped_steps%%');
