@@ -245,3 +245,30 @@ def test_an_upstream_installed_schema_refuses_conditional_flows(upstream_db_url:
             test_query("conditions_set_step_condition"),
             {"flow_slug": "upplain", "step_slug": "a", "if_pattern": '{"run": {}}'},
         )
+
+
+def test_a_conditional_flow_with_skipped_runs_can_be_upserted_and_deleted(ours: Db) -> None:
+    compile_flow(ours.url, branch_flow())
+    run_id = ours.call("start_flow", flow_slug="sqlcond", input={"kind": "b"})[0]["run_id"]
+    assert skipped(ours, run_id) == {"a": ("condition_unmet", None)}
+    client = Client(ours.url)
+    try:
+        result = client.upsert_flow(
+            "sqlcond",
+            steps=[
+                {"slug": "a", "condition": {"if_": {"run": {"kind": "z"}}}},
+                {"slug": "b", "deps": ["a"]},
+            ],
+        )
+        assert result["status"] == "recompiled"
+        assert any("condition differs" in d for d in result["differences"])
+        assert skipped(ours, run_id) == {}  # the old runs went with the old definition
+        with connect(ours.url) as conn:
+            stored = read_flow_shape(conn, "sqlcond")
+        assert stored["steps"][0]["condition"]["if_"] == {"run": {"kind": "z"}}
+        client.delete_flow("sqlcond")
+        with connect(ours.url) as conn:
+            rows = conn.execute(test_query("conditions_count_rows")).fetchone()
+        assert rows == (0, 0)
+    finally:
+        client.close()

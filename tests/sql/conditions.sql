@@ -19,3 +19,7 @@ WHERE run_id = %(run_id)s ORDER BY step_slug, task_index;
 SELECT count(*) AS n FROM pg_proc
 WHERE pronamespace = 'pgflow'::regnamespace
   AND (prosrc LIKE '%%step_conditions%%' OR prosrc LIKE '%%skipped_steps%%');
+
+-- name: conditions_count_rows
+SELECT (SELECT count(*) FROM pgflow_kombu.step_conditions),
+       (SELECT count(*) FROM pgflow_kombu.skipped_steps);
