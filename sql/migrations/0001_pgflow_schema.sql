@@ -30,8 +30,9 @@
 -- construction (0.8.1 asks for that order, but sends them in the order an UPDATE visits rows).
 -- Conditional steps (0070_conditions) hook in here: start_flow, start_ready_steps and the
 -- empty-map cascade evaluate the conditions of ready steps, fail_task applies when_exhausted,
--- start_tasks and run_output leave skipped steps out. A flow without conditions pays one index
--- probe of pgflow_kombu.step_conditions per start_flow and per completed task.
+-- start_tasks and run_output leave skipped steps out. A flow without conditions pays index probes
+-- of (empty) pgflow_kombu tables: per start_flow, per completed task, per dependency start_tasks
+-- reads and per leaf of the run output (benchmarks/conditions.py measures it).
 
 DO $check$
 BEGIN

@@ -25,8 +25,9 @@
 --
 -- The hooks sit in our pgflow functions (0001): start_flow, start_ready_steps and the empty-map
 -- cascade evaluate conditions of ready steps; fail_task applies when_exhausted. A flow without a
--- row in step_conditions never calls any of this (one index probe per start_flow and per
--- completed task decides). An upstream-installed pgflow schema runs upstream's functions, which
+-- row in step_conditions never calls any of this (an index probe per start_flow and per
+-- completed task decides; start_tasks and the run output probe skipped_steps). An
+-- upstream-installed pgflow schema runs upstream's functions, which
 -- know nothing of these tables: set_step_condition refuses to record a condition there.
 
 CREATE SCHEMA IF NOT EXISTS pgflow_kombu;
