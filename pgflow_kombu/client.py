@@ -54,6 +54,7 @@ from pgflow_kombu.flows.flow import Flow
 from pgflow_kombu.flows.jsondata import Json, NotJsonError, to_json
 from pgflow_kombu.flows.options import FlowOptions, StepOptions
 from pgflow_kombu.flows.shapes import FlowShape, compare_shapes
+from pgflow_kombu.observability.runspan import run_start_span
 from pgflow_kombu.types import FlowInfo, Run, StepState, StepTask, WorkerInfo
 from pgflow_kombu.waiting import RunListener
 
@@ -163,13 +164,16 @@ class Client:
             "run_id": run_id_text(run_id),
         }
         try:
-            with self.connection(connection) as conn:
+            with self.connection(connection) as conn, run_start_span(slug) as span:
+                name = "client.start_flow_delayed" if delay else "client.start_flow"
                 if delay:
-                    row = conn.execute(
-                        query("client.start_flow_delayed"), {**params, "delay_seconds": delay}
-                    ).fetchone()
-                else:
-                    row = conn.execute(query("client.start_flow"), params).fetchone()
+                    params["delay_seconds"] = delay
+                if span is not None:  # the run keeps the start span's trace context
+                    params.update(span.params)
+                    name = name.replace("client.", "observability.") + "_traced"
+                row = conn.execute(query(name), params).fetchone()
+                if span is not None and row is not None:
+                    span.started(row[0])
         except DatabaseError as exc:
             raise self._start_failure(slug, exc, run_id=run_id) from exc
         assert row is not None
