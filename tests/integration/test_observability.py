@@ -362,3 +362,34 @@ def test_task_spans_join_the_trace_that_started_the_run(
     assert set(kept) == {done, failed, str(untraced)}
     trace_hex = format(request.context.trace_id, "032x")
     assert kept[done].startswith(f"00-{trace_hex}-")
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+def test_worker_command_serves_metrics_and_logs_outcomes_as_json(
+    db_url: str, client: Client
+) -> None:
+    import json
+
+    from tests.e2e_apps.harness import WorkerProcess
+
+    port = free_port()
+    args = ["--heartbeat-interval", "0.5", "--log-format", "json", "--flows", "linear"]
+    env = {"PGFLOW_WORKER_METRICS_PORT": str(port)}  # the option's environment variable
+    with WorkerProcess(db_url, *args, env=env) as worker:
+        worker.wait_ready()
+        run_id = client.start_flow("linear", {"n": 1})
+        client.wait(run_id, timeout=60)
+        key = ("pgflow_kombu_tasks_completed_total", (("flow", "linear"), ("step", "third")))
+        eventually(lambda: scrape(port).get(key) == 1)
+        m = scrape(port)
+        assert worker.stop() == 0
+    assert m[("pgflow_kombu_live_workers", (("flow", "linear"),))] == 1
+    assert m[("pgflow_kombu_runs_completed_total", (("flow", "linear"),))] == 1
+    assert f"metrics   http://127.0.0.1:{port}/metrics" in worker.log
+    lines = [json.loads(line) for line in worker.log.splitlines() if line.startswith("{")]
+    succeeded = [e for e in lines if e.get("event") == "task_succeeded"]
+    assert sorted(e["step_slug"] for e in succeeded) == ["first", "second", "third"]
+    assert all(e["run_id"] == str(run_id) and e["duration"] >= 0 for e in succeeded)
+    assert all(" succeeded in " in e["message"] for e in succeeded)
