@@ -218,9 +218,18 @@ class Client:
         if not params:
             return []
         run_ids: list[UUID] = []
+        name = "client.start_flow"
         try:
-            with self.connection(connection) as conn, conn.transaction(), conn.cursor() as cur:
-                cur.executemany(query("client.start_flow"), params, returning=True)
+            with (
+                self.connection(connection) as conn,
+                run_start_span(slug, len(params)) as span,
+                conn.transaction(),
+                conn.cursor() as cur,
+            ):
+                if span is not None:  # every run keeps the start span's trace context
+                    params = [{**p, **span.params} for p in params]
+                    name = "observability.start_flow_traced"
+                cur.executemany(query(name), params, returning=True)
                 while True:
                     row = cur.fetchone()
                     assert row is not None

@@ -38,7 +38,8 @@ class RunSpan:
 
 
 @contextmanager
-def run_start_span(flow_slug: str) -> Iterator[RunSpan | None]:
+def run_start_span(flow_slug: str, runs: int = 1) -> Iterator[RunSpan | None]:
+    """The ``start <flow>`` span of one run, or of ``runs`` runs started together."""
     trace = _otel()
     if trace is None:
         yield None
@@ -49,7 +50,7 @@ def run_start_span(flow_slug: str) -> Iterator[RunSpan | None]:
     with tracer.start_as_current_span(
         f"start {flow_slug}",
         kind=trace.SpanKind.PRODUCER,
-        attributes={"pgflow.flow_slug": flow_slug},
+        attributes={"pgflow.flow_slug": flow_slug, "pgflow.runs": runs},
     ) as span:
         if not span.get_span_context().is_valid:
             yield None

@@ -109,8 +109,12 @@ def run_both(client: Client) -> tuple[str, str]:
 # -- hooks -------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("pool", ["threads", "processes", "asyncio"])
 def test_hooks_report_each_attempt_and_run_and_survive_a_raising_callback(
-    client: Client, start_worker: Callable[..., Worker], caplog: pytest.LogCaptureFixture
+    client: Client,
+    start_worker: Callable[..., Worker],
+    caplog: pytest.LogCaptureFixture,
+    pool: str,
 ) -> None:
     app_hooks = Hooks()
     seen: list[object] = []
@@ -127,7 +131,7 @@ def test_hooks_report_each_attempt_and_run_and_survive_a_raising_callback(
     def explode(event: RunCompleted) -> None:
         raise ValueError("a broken hook")
 
-    worker = start_worker(hooks=app_hooks)
+    worker = start_worker(hooks=app_hooks, pool=pool, concurrency=2)
     worker.hooks.on_run_completed(record)  # the worker's own, beside the app's
     worker.hooks.on_run_failed(record)
 
@@ -282,7 +286,8 @@ PROVIDER.add_span_processor(SimpleSpanProcessor(EXPORTER))
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     # The global provider can be set once per process: this module's, for the client's spans.
-    trace.set_tracer_provider(PROVIDER)
+    if trace.get_tracer_provider() is not PROVIDER:
+        trace.set_tracer_provider(PROVIDER)
     if trace.get_tracer_provider() is not PROVIDER:
         pytest.fail("another tracer provider was installed first in this process")
     EXPORTER.clear()
@@ -393,3 +398,76 @@ def test_worker_command_serves_metrics_and_logs_outcomes_as_json(
     assert sorted(e["step_slug"] for e in succeeded) == ["first", "second", "third"]
     assert all(e["run_id"] == str(run_id) and e["duration"] >= 0 for e in succeeded)
     assert all(" succeeded in " in e["message"] for e in succeeded)
+
+
+def test_app_hooks_reach_the_workers_the_app_starts(db_url: str) -> None:
+    from pgflow_kombu import PgFlow
+
+    app = PgFlow(database_url=db_url)
+    app.register(chain_list)
+    done: list[RunCompleted] = []
+    app.hooks.on_run_completed(done.append)
+    worker = app.start_worker(chain_list, heartbeat_interval=0.5)
+    try:
+        handle = app.start_flow(chain_list, 2)
+        handle.wait(timeout=60)
+        eventually(lambda: len(done) == 1)
+    finally:
+        app.stop_worker()
+        app.close()
+    assert done == [RunCompleted("obs_list", str(handle.run_id))]
+    assert worker.hooks.parent is app.hooks
+
+
+def test_trace_context_is_written_in_the_starting_transaction(
+    db_url: str, client: Client, spans: InMemorySpanExporter
+) -> None:
+    client.compile_flow(idle.shape())
+    caller = trace.get_tracer("tests")
+
+    def kept() -> list[Any]:
+        with connect(db_url) as conn:
+            return conn.execute(
+                "SELECT c.run_id FROM pgflow_kombu.run_trace_context AS c"
+                " JOIN pgflow.runs AS r USING (run_id)"
+            ).fetchall()
+
+    with caller.start_as_current_span("request"), connect(db_url, autocommit=False) as conn:
+        client.start_flow("obs_idle", 1, connection=conn)
+        conn.rollback()
+        assert kept() == []
+        with conn.transaction():
+            client.start_flow("obs_idle", 2, connection=conn)
+            assert kept() == []  # not committed yet: nothing visible outside
+        many = client.start_many("obs_idle", [3, 4])
+    assert len(kept()) == 3
+    (batch,) = [s for s in spans.get_finished_spans() if s.attributes.get("pgflow.runs") == 2]  # type: ignore[union-attr]
+    with connect(db_url) as conn:
+        parents = {
+            row[0]
+            for row in conn.execute(
+                "SELECT traceparent FROM pgflow_kombu.run_trace_context WHERE run_id = ANY(%s)",
+                [many],
+            )
+        }
+    (parent,) = parents
+    assert parent.startswith(f"00-{batch.context.trace_id:032x}-{batch.context.span_id:016x}-")
+
+
+def test_database_registry_renders_queue_figures_for_a_dashboard(
+    db_url: str, client: Client
+) -> None:
+    from pgflow_kombu.observability.metrics import database_registry, render
+
+    client.compile_flow(idle.shape())
+    client.start_flow("obs_idle", 1)
+    body, content_type = render(database_registry(db_url))
+    assert content_type.startswith("text/plain")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+    assert samples[("pgflow_kombu_queue_depth", (("flow", "obs_idle"),))] == 1
+    assert samples[("pgflow_kombu_database_up", ())] == 1
+    assert not any(name.startswith("pgflow_kombu_tasks_") for name, _ in samples)
