@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pgflow_kombu.client import Client
@@ -34,6 +35,8 @@ from pgflow_kombu.observability import (
 from pgflow_kombu.observability.metrics import WorkerMetrics, serve
 from pgflow_kombu.observability.tracing import TaskTracer
 from pgflow_kombu.worker import Worker
+from pgflow_kombu.worker.link import Link
+from tests.support.sql import test_query
 
 doomed = Flow("obs_doomed", max_attempts=2, base_delay=0)
 
@@ -87,6 +90,11 @@ def start_worker(db_url: str) -> Iterator[Callable[..., Worker]]:
     yield start
     for worker in started:
         worker.stop(5)
+
+
+def trace_contexts(url: str) -> list[tuple[str, str]]:
+    with connect(url) as conn:
+        return conn.execute(test_query("obs_trace_contexts")).fetchall()
 
 
 def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -359,11 +367,7 @@ def test_task_spans_join_the_trace_that_started_the_run(
         for s in doomed_spans
     )
     # The context is kept in our schema, keyed by run id.
-    with connect(db_url) as conn:
-        rows = conn.execute(
-            "SELECT run_id::text, traceparent FROM pgflow_kombu.run_trace_context"
-        ).fetchall()
-    kept = dict(rows)
+    kept = dict(trace_contexts(db_url))
     assert set(kept) == {done, failed, str(untraced)}
     trace_hex = format(request.context.trace_id, "032x")
     assert kept[done].startswith(f"00-{trace_hex}-")
@@ -426,11 +430,7 @@ def test_trace_context_is_written_in_the_starting_transaction(
     caller = trace.get_tracer("tests")
 
     def kept() -> list[Any]:
-        with connect(db_url) as conn:
-            return conn.execute(
-                "SELECT c.run_id FROM pgflow_kombu.run_trace_context AS c"
-                " JOIN pgflow.runs AS r USING (run_id)"
-            ).fetchall()
+        return trace_contexts(db_url)
 
     with caller.start_as_current_span("request"), connect(db_url, autocommit=False) as conn:
         client.start_flow("obs_idle", 1, connection=conn)
@@ -442,15 +442,7 @@ def test_trace_context_is_written_in_the_starting_transaction(
         many = client.start_many("obs_idle", [3, 4])
     assert len(kept()) == 3
     (batch,) = [s for s in spans.get_finished_spans() if s.attributes.get("pgflow.runs") == 2]  # type: ignore[union-attr]
-    with connect(db_url) as conn:
-        parents = {
-            row[0]
-            for row in conn.execute(
-                "SELECT traceparent FROM pgflow_kombu.run_trace_context WHERE run_id = ANY(%s)",
-                [many],
-            )
-        }
-    (parent,) = parents
+    (parent,) = {traceparent for run_id, traceparent in kept() if run_id in map(str, many)}
     assert parent.startswith(f"00-{batch.context.trace_id:032x}-{batch.context.span_id:016x}-")
 
 
@@ -471,3 +463,27 @@ def test_database_registry_renders_queue_figures_for_a_dashboard(
     assert samples[("pgflow_kombu_queue_depth", (("flow", "obs_idle"),))] == 1
     assert samples[("pgflow_kombu_database_up", ())] == 1
     assert not any(name.startswith("pgflow_kombu_tasks_") for name, _ in samples)
+
+
+def test_reconnects_are_counted_when_the_worker_sessions_are_ended(
+    db_url: str, client: Client, start_worker: Callable[..., Worker]
+) -> None:
+    metrics = WorkerMetrics()
+    worker = start_worker()
+    metrics.subscribe(worker.hooks)
+    client.wait(client.start_flow("obs_list", 1), timeout=60)
+    before = Link.reconnects
+    with connect(db_url) as conn:
+        row = conn.execute(test_query("obs_terminate_worker_sessions")).fetchone()
+    assert row is not None and row[0] >= 3
+    # The worker notices, connects again and goes on serving.
+    client.wait(client.start_flow("obs_list", 2), timeout=60)
+    eventually(lambda: Link.reconnects >= before + 2)
+    body = generate_latest(metrics.registry).decode()
+    (value,) = [
+        s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+        if s.name == "pgflow_kombu_db_reconnects_total"
+    ]
+    assert value == Link.reconnects
