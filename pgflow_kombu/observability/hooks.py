@@ -31,6 +31,10 @@ report finished the run: exactly one worker, with the run's flow at hand. Runs f
 elsewhere (by a TypeScript worker, by ``start_flow`` itself for a flow with nothing to do) fire
 no hook here; a client waiting on a run learns of it from the run-finished notification.
 
+The ``pgflow-kombu worker -A pkg.module:app`` command calls the hooks of the app it loads (not
+when ``-A`` names a module or a flow). An eager app (``PgFlow(eager=True)``) runs no worker and
+calls no hook.
+
 A callback that raises is logged (with its traceback) and the worker goes on. With no callback
 registered for an event, the worker does not even build its payload.
 """

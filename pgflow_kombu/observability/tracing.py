@@ -57,6 +57,11 @@ class TaskTracer:
     def __init__(self, url: str, *, tracer_provider: TracerProvider | None = None) -> None:
         self.url = url
         self.tracer = trace.get_tracer("pgflow_kombu", tracer_provider=tracer_provider)
+        # The API's default provider (none configured yet) records nothing.
+        provider = tracer_provider or trace.get_tracer_provider()
+        self.configured = not isinstance(
+            provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+        )
         self._propagator = TraceContextTextMapPropagator()
         self._contexts: OrderedDict[str, Context | None] = OrderedDict()
         self._starts: OrderedDict[AttemptKey, int] = OrderedDict()

@@ -203,6 +203,12 @@ def observe(worker: Worker, url: str, options: dict[str, Any]) -> Callable[[], N
                 f"--otel needs OpenTelemetry: pip install 'pgflow-kombu[otel]' ({exc})"
             ) from exc
         tracer = TaskTracer(url)
+        if not tracer.configured:
+            click.echo(
+                "warning: --otel but no OpenTelemetry tracer provider is configured (run under "
+                "opentelemetry-instrument, or set one up in the app's module): spans go nowhere",
+                err=True,
+            )
         tracer.subscribe(worker.hooks)
         stops.append(tracer.close)
     port = options.get("metrics_port")
