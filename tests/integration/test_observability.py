@@ -487,3 +487,40 @@ def test_reconnects_are_counted_when_the_worker_sessions_are_ended(
         if s.name == "pgflow_kombu_db_reconnects_total"
     ]
     assert value == Link.reconnects
+
+
+def test_worker_command_with_otel_puts_task_spans_in_the_callers_trace(
+    db_url: str, client: Client, spans: InMemorySpanExporter, tmp_path: Any
+) -> None:
+    import json
+
+    from tests.e2e_apps.harness import WorkerProcess
+
+    exported = tmp_path / "spans.jsonl"
+    args = ["--heartbeat-interval", "0.5", "--flows", "linear", "--otel"]
+    env = {"PGFLOW_TEST_SPANS": str(exported)}
+    with WorkerProcess(db_url, *args, app="tests.e2e_apps.traced:app", env=env) as worker:
+        worker.wait_ready()
+        with trace.get_tracer("tests").start_as_current_span("request"):
+            run_id = client.start_flow("linear", {"n": 1})
+        client.wait(run_id, timeout=60)
+
+        def task_spans() -> list[dict[str, Any]]:
+            if not exported.exists():
+                return []
+            return [json.loads(line) for line in exported.read_text().splitlines()]
+
+        eventually(lambda: len(task_spans()) == 3)
+        assert worker.stop() == 0
+    assert "no OpenTelemetry tracer provider" not in worker.log
+    (start,) = [s for s in spans.get_finished_spans() if s.name == "start linear"]
+    assert sorted(s["name"] for s in task_spans()) == [
+        "linear.first",
+        "linear.second",
+        "linear.third",
+    ]
+    for span in task_spans():
+        assert span["trace_id"] == f"{start.context.trace_id:032x}"
+        assert span["parent_id"] == f"{start.context.span_id:016x}"
+        assert span["attributes"]["pgflow.run_id"] == str(run_id)
+        assert span["status"] != "ERROR"
