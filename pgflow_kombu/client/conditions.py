@@ -1,7 +1,7 @@
 """Conditional steps in the database: written when a flow is compiled, read back with its shape.
 
-Conditions live in ``pgflow_kombu.step_conditions`` (sql/migrations/0070_conditions.sql), keyed by
-``(flow_slug, step_slug)``; pgflow's functions on our schema evaluate them. pgflow's functions as
+Conditions live in the table ``pgflow_kombu.step_conditions`` (sql/migrations/0070_conditions.sql),
+keyed by ``(flow_slug, step_slug)``; pgflow's functions on our schema evaluate them. pgflow's functions as
 upstream's tools install them cannot, so a conditional flow is refused there.
 """
 
