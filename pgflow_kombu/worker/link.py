@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 from typing_extensions import LiteralString
@@ -26,6 +26,9 @@ __all__ = ["Link", "is_connection_error"]
 
 
 class Link:
+    # Connections of this process opened again after one was lost (the reconnects metric).
+    reconnects: ClassVar[int] = 0
+
     def __init__(
         self,
         url: str,
@@ -42,6 +45,7 @@ class Link:
         self.connectivity = connectivity
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
+        self._lost = False
 
     @property
     def connected(self) -> bool:
@@ -56,6 +60,9 @@ class Link:
                 options=options,
                 statement_timeout=self.statement_timeout,
             )
+            if self._lost:
+                self._lost = False
+                Link.reconnects += 1
         return self._conn
 
     def fetch(self, sql: LiteralString, params: dict[str, Any] | None = None) -> list[Any]:
@@ -77,12 +84,14 @@ class Link:
                 conn = self._connection()
                 cur = conn.execute(sql, params)
                 return cur.fetchall() if cur.description is not None else []
-            except PgFlowError:
+            except PgFlowError as exc:
                 self._drop()
+                self._lost = self._lost or is_connection_error(exc)
                 raise
             except psycopg.Error as exc:
                 if is_connection_error(exc):
                     self._drop()
+                    self._lost = True
                 raise translate(exc) from exc
 
     def close(self) -> None:

@@ -28,14 +28,17 @@ from typing import Any
 from pgflow_kombu.db.connect import liveness
 from pgflow_kombu.db.urls import check_url
 from pgflow_kombu.errors import ConfigurationError, PgFlowError
+from pgflow_kombu.observability.hooks import Hooks
 from pgflow_kombu.worker.claims import Claims, read_visibility
 from pgflow_kombu.worker.connectivity import Connectivity
+from pgflow_kombu.worker.events import WorkerEvents
 from pgflow_kombu.worker.execution import FlowLike
 from pgflow_kombu.worker.link import is_connection_error
 from pgflow_kombu.worker.logs import log_outcome
 from pgflow_kombu.worker.membership import Membership
 from pgflow_kombu.worker.options import check_options, select_flows
 from pgflow_kombu.worker.pools import Pool, make_pool
+from pgflow_kombu.worker.pools.base import SlotPool
 from pgflow_kombu.worker.reporter import DEFAULT_BATCH_SIZE, Reporter
 from pgflow_kombu.worker.signals import install_stop_signals
 from pgflow_kombu.worker.source import MessageSource
@@ -54,6 +57,8 @@ class Worker:
     tasks claimed and held at once; ``shutdown_timeout`` is how long a stop waits for running
     handlers; ``heartbeat_interval``/``stalled_after`` drive liveness and stalled-task recovery.
     ``app_ref`` ("pkg.module:app") lets the process pool's children import the flows.
+    ``hooks`` (an app's :class:`~pgflow_kombu.observability.Hooks`) are called along with the
+    worker's own ``worker.hooks``.
     """
 
     def __init__(
@@ -76,6 +81,7 @@ class Worker:
         fetch_timeout: float = 1.0,
         function_name: str | None = None,
         synchronous_commit: bool = False,
+        hooks: Hooks | None = None,
     ) -> None:
         self.url = check_url(url)
         served = select_flows(flows, queues)
@@ -97,6 +103,9 @@ class Worker:
         self.fetch_timeout = fetch_timeout
         self.stats = WorkerStats()
         self.exit_code: int | None = None
+        # This worker's callbacks, then those of ``hooks`` (its app's): see observability/hooks.py.
+        self.hooks = Hooks(hooks)
+        self._events = WorkerEvents(self.hooks)
         self.connectivity = Connectivity()
         # Statements are cancelled after the configured statement_timeout; claims and heartbeats
         # are pointless beyond stalled_after (the others may have taken the worker's tasks).
@@ -130,6 +139,7 @@ class Worker:
             batch_size=report_batch,
             synchronous_commit=synchronous_commit,
             on_connection_lost=self._on_connection_lost,
+            on_settled=self._events.settled,
             statement_timeout=timeout,
             connectivity=self.connectivity,
         )
@@ -141,6 +151,8 @@ class Worker:
             app_ref=app_ref,
             loglevel=logging.getLogger().getEffectiveLevel(),
         )
+        if isinstance(self._pool, SlotPool):
+            self._pool.on_start = self._events.task_started
         self._pool.gate = self._may_start
         self._not_started: queue.SimpleQueue[ClaimedTask] = queue.SimpleQueue()
         self._reported: queue.SimpleQueue[list[tuple[Outcome, str]]] = queue.SimpleQueue()
@@ -349,6 +361,7 @@ class Worker:
 
     def _submit(self, tasks: list[ClaimedTask]) -> None:
         self._held += len(tasks)
+        self._events.claimed(tasks)
         for task in tasks:
             self._pool.submit(task)
 

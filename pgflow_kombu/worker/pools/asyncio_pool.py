@@ -85,6 +85,7 @@ class AsyncioPool(SlotPool):
                     self._running -= 1
                     self.stats.started -= 1
                 continue
+            self._started(task)
             attempt = Attempt(task)
             self._tasks[attempt] = self._loop.create_task(self._run(attempt))
             self._watchdog.watch(attempt)

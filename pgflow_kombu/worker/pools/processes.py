@@ -178,7 +178,7 @@ class ProcessPool(SlotPool):
                     return
                 if not self._may_start(task):
                     continue
-                self._take_slot()
+                self._take_slot(task)
                 self._finish_slot(self._run(index, task))
         finally:
             child = self._children[index]

@@ -65,7 +65,7 @@ class ThreadPool(SlotPool):
             if not self._may_start(task):
                 continue
             attempt = Attempt(task)
-            self._take_slot()
+            self._take_slot(task)
             self._watchdog.watch(attempt)
             result = execute(self.flows, task)
             if attempt.finish():
