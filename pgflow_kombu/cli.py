@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -357,22 +358,94 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
     out.emit_run(client_for(ctx).get_run_with_states(run_id), as_json)
 
 
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class Moment(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic from click 8.3
+    """A point in time: ISO 8601 (UTC when no offset is given), or an age such as 30m, 2h, 7d."""
+
+    name = "moment"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        text = str(value).strip()
+        unit = AGE_UNITS.get(text[-1:].lower())
+        if unit is not None and text[:-1].isdigit():
+            return datetime.now(timezone.utc) - timedelta(seconds=int(text[:-1]) * unit)
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            self.fail(f"{text!r} is neither an ISO 8601 time nor an age like 30m, 2h, 7d", param)
+        return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 @runs.command("list")
 @click.option("--flow", "flow_slug", help="Only runs of this flow.")
-@click.option("--status", type=click.Choice(["started", "completed", "failed"]))
-@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True)
+@click.option("--status", type=click.Choice(["started", "completed", "failed", "cancelled"]))
+@click.option("--since", type=Moment(), help="Started at or after (ISO time, or an age: 7d).")
+@click.option("--until", type=Moment(), help="Started before (ISO time, or an age: 1h).")
+@click.option(
+    "--input-contains",
+    "input_json",
+    help="Input contains this JSON (jsonb @>), e.g. '{\"user\": 7}'.",
+)
+@click.option("--after", help="The cursor printed after the previous page.")
+@click.option("--limit", type=click.IntRange(min=0, max=1000), default=20, show_default=True)
 @json_option
 @click.pass_context
 def runs_list(
-    ctx: click.Context, flow_slug: str | None, status: str | None, limit: int, as_json: bool
+    ctx: click.Context,
+    flow_slug: str | None,
+    status: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    input_json: str | None,
+    after: str | None,
+    limit: int,
+    as_json: bool,
 ) -> None:
-    """Recent runs, newest first."""
+    """Runs, newest first, a page at a time: the next page's cursor is printed after the table
+    (on stderr with --json), pass it to --after."""
+    contains = None if input_json is None else _json_argument(input_json, "--input-contains")
+    page = client_for(ctx).find_runs(
+        flow_slug=flow_slug,
+        status=status,
+        since=since,
+        until=until,
+        input_contains=contains,
+        after=after,
+        limit=limit,
+    )
     out.listing(
-        client_for(ctx).list_runs(flow_slug=flow_slug, status=status, limit=limit),
+        page.runs,
         as_json,
         ["run", "flow", "status", "started", "remaining"],
         lambda r: (r.run_id, r.flow_slug, r.status, out.when(r.started_at), r.remaining_steps),
     )
+    if page.next is not None:
+        click.echo(f"next: {page.next}", err=as_json)
+
+
+@runs.command("count")
+@click.option("--flow", "flow_slug", help="Only runs of this flow.")
+@click.option("--since", type=Moment(), help="Started at or after (ISO time, or an age: 7d).")
+@click.option("--until", type=Moment(), help="Started before (ISO time, or an age: 1h).")
+@json_option
+@click.pass_context
+def runs_count(
+    ctx: click.Context,
+    flow_slug: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    as_json: bool,
+) -> None:
+    """Runs per status."""
+    counts = client_for(ctx).count_runs(flow_slug=flow_slug, since=since, until=until)
+    if as_json:
+        out.emit_json(counts)
+    else:
+        out.table(["status", "runs"], list(counts.items()))
 
 
 @runs.command("wait")

@@ -9,7 +9,9 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict
 
 JSON = Any
-RunStatus = Literal["started", "completed", "failed"]
+RunStatus = Literal["started", "completed", "failed", "cancelled"]
+"""pgflow's run statuses, plus ``cancelled``: a run cancelled through this package (pgflow's row
+says ``failed``; see ``pgflow_kombu.cancelled_runs``)."""
 StepStatus = Literal["created", "started", "completed", "failed"]
 TaskStatus = Literal["queued", "started", "completed", "failed"]
 
@@ -80,6 +82,41 @@ class Run(_Row):
             if state.status == "failed" and state.error_message:
                 return state.error_message
         return None
+
+
+class RunPage(_Row):
+    """One page of :meth:`~pgflow_kombu.client.Client.find_runs`: newest first, and ``next``, the
+    opaque cursor of the following page (``None`` on the last page)."""
+
+    runs: list[Run]
+    next: str | None = None
+
+
+RunEventType = Literal[
+    "run:started",
+    "run:completed",
+    "run:failed",
+    "run:cancelled",
+    "step:started",
+    "step:completed",
+    "step:failed",
+]
+
+
+class RunEvent(_Row):
+    """A change of a run or of one of its steps, as :meth:`~pgflow_kombu.client.Client.events`
+    yields it. ``output`` is set on ``*:completed`` events when it is at most
+    ``MAX_EVENT_OUTPUT`` bytes, else ``None`` with ``output_omitted`` true (read it with
+    ``get_run_with_states``). ``step_slug`` is ``None`` on run events."""
+
+    event_type: RunEventType
+    run_id: UUID
+    step_slug: str | None = None
+    status: str
+    output: JSON = None
+    output_omitted: bool = False
+    error_message: str | None = None
+    at: datetime | None = None
 
 
 class WorkerInfo(_Row):

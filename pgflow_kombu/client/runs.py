@@ -17,7 +17,6 @@ from pgflow_kombu.client.base import ClientBase, FlowRef, flow_slug_of
 from pgflow_kombu.client.inputs import as_uuid, check_timeout, delay_from, run_id_text, run_input
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.errors import (
-    ConfigurationError,
     ConnectionFailed,
     ConstraintViolation,
     DatabaseError,
@@ -33,9 +32,7 @@ from pgflow_kombu.flows.dispatch import check_schedule
 from pgflow_kombu.observability.runspan import run_start_span
 from pgflow_kombu.types import Run, StepState, StepTask
 
-__all__ = ["RUN_STATUSES", "RunsMixin"]
-
-RUN_STATUSES = ("started", "completed", "failed")
+__all__ = ["RunsMixin"]
 
 
 class RunsMixin(ClientBase):
@@ -185,21 +182,6 @@ class RunsMixin(ClientBase):
             for s in states
         )
         return Run.model_validate({**row, "step_states": step_states})
-
-    def list_runs(
-        self, *, flow_slug: str | None = None, status: str | None = None, limit: int = 50
-    ) -> list[Run]:
-        """The newest runs first, at most ``limit``; optionally of one flow or status."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise ConfigurationError(f"limit must be an integer >= 0, got {limit!r}")
-        if status is not None and status not in RUN_STATUSES:
-            raise ConfigurationError(
-                f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r}"
-            )
-        params = {"flow_slug": flow_slug, "status": status, "limit": limit}
-        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(query("client.list_runs"), params).fetchall()
-        return [Run.model_validate(r) for r in rows]
 
     def wait(
         self,
