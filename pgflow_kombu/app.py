@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from uuid import UUID
@@ -26,7 +26,7 @@ from pgflow_kombu.flows.shapes import FlowShape, compare_shapes
 from pgflow_kombu.handles import RunHandle
 from pgflow_kombu.observability.hooks import Hooks
 from pgflow_kombu.settings import Settings
-from pgflow_kombu.types import FlowInfo, Run, WorkerInfo
+from pgflow_kombu.types import FlowInfo, Run, RunEvent, RunPage, WorkerInfo
 
 if TYPE_CHECKING:
     from pgflow_kombu.flows import Task
@@ -410,6 +410,54 @@ class PgFlow:
     def wait(self, run_id: UUID | str, *, timeout: float | None = 60.0) -> Run:
         """Wait for a run to finish (raises RunFailed / RunTimeout / RunNotFound)."""
         return self.client.wait(run_id, timeout=timeout)
+
+    # -- runs API and live events (see Client.find_runs, Client.events) --------------------------
+
+    def count_runs(
+        self,
+        *,
+        flow_slug: FlowRef | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> dict[str, int]:
+        """Runs per status (started, completed, failed, cancelled)."""
+        return self.client.count_runs(flow_slug=flow_slug, since=since, until=until)
+
+    def find_runs(
+        self,
+        *,
+        flow_slug: FlowRef | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        input_contains: Any = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> RunPage:
+        """A page of runs, newest first; ``after`` is the previous page's ``next``."""
+        return self.client.find_runs(
+            flow_slug=flow_slug,
+            status=status,
+            since=since,
+            until=until,
+            input_contains=input_contains,
+            after=after,
+            limit=limit,
+        )
+
+    def list_runs(
+        self, *, flow_slug: FlowRef | None = None, status: str | None = None, limit: int = 50
+    ) -> list[Run]:
+        """The newest runs, at most ``limit``."""
+        return self.client.list_runs(flow_slug=flow_slug, status=status, limit=limit)
+
+    def flow_history(self, flow: FlowRef, *, limit: int = 50) -> list[Run]:
+        """The most recent runs of one flow, newest first."""
+        return self.client.flow_history(flow, limit=limit)
+
+    def events(self, run_id: UUID | str, *, timeout: float | None = None) -> Iterator[RunEvent]:
+        """A run's live events until it finishes (see :meth:`Client.events`)."""
+        return self.client.events(run_id, timeout=timeout)
 
     # -- workers and health ----------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ seeds                              here
 from __future__ import annotations
 
 from pgflow_kombu.client.base import CORE_VERSION, FlowRef, HasSlug, flow_slug_of
+from pgflow_kombu.client.events import EventsMixin
 from pgflow_kombu.client.flows import (
     FlowsMixin,
     create_flow_from_shape,
@@ -45,9 +46,10 @@ __all__ = [
 ]
 
 
-class Client(RunsMixin, HistoryMixin, FlowsMixin, WorkersMixin):
+class Client(RunsMixin, HistoryMixin, EventsMixin, FlowsMixin, WorkersMixin):
     """Talks to one database. Thread-safe; connections come from a pool opened on first use.
 
-    One mixin per concept (``client/runs.py``, ``history.py``, ``flows.py``, ``workers.py``), all on the pool
+    One mixin per concept (``client/runs.py``, ``history.py``, ``events.py``, ``flows.py``,
+    ``workers.py``), all on the pool
     and connection handling of ``client/base.py``.
     """

@@ -76,8 +76,8 @@ LEFT JOIN pgflow_kombu.cancelled_runs AS c ON c.run_id = r.run_id
 WHERE r.run_id = %(run_id)s;
 
 -- name: step_event_states
--- Each step of the run in definition order, with its output once completed when it is one of
--- the steps asked for (single step: its task's output; map: the task outputs in index order),
+-- Each step of the run in definition order, with its output once completed unless its
+-- completion was already reported (single step: its task's output; map: the task outputs in index order),
 -- left out above max_output bytes.
 SELECT ss.step_slug, ss.status, s.step_index, ss.started_at, ss.completed_at, ss.failed_at,
        ss.error_message,
@@ -93,6 +93,6 @@ LEFT JOIN LATERAL (
           FROM pgflow.step_tasks AS t
           WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug
             AND t.status = 'completed') AS v
-) AS o ON ss.status = 'completed' AND ss.step_slug = ANY(%(want_output)s::text[])
+) AS o ON ss.status = 'completed' AND NOT ss.step_slug = ANY(%(reported)s::text[])
 WHERE ss.run_id = %(run_id)s
 ORDER BY s.step_index;

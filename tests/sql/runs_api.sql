@@ -18,3 +18,9 @@ WITH failed AS (
     WHERE run_id = %(run_id)s
 )
 INSERT INTO pgflow_kombu.cancelled_runs (run_id, reason) VALUES (%(run_id)s, 'test');
+
+-- name: events_watch_count
+SELECT count(*) FROM pgflow_kombu.watched_runs;
+
+-- name: events_listen
+LISTEN pgflow_kombu_events;
