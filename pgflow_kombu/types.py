@@ -12,7 +12,7 @@ JSON = Any
 RunStatus = Literal["started", "completed", "failed", "cancelled"]
 """pgflow's run statuses, plus ``cancelled``: a run cancelled through this package (pgflow's row
 says ``failed``; see ``pgflow_kombu.cancelled_runs``)."""
-StepStatus = Literal["created", "started", "completed", "failed"]
+StepStatus = Literal["created", "started", "completed", "failed", "skipped"]
 TaskStatus = Literal["queued", "started", "completed", "failed"]
 
 
@@ -40,7 +40,11 @@ class StepTask(_Row):
 
 
 class StepState(_Row):
-    """The state of one step within a run."""
+    """The state of one step within a run.
+
+    ``status`` ``"skipped"`` (with ``skip_reason``) is pgflow-kombu's view of a conditional step
+    that did not run: pgflow's own row reads ``completed`` (see sql/migrations/0070_conditions).
+    """
 
     run_id: UUID
     flow_slug: str
@@ -54,6 +58,7 @@ class StepState(_Row):
     started_at: datetime | None = None
     completed_at: datetime | None = None
     failed_at: datetime | None = None
+    skip_reason: str | None = None
     tasks: tuple[StepTask, ...] = ()
 
 
