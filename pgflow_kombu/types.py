@@ -105,6 +105,7 @@ RunEventType = Literal[
     "step:started",
     "step:completed",
     "step:failed",
+    "step:skipped",
 ]
 
 
@@ -112,7 +113,8 @@ class RunEvent(_Row):
     """A change of a run or of one of its steps, as :meth:`~pgflow_kombu.client.Client.events`
     yields it. ``output`` is set on ``*:completed`` events when it is at most
     ``MAX_EVENT_OUTPUT`` bytes, else ``None`` with ``output_omitted`` true (read it with
-    ``get_run_with_states``). ``step_slug`` is ``None`` on run events."""
+    ``get_run_with_states``). ``step_slug`` is ``None`` on run events. A conditional step that
+    was skipped gives ``step:skipped`` with its ``skip_reason``."""
 
     event_type: RunEventType
     run_id: UUID
@@ -121,6 +123,7 @@ class RunEvent(_Row):
     output: JSON = None
     output_omitted: bool = False
     error_message: str | None = None
+    skip_reason: str | None = None
     at: datetime | None = None
 
 

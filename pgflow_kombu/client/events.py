@@ -83,7 +83,10 @@ class EventTracker:
         for step in steps:
             slug, status = step["step_slug"], step["status"]
             rank = step["step_index"]
-            if step["started_at"] is not None:
+            # A step skipped by its condition (or a skipped dependency) never ran, though
+            # pgflow's row, completed, has a start time; one skipped after failing did run.
+            never_ran = status == "skipped" and step["skip_reason"] != "handler_failed"
+            if step["started_at"] is not None and not never_ran:
                 add(
                     (slug, "started"),
                     step["started_at"],
@@ -102,6 +105,17 @@ class EventTracker:
                     status=status,
                     output=step["output"],
                     output_omitted=step["output_omitted"],
+                )
+            elif status == "skipped":
+                add(
+                    (slug, "skipped"),
+                    step["skipped_at"],
+                    rank,
+                    1,
+                    event_type="step:skipped",
+                    status=status,
+                    error_message=step["error_message"],
+                    skip_reason=step["skip_reason"],
                 )
             elif status == "failed":
                 add(

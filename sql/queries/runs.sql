@@ -79,8 +79,10 @@ WHERE r.run_id = %(run_id)s;
 -- Each step of the run in definition order, with its output once completed unless its
 -- completion was already reported (single step: its task's output; map: the task outputs in index order),
 -- left out above max_output bytes.
-SELECT ss.step_slug, ss.status, s.step_index, ss.started_at, ss.completed_at, ss.failed_at,
-       ss.error_message,
+-- A skipped step (pgflow_kombu.skipped_steps; pgflow's row says completed) reads 'skipped'.
+SELECT ss.step_slug, CASE WHEN k.run_id IS NULL THEN ss.status ELSE 'skipped' END AS status,
+       s.step_index, ss.started_at, ss.completed_at, ss.failed_at, k.skipped_at, k.skip_reason,
+       coalesce(ss.error_message, k.error_message) AS error_message,
        CASE WHEN o.output_size <= %(max_output)s THEN o.output END AS output,
        coalesce(o.output_size > %(max_output)s, false) AS output_omitted
 FROM pgflow.step_states AS ss
@@ -94,5 +96,6 @@ LEFT JOIN LATERAL (
           WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug
             AND t.status = 'completed') AS v
 ) AS o ON ss.status = 'completed' AND NOT ss.step_slug = ANY(%(reported)s::text[])
+LEFT JOIN pgflow_kombu.skipped_steps AS k ON k.run_id = ss.run_id AND k.step_slug = ss.step_slug
 WHERE ss.run_id = %(run_id)s
 ORDER BY s.step_index;

@@ -54,6 +54,19 @@ def boom(ok: str) -> str:
     raise RuntimeError("boom at the second step")
 
 
+gated = Flow("gated", base_delay=0)
+
+
+@gated.step
+def first(run: dict[str, Any]) -> int:
+    return 1
+
+
+@gated.step(if_={"run": {"plan": "pro"}})
+def extra(first: int) -> int:
+    return first + 1
+
+
 # -- fixtures ----------------------------------------------------------------------------------
 
 
@@ -68,7 +81,7 @@ def client(db_url: str) -> Iterator[Client]:
 def worker(db_url: str) -> Iterator[Worker]:
     GATE.clear()
     w = Worker(
-        {"numbers": numbers, "breaks": breaks},
+        {"numbers": numbers, "breaks": breaks, "gated": gated},
         db_url,
         source=PgmqSource(db_url, poll_interval=0.05),
         heartbeat_interval=0.5,
@@ -195,3 +208,16 @@ def test_an_unwatched_run_sends_no_notification(client: Client, worker: Worker) 
             GATE.set()  # after the watch is in place
         assert kinds(events) == NUMBERS_EVENTS
         assert {n.payload for n in listener.notifies(timeout=0.5)} == {str(watched)}
+
+
+def test_a_skipped_conditional_step_gives_step_skipped(client: Client, worker: Worker) -> None:
+    run_id = client.start_flow(gated, {"plan": "free"})
+    events = list(client.events(run_id, timeout=60))
+    assert kinds(events) == [
+        ("run:started", None),
+        ("step:started", "first"),
+        ("step:completed", "first"),
+        ("step:skipped", "extra"),
+        ("run:completed", None),
+    ]
+    assert events[3].status == "skipped" and events[3].skip_reason == "condition_unmet"
