@@ -9,8 +9,8 @@ How a watch works, so that no change is missed and an unwatched run costs (almos
 3. read the run, then its steps, and yield what changed since the previous read (the first read
    yields everything that already happened), each event once;
 4. wait for a notification of this run (or ``poll_interval``, the safety net for a change whose
-   writer had not yet seen the watch row, or a setup where notifications cannot arrive) and go
-   to 3, until the run has finished.
+   writer had not yet seen the watch row, or a setup where notifications cannot arrive; the
+   first waits are shorter, see ``_Clock``) and go to 3, until the run has finished.
 
 Payloads carry ids only (NOTIFY payloads are limited to 8000 bytes); outputs are read from the
 rows, and left out of an event above :data:`MAX_EVENT_OUTPUT` bytes (``output_omitted``).
@@ -173,7 +173,15 @@ async def _aread(conn: psycopg.AsyncConnection[Any], tracker: EventTracker) -> l
 
 
 class _Clock:
-    """The deadline of a watch and when its watch row wants refreshing."""
+    """The deadline of a watch, when its watch row wants refreshing, and how long to wait for a
+    notification before reading anyway.
+
+    The first waits are short (from ``FIRST_WAIT``, doubling up to ``poll_interval``): a change
+    committed by a transaction that ran its trigger before the watch row was visible sends no
+    notification, and such transactions end within milliseconds.
+    """
+
+    FIRST_WAIT = 0.05
 
     def __init__(self, run_id: UUID, timeout: float | None, poll_interval: float) -> None:
         now = time.monotonic()
@@ -181,18 +189,20 @@ class _Clock:
         self.timeout = timeout
         self.deadline = None if timeout is None else now + timeout
         self.poll_interval = poll_interval
+        self.interval = min(self.FIRST_WAIT, poll_interval)
         self.refresh_at = now + WATCH_TTL / 2
 
     def next_wait(self) -> float:
         """Seconds to wait for a notification; raises RunTimeout past the deadline."""
+        wait, self.interval = self.interval, min(self.interval * 2, self.poll_interval)
         if self.deadline is None:
-            return self.poll_interval
+            return wait
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise RunTimeout(
                 f"run {self.run_id} did not finish within {self.timeout} s", run_id=self.run_id
             )
-        return min(self.poll_interval, remaining)
+        return min(wait, remaining)
 
     def refresh_due(self) -> bool:
         if time.monotonic() < self.refresh_at:

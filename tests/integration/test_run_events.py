@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 from uuid import uuid4
@@ -221,3 +222,21 @@ def test_a_skipped_conditional_step_gives_step_skipped(client: Client, worker: W
         ("run:completed", None),
     ]
     assert events[3].status == "skipped" and events[3].skip_reason == "condition_unmet"
+
+
+def test_a_change_whose_writer_ran_before_the_watch_is_still_seen(
+    client: Client, db_url: str
+) -> None:
+    client.compile_flow(numbers.shape())
+    run_id = client.start_flow(numbers, 3)
+    with connect(db_url, autocommit=False) as writer:
+        # Its trigger runs now, before the watch exists: this change will send no notification.
+        writer.execute(test_query("events_fail_run"), {"run_id": run_id})
+        stream = client.events(run_id, timeout=60, poll_interval=30)
+        assert kinds([next(stream), next(stream)]) == NUMBERS_EVENTS[:2]  # read before commit
+        writer.commit()
+    began = time.monotonic()
+    rest = list(stream)
+    assert kinds(rest) == [("run:failed", None)]
+    # Seen by one of the short first re-reads, long before the 30 s poll_interval.
+    assert time.monotonic() - began < 20

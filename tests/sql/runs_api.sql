@@ -86,3 +86,7 @@ VACUUM pgmq.q_bench3;
 -- name: runs_api_bench_explain
 -- Placeholder: a query with its values in place.
 EXPLAIN (ANALYZE, FORMAT JSON) {};
+
+-- name: events_fail_run
+-- A status change of a run by hand (stands in for a writer's transaction).
+UPDATE pgflow.runs SET status = 'failed', failed_at = now() WHERE run_id = %(run_id)s;
