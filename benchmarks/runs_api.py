@@ -245,14 +245,21 @@ def part2(admin: str, runs: int, chunks: int) -> None:
                 )
                 assert row is not None
                 rates[name].append(runs / row[0])
+
+        def ratio(name: str, base: str) -> float:
+            pairs = zip(rates[name], rates[base], strict=True)
+            return statistics.median(r / b for r, b in pairs)
+
         base = names[0]
         print(f"\nhot path: 3-step chain, {chunks} chunks of {runs} runs, inside the server")
         for name in names:
-            ratios = [r / b for r, b in zip(rates[name], rates[base], strict=True)]
             print(
                 f"{name:32} {statistics.median(rates[name]):8.1f} runs/s"
-                f"   median ratio to '{base}': {statistics.median(ratios):.3f}"
+                f"   median ratio to '{base}': {ratio(name, base):.3f}"
             )
+        print(
+            f"event triggers alone ('{names[2]}' / '{names[1]}'): {ratio(names[2], names[1]):.3f}"
+        )
     finally:
         for conn in conns.values():
             conn.close()

@@ -45,7 +45,6 @@ WATCH_TTL = 600.0
 """Seconds a watch row lives unless refreshed (it is refreshed at half that while watching)."""
 
 _FINISHED = {"completed": "run:completed", "failed": "run:failed", "cancelled": "run:cancelled"}
-_LAST = 1 << 30  # sorts a run's end after every step event of the same moment
 
 
 @dataclass
@@ -54,7 +53,7 @@ class EventTracker:
 
     Events found by one read are ordered by time, then (ties: one transaction) run start
     first, steps in definition order (a dependency before its dependents), a step's start
-    before its end, the run's end last.
+    before its end; the run's end comes last.
     """
 
     run_id: UUID
@@ -133,7 +132,7 @@ class EventTracker:
             add(
                 (None, "finished"),
                 at,
-                _LAST,
+                0,
                 0,
                 event_type=event_type,
                 status=run["status"],
@@ -142,7 +141,9 @@ class EventTracker:
                 error_message=run["error_message"],
             )
             self.finished = True
-        found.sort(key=lambda item: item[0])
+        # Stable sort; the run's end is added last and stays last (it ends the iteration), even
+        # when a step's time is later (a step of a cancelled run may still change).
+        found.sort(key=lambda item: (item[1].event_type in _FINISHED.values(), item[0]))
         return [event for _, event in found]
 
 

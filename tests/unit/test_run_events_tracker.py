@@ -108,3 +108,13 @@ def test_cursor_round_trip_and_refusals() -> None:
     for bad in ["", "abc", encode_cursor(at, run_id)[:-3], "W1siYSJdXQ"]:
         with pytest.raises(ConfigurationError, match="not a runs cursor"):
             decode_cursor(bad)
+
+
+def test_the_run_end_is_last_even_before_a_later_step_change() -> None:
+    tracker = EventTracker(RUN)
+    cancelled = T + timedelta(seconds=1)
+    events = tracker.update(
+        run("cancelled", cancelled),
+        [step("a", 0, "completed", T, cancelled + timedelta(seconds=5), output=1)],
+    )
+    assert kinds(events)[-2:] == [("step:completed", "a"), ("run:cancelled", None)]
