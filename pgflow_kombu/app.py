@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from uuid import UUID
@@ -458,6 +458,12 @@ class PgFlow:
     def events(self, run_id: UUID | str, *, timeout: float | None = None) -> Iterator[RunEvent]:
         """A run's live events until it finishes (see :meth:`Client.events`)."""
         return self.client.events(run_id, timeout=timeout)
+
+    def aevents(
+        self, run_id: UUID | str, *, timeout: float | None = None
+    ) -> AsyncIterator[RunEvent]:
+        """:meth:`events` as an async iterator."""
+        return self.client.aevents(run_id, timeout=timeout)
 
     # -- workers and health ----------------------------------------------------------------------
 

@@ -215,3 +215,21 @@ def test_cli_runs_list_pages_with_filters_and_runs_count(
     beta = [r for r in history if r["flow_slug"] == "beta"]
     assert counts == {s: sum(r["status"] == s for r in beta) for s in counts}
     assert sum(counts.values()) == len(beta)
+
+
+def test_the_app_facades_are_the_clients(db_url: str, history: list[dict[str, Any]]) -> None:
+    from pgflow_kombu import PgFlow
+
+    app = PgFlow(db_url)
+    try:
+        page = app.find_runs(flow_slug="beta", limit=3)
+        beta = newest_first([r for r in history if r["flow_slug"] == "beta"])
+        assert [r.run_id for r in page.runs] == beta[:3]
+        assert [
+            r.run_id for r in app.find_runs(flow_slug="beta", after=page.next, limit=3).runs
+        ] == beta[3:6]
+        assert [r.run_id for r in app.flow_history("beta", limit=4)] == beta[:4]
+        assert [r.run_id for r in app.list_runs(flow_slug="beta", limit=4)] == beta[:4]
+        assert sum(app.count_runs().values()) == len(history)
+    finally:
+        app.close()
