@@ -39,7 +39,7 @@ from pgflow_kombu.types import RunEvent
 __all__ = ["MAX_EVENT_OUTPUT", "WATCH_TTL", "EventTracker", "EventsMixin"]
 
 MAX_EVENT_OUTPUT = 8192
-"""Outputs larger than this (bytes, as PostgreSQL stores them) are left out of events."""
+"""Outputs whose JSON text is longer than this many bytes are left out of events."""
 
 WATCH_TTL = 600.0
 """Seconds a watch row lives unless refreshed (it is refreshed at half that while watching)."""

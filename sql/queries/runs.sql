@@ -66,8 +66,8 @@ WHERE run_id = %(run_id)s AND watcher_id = %(watcher_id)s;
 SELECT r.run_id, r.flow_slug,
        CASE WHEN c.run_id IS NULL THEN r.status ELSE 'cancelled' END AS status,
        r.started_at, r.completed_at, r.failed_at, c.cancelled_at,
-       CASE WHEN pg_column_size(r.output) <= %(max_output)s THEN r.output END AS output,
-       coalesce(pg_column_size(r.output) > %(max_output)s, false) AS output_omitted,
+       CASE WHEN octet_length(r.output::text) <= %(max_output)s THEN r.output END AS output,
+       coalesce(octet_length(r.output::text) > %(max_output)s, false) AS output_omitted,
        (SELECT ss.error_message FROM pgflow.step_states AS ss
         WHERE ss.run_id = r.run_id AND ss.status = 'failed'
         ORDER BY ss.failed_at, ss.step_slug LIMIT 1) AS error_message
@@ -88,7 +88,7 @@ SELECT ss.step_slug, CASE WHEN k.run_id IS NULL THEN ss.status ELSE 'skipped' EN
 FROM pgflow.step_states AS ss
 JOIN pgflow.steps AS s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
 LEFT JOIN LATERAL (
-    SELECT v.output, pg_column_size(v.output) AS output_size
+    SELECT v.output, octet_length(v.output::text) AS output_size
     FROM (SELECT CASE WHEN s.step_type = 'map'
                       THEN coalesce(jsonb_agg(t.output ORDER BY t.task_index), '[]'::jsonb)
                       ELSE (array_agg(t.output ORDER BY t.task_index))[1] END AS output

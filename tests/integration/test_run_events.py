@@ -55,6 +55,14 @@ def boom(ok: str) -> str:
     raise RuntimeError("boom at the second step")
 
 
+big = Flow("big", base_delay=0)
+
+
+@big.step
+def blob(run: int) -> str:
+    return "x" * run  # compresses well: stored far smaller than its text
+
+
 gated = Flow("gated", base_delay=0)
 
 
@@ -82,7 +90,7 @@ def client(db_url: str) -> Iterator[Client]:
 def worker(db_url: str) -> Iterator[Worker]:
     GATE.clear()
     w = Worker(
-        {"numbers": numbers, "breaks": breaks, "gated": gated},
+        {"numbers": numbers, "breaks": breaks, "gated": gated, "big": big},
         db_url,
         source=PgmqSource(db_url, poll_interval=0.05),
         heartbeat_interval=0.5,
@@ -240,3 +248,17 @@ def test_a_change_whose_writer_ran_before_the_watch_is_still_seen(
     assert kinds(rest) == [("run:failed", None)]
     # Seen by one of the short first re-reads, long before the 30 s poll_interval.
     assert time.monotonic() - began < 20
+
+
+@pytest.mark.parametrize(("size", "omitted"), [(8000, False), (20_000, True)])
+def test_outputs_over_the_limit_are_left_out_of_run_and_step_events(
+    client: Client, worker: Worker, size: int, omitted: bool
+) -> None:
+    events = list(client.events(client.start_flow(big, size), timeout=60))
+    step_done, run_done = events[-2], events[-1]
+    assert kinds([step_done, run_done]) == [("step:completed", "blob"), ("run:completed", None)]
+    assert (step_done.output_omitted, run_done.output_omitted) == (omitted, omitted)
+    if omitted:
+        assert step_done.output is None and run_done.output is None
+    else:
+        assert step_done.output == "x" * size and run_done.output == {"blob": "x" * size}
