@@ -262,3 +262,29 @@ def test_outputs_over_the_limit_are_left_out_of_run_and_step_events(
         assert step_done.output is None and run_done.output is None
     else:
         assert step_done.output == "x" * size and run_done.output == {"blob": "x" * size}
+
+
+def test_two_watchers_of_one_run_each_get_every_event(client: Client, worker: Worker) -> None:
+    run_id = client.start_flow(numbers, 3)
+    got: dict[str, list[RunEvent]] = {}
+    both_reading = threading.Barrier(3)
+
+    def watch(name: str) -> None:
+        events: list[RunEvent] = []
+        for event in client.events(run_id, timeout=60):
+            events.append(event)
+            if len(events) == 2:  # both have read the run while its first step is held
+                both_reading.wait(30)
+        got[name] = events
+
+    threads = [threading.Thread(target=watch, args=(name,)) for name in ("one", "two")]
+    for thread in threads:
+        thread.start()
+    both_reading.wait(30)
+    GATE.set()
+    for thread in threads:
+        thread.join(60)
+    check_numbers(got["one"], run_id)
+    check_numbers(got["two"], run_id)
+    with connect(client.url) as conn:
+        assert conn.execute(test_query("events_watch_count")).fetchone() == (0,)
