@@ -27,6 +27,7 @@ from pgflow_kombu.client.flows import (
 )
 from pgflow_kombu.client.inputs import check_timeout, run_id_text, run_input
 from pgflow_kombu.client.runs import RunsMixin
+from pgflow_kombu.client.schedules import SchedulesMixin
 from pgflow_kombu.client.workers import WorkersMixin
 
 __all__ = [
@@ -44,9 +45,9 @@ __all__ = [
 ]
 
 
-class Client(RunsMixin, FlowsMixin, WorkersMixin):
+class Client(RunsMixin, FlowsMixin, WorkersMixin, SchedulesMixin):
     """Talks to one database. Thread-safe; connections come from a pool opened on first use.
 
-    One mixin per concept (``client/runs.py``, ``flows.py``, ``workers.py``), all on the pool
-    and connection handling of ``client/base.py``.
+    One mixin per concept (``client/runs.py``, ``flows.py``, ``workers.py``, ``schedules.py``),
+    all on the pool and connection handling of ``client/base.py``.
     """

@@ -139,6 +139,14 @@ def worker_options(fn: F) -> F:
             help="A span per task attempt through OpenTelemetry's configured tracer provider, "
             "in the trace that started the run (needs pgflow-kombu[otel]).",
         ),
+        _opt(
+            "--scheduler/--no-scheduler",
+            env="SCHEDULER",
+            default=True,
+            show_default=True,
+            help="Fire due ticks of the database's schedules (each tick starts once however "
+            "many workers do).",
+        ),
     ]
     for decorator in reversed(decorators):
         fn = decorator(fn)
@@ -176,6 +184,7 @@ def run_command(url: str, **options: Any) -> int:
             app_ref=app_ref,
             source=_source(options["source"], url),
             hooks=target.hooks if isinstance(getattr(target, "hooks", None), Hooks) else None,
+            scheduler=options.get("scheduler", True),
         )
         stop_observing = observe(worker, url, options)
     except PgFlowError as exc:
