@@ -3,6 +3,7 @@ for them."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -82,7 +83,10 @@ class RunsMixin(ClientBase):
             with self.connection(connection) as conn:
                 if key is None:
                     return self._start_one(conn, slug, params, delay)
-                with conn.transaction():  # the key's reservation and its run commit together
+                # The key's reservation and its run commit together: in a transaction of their
+                # own, or in the caller's (where psycopg's transaction() would commit it early).
+                together = conn.transaction() if conn.autocommit else contextlib.nullcontext()
+                with together:
                     reserved = conn.execute(
                         query("idempotency.reserve_idempotency_key"),
                         {**params, "key": key, "ttl_seconds": idempotency_ttl},
