@@ -413,12 +413,14 @@ class Flow:
                 "or register it, or use run_eager() in tests"
             )
         check_schedule(delay_seconds, scheduled_at)
+        # The key is passed only when given: dispatchers written before it keep working.
+        extra = {} if idempotency_key is None else {"idempotency_key": idempotency_key}
         return self._dispatcher.start(
             self,
             self.prepare_input(input),
             delay_seconds=delay_seconds,
             scheduled_at=scheduled_at,
-            idempotency_key=idempotency_key,
+            **extra,
         )
 
     def build_input(self, *args: Any, **kwargs: Any) -> Json:

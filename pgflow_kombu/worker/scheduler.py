@@ -82,6 +82,10 @@ class Scheduler:
                 self._close()
                 wait = backoff
                 backoff = min(backoff * 2, self.poll_interval)
+            except Exception:  # a bug must not end the thread: schedules would stop silently
+                log.exception("scheduler pass crashed", extra={"event": "scheduler_crashed"})
+                self._close()
+                wait = self.poll_interval
             self._stop.wait(wait)
 
     def _connection(self) -> psycopg.Connection[Any]:

@@ -394,6 +394,8 @@ class Worker:
     def _shutdown(self) -> int:
         """Graceful stop; returns how many tasks were left for stalled-task recovery."""
         deadline = time.monotonic() + self.shutdown_timeout
+        if self.scheduler is not None:  # no new runs from a worker that is going away
+            self.scheduler.stop()
         if self._source is not None:
             with contextlib.suppress(Exception):
                 self._source.stop_consuming()

@@ -129,9 +129,9 @@ def test_a_key_lives_as_long_as_its_run_or_its_ttl(app: PgFlow, db_url: str) -> 
     second = app.start_flow("charge", {"order": 1}, idempotency_key="k").run_id
     assert second != first
 
-    short = app.start_flow("charge", {"order": 2}, idempotency_key="t", idempotency_ttl=0.5)
+    short = app.start_flow("charge", {"order": 2}, idempotency_key="t", idempotency_ttl=3)
     assert app.start_flow("charge", {"order": 2}, idempotency_key="t").run_id == short.run_id
-    time.sleep(1.0)
+    time.sleep(3.5)
     after = app.start_flow("charge", {"order": 2}, idempotency_key="t")
     assert after.run_id != short.run_id
     assert count(db_url, "runs_of_flow", flow_slug="charge") == 3
