@@ -235,3 +235,26 @@ def test_cli_schedules(app: PgFlow, db_url: str) -> None:
     assert invoke("pause", "nope").exit_code != 0
     assert invoke("delete", "hourly").exit_code == 0
     assert app.list_schedules() == []
+
+
+def test_schedules_and_keys_on_either_schema(any_schema_url: str) -> None:
+    """On our schema and on upstream pgflow 0.8.1 with our objects on top, alike."""
+    app = PgFlow(any_schema_url)
+
+    @app.task
+    def tick(label: str = "cron") -> str:
+        return label
+
+    try:
+        first = app.start_flow("tick", {}, idempotency_key="same")
+        assert app.start_flow("tick", {}, idempotency_key="same").run_id == first.run_id
+        app.client.create_schedule("tick", "* * * * * *", name="s", catch_up="all")
+        backdate(any_schema_url, "s", 5)
+        scheduler = Scheduler(any_schema_url)
+        try:
+            assert scheduler.run_once() >= 5
+        finally:
+            scheduler.stop()
+        assert runs(any_schema_url) == 1 + len(sql(any_schema_url, "ticks_of", name="s"))
+    finally:
+        app.close()
