@@ -269,6 +269,11 @@ def banner(worker: Worker, app_ref: str, source: str) -> str:
         ("messages", "pgflow:// kombu transport" if source == "kombu" else "pgmq reads"),
         ("flows", flows),
         (
+            "schedules",
+            ", ".join(f"{s.name} ({s.cron})" for s in worker.schedules) or "none in code",
+        ),
+        ("scheduler", "fires due ticks" if worker.scheduler is not None else "off"),
+        (
             "liveness",
             f"heartbeat every {worker.membership.heartbeat_interval:g} s, "
             f"stalled after {worker.membership.stalled_after:g} s",

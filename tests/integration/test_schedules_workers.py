@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -10,6 +11,7 @@ from pgflow_kombu import PgFlow
 from pgflow_kombu.db.connect import connect
 from pgflow_kombu.flows.schedules import next_tick
 from pgflow_kombu.worker import Worker
+from tests.e2e_apps.harness import WorkerProcess
 from tests.support.sql import test_query
 
 WINDOW = 60  # seconds of schedule observed
@@ -24,6 +26,16 @@ def sql(db_url: str, query_name: str, **params: Any) -> list[Any]:
 def db_now(db_url: str) -> datetime:
     now: datetime = sql(db_url, "db_clock")[0][0]
     return now
+
+
+def expected_ticks(created: datetime, end: datetime) -> list[datetime]:
+    """The per-second ticks after ``created`` up to ``end``."""
+    found = []
+    tick = next_tick("* * * * * *", "UTC", created)
+    while tick <= end:
+        found.append(tick)
+        tick = next_tick("* * * * * *", "UTC", tick)
+    return found
 
 
 def test_four_workers_start_every_tick_of_a_per_second_schedule_once(db_url: str) -> None:
@@ -68,11 +80,7 @@ def test_four_workers_start_every_tick_of_a_per_second_schedule_once(db_url: str
             worker.stop(10)
 
     # The ticks of the window: every second after the schedule was written, up to 60 s later.
-    expected = []
-    tick = next_tick("* * * * * *", "UTC", created)
-    while tick <= end:
-        expected.append(tick)
-        tick = next_tick("* * * * * *", "UTC", tick)
+    expected = expected_ticks(created, end)
     assert len(expected) == WINDOW
 
     ticks = sql(db_url, "ticks_of", name="beat")
@@ -89,3 +97,37 @@ def test_four_workers_start_every_tick_of_a_per_second_schedule_once(db_url: str
     # The workers also ran every run the schedule started.
     assert int(sql(db_url, "completed_runs_of_flow", flow_slug="beat")[0][0]) == runs
     app.close()
+
+
+def test_four_worker_processes_start_every_tick_once(db_url: str) -> None:
+    """The same across processes: four ``pgflow-kombu worker`` commands, one of them with
+    ``--no-scheduler``, for 20 s."""
+    window = 20
+    options = ["--heartbeat-interval", "1", "--stalled-after", "10", "-c", "2"]
+    processes = [
+        WorkerProcess(db_url, *options, *extra, app="tests.e2e_apps.scheduled:app")
+        for extra in ([], [], [], ["--no-scheduler"])
+    ]
+    try:
+        for process in processes:
+            process.wait_ready()
+        assert "beat (* * * * * *)" in processes[0].log  # the banner lists the schedule
+        assert "scheduler off" in " ".join(processes[3].log.split())
+        app = PgFlow(db_url)
+        created = app.client.get_schedule("beat").created_at
+        assert created is not None
+        end = created + timedelta(seconds=window)
+        while db_now(db_url) < end + timedelta(seconds=3):
+            time.sleep(0.5)
+        app.pause_schedule("beat")
+        app.close()
+    finally:
+        for process in processes:
+            process.signal(signal.SIGTERM)
+        for process in processes:
+            process.wait(30)
+            process.__exit__(None)
+    ticks = sql(db_url, "ticks_of", name="beat")
+    assert [t[0] for t in ticks if t[0] <= end] == expected_ticks(created, end)
+    assert len(expected_ticks(created, end)) == window
+    assert int(sql(db_url, "runs_of_flow", flow_slug="beat")[0][0]) == len(ticks)
