@@ -23,3 +23,9 @@ WHERE schedule_name = %(name)s ORDER BY tick_at;
 
 -- name: db_clock
 SELECT clock_timestamp();
+
+-- name: tick_lag
+-- Seconds from each tick's time to the start of its run (for the printed measurement only).
+SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - tick_at)),
+       max(extract(epoch FROM started_at - tick_at))
+FROM pgflow_kombu.schedule_ticks WHERE schedule_name = %(name)s AND NOT manual;
