@@ -47,9 +47,12 @@ _LATE = 0.002
 class Scheduler:
     """Fires due ticks of every schedule in the database from a background thread."""
 
-    def __init__(self, url: str, *, poll_interval: float = 5.0) -> None:
+    def __init__(
+        self, url: str, *, poll_interval: float = 5.0, ticks_kept: int = TICKS_KEPT
+    ) -> None:
         self.url = url
         self.poll_interval = poll_interval
+        self.ticks_kept = ticks_kept
         self.started_runs = 0
         self._conn: psycopg.Connection[Any] | None = None
         self._stop = threading.Event()
@@ -175,7 +178,7 @@ class Scheduler:
             )
         self._advance(conn, name, following, error)
         if started:
-            conn.execute(query("schedules.trim_ticks"), {"name": name, "keep": TICKS_KEPT})
+            conn.execute(query("schedules.trim_ticks"), {"name": name, "keep": self.ticks_kept})
         return started
 
     @staticmethod

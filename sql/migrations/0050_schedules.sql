@@ -112,8 +112,9 @@ CREATE TABLE IF NOT EXISTS pgflow_kombu.schedule_ticks (
 CREATE INDEX IF NOT EXISTS schedule_ticks_run_id ON pgflow_kombu.schedule_ticks (run_id);
 
 -- Start the run of one tick: record the tick and start the flow, in the caller's transaction.
--- Returns the run id, or NULL when this tick was already started. The tick's idempotency key
--- ('schedule:<name>:<tick time>') makes a run of it unique even if tick rows are trimmed.
+-- Returns the new run's id, or NULL when this tick was already started. The tick's
+-- idempotency key ('schedule:<name>:<tick time>') keeps its run unique even after its tick row
+-- was trimmed.
 CREATE OR REPLACE FUNCTION pgflow_kombu.start_schedule_tick(
     schedule_name text,
     tick_at timestamptz,
@@ -147,9 +148,9 @@ BEGIN
         FROM pgflow.start_flow(flow_slug => s.flow_slug, input => s.input,
                                run_id => reserved.key_run_id) AS r;
     ELSE
-        new_run_id := NULL;
+        new_run_id := NULL;  -- started before (its tick row was trimmed): not again
     END IF;
-    UPDATE pgflow_kombu.schedule_ticks AS t SET run_id = new_run_id
+    UPDATE pgflow_kombu.schedule_ticks AS t SET run_id = reserved.key_run_id
     WHERE t.schedule_name = s.name AND t.tick_at = start_schedule_tick.tick_at;
     UPDATE pgflow_kombu.schedules AS x
     SET last_tick_at = greatest(x.last_tick_at, start_schedule_tick.tick_at),

@@ -76,7 +76,7 @@ DELETE FROM pgflow_kombu.schedule_ticks AS t
 WHERE t.schedule_name = %(name)s AND t.tick_at < (
     SELECT k.tick_at FROM pgflow_kombu.schedule_ticks AS k
     WHERE k.schedule_name = %(name)s
-    ORDER BY k.tick_at DESC OFFSET %(keep)s LIMIT 1);
+    ORDER BY k.tick_at DESC OFFSET %(keep)s - 1 LIMIT 1);
 
 -- name: list_schedules
 SELECT * FROM pgflow_kombu.schedules

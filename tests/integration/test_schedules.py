@@ -116,6 +116,28 @@ def test_catch_up_all_starts_every_missed_tick_up_to_the_limit(
     assert scheduler.run_once() == 7  # the newest 7 of ~30 missed ticks
 
 
+def test_old_ticks_are_trimmed_and_never_started_again(app: PgFlow, db_url: str) -> None:
+    app.client.create_schedule(
+        "tick", "* * * * * *", name="trimmed", catch_up="all", catch_up_limit=30
+    )
+    start = backdate(db_url, "trimmed", 29)
+    scheduler = Scheduler(db_url, ticks_kept=10)
+    try:
+        started = scheduler.run_once()
+        assert started >= 30
+        kept = [t[0] for t in sql(db_url, "ticks_of", name="trimmed")]
+        assert len(kept) == 10 and kept[0] > start + timedelta(seconds=15)
+        # Going back in time (as a changed cron would) starts nothing twice: the runs'
+        # idempotency keys outlive the trimmed tick rows.
+        sql(db_url, "set_next_tick", name="trimmed", at=start)
+        scheduler.run_once()
+        assert runs(db_url) == started + len(
+            [t for t in sql(db_url, "ticks_of", name="trimmed") if t[0] > kept[-1]]
+        )
+    finally:
+        scheduler.stop()
+
+
 def test_many_schedulers_start_each_tick_once(app: PgFlow, db_url: str) -> None:
     app.client.create_schedule(
         "tick", "* * * * * *", name="contended", catch_up="all", catch_up_limit=500
