@@ -144,3 +144,18 @@ def test_a_key_lives_as_long_as_its_run_or_its_ttl(app: PgFlow, db_url: str) -> 
 def test_bad_keys_are_refused(app: PgFlow, key: Any, ttl: Any, message: str) -> None:
     with pytest.raises(FlowInputError, match=message):
         app.start_flow("charge", {"order": 1}, idempotency_key=key, idempotency_ttl=ttl)
+
+
+def test_cli_runs_start_with_a_key(app: PgFlow, db_url: str) -> None:
+    from click.testing import CliRunner
+
+    from pgflow_kombu.cli import cli
+
+    app.ensure_flow(app.get_flow("charge"))
+    runner = CliRunner()
+    args = ["--database-url", db_url, "runs", "start", "charge", '{"order": 1}']
+    first = runner.invoke(cli, [*args, "--idempotency-key", "cli-1"])
+    second = runner.invoke(cli, [*args, "--idempotency-key", "cli-1"])
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    assert first.output.strip() == second.output.strip()
+    assert count(db_url, "runs_of_flow", flow_slug="charge") == 1
