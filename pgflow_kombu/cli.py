@@ -21,6 +21,7 @@ from pgflow_kombu.errors import (
     RunFailed,
     RunNotFound,
     RunTimeout,
+    ScheduleNotFound,
 )
 from pgflow_kombu.flows.dispatch import MAX_DELAY
 from pgflow_kombu.flows.options import FLOW_OPTION_NAMES
@@ -44,7 +45,7 @@ SECONDS = click.FloatRange(min=0)
 ERROR_EXIT_CODES: tuple[tuple[type[PgFlowError] | tuple[type[PgFlowError], ...], int], ...] = (
     (RunFailed, EXIT_RUN_FAILED),
     (RunTimeout, EXIT_TIMEOUT),
-    ((RunNotFound, FlowNotFound), EXIT_NOT_FOUND),
+    ((RunNotFound, FlowNotFound, ScheduleNotFound), EXIT_NOT_FOUND),
 )
 
 
@@ -313,6 +314,11 @@ def runs() -> None:
     default=None,
     help="Seconds before its tasks are visible.",
 )
+@click.option(
+    "--idempotency-key",
+    default=None,
+    help="A start with a key already used for SLUG prints that run instead of starting one.",
+)
 @json_option
 @click.pass_context
 def runs_start(
@@ -322,12 +328,13 @@ def runs_start(
     wait_: bool,
     timeout: float,
     delay: float | None,
+    idempotency_key: str | None,
     as_json: bool,
 ) -> None:
     """Start a run of SLUG with INPUT_JSON (exit 3 failed, 4 timed out when waiting)."""
     payload = _json_argument(input_json, "INPUT_JSON")
     client = client_for(ctx)
-    run_id = client.start_flow(slug, payload, delay_seconds=delay)
+    run_id = client.start_flow(slug, payload, delay_seconds=delay, idempotency_key=idempotency_key)
     if not wait_:
         out.emit_json({"run_id": str(run_id)}) if as_json else click.echo(str(run_id))
         return
@@ -501,6 +508,73 @@ def workers_list(ctx: click.Context, include_stale: bool, as_json: bool) -> None
             out.when(w.deprecated_at),
         ),
     )
+
+
+@cli.group()
+def schedules() -> None:
+    """Cron schedules in the database (workers fire them; see 'worker --no-scheduler')."""
+
+
+@schedules.command("list")
+@click.option("--flow", "flow_slug", help="Only schedules of this flow.")
+@json_option
+@click.pass_context
+def schedules_list(ctx: click.Context, flow_slug: str | None, as_json: bool) -> None:
+    """Every schedule with its status (active, paused, removed) and next tick."""
+    out.listing(
+        [
+            {**s.model_dump(mode="json"), "status": s.status}
+            for s in client_for(ctx).list_schedules(flow_slug=flow_slug)
+        ],
+        as_json,
+        ["schedule", "flow", "cron", "timezone", "status", "next tick", "last tick"],
+        lambda s: (
+            s["name"],
+            s["flow_slug"],
+            s["cron"],
+            s["timezone"],
+            s["status"],
+            s["next_tick_at"] if s["status"] == "active" else "-",
+            s["last_tick_at"] or "-",
+        ),
+    )
+
+
+@schedules.command("pause")
+@click.argument("name")
+@click.pass_context
+def schedules_pause(ctx: click.Context, name: str) -> None:
+    """Stop starting NAME's ticks (exit 5 when there is no such schedule)."""
+    client_for(ctx).pause_schedule(name)
+    click.echo(f"paused {name}")
+
+
+@schedules.command("resume")
+@click.argument("name")
+@click.pass_context
+def schedules_resume(ctx: click.Context, name: str) -> None:
+    """Start NAME's ticks again from its next tick (ticks in the pause are not caught up)."""
+    schedule = client_for(ctx).resume_schedule(name)
+    click.echo(f"resumed {name}: next tick {out.when(schedule.next_tick_at)}")
+
+
+@schedules.command("trigger")
+@click.argument("name")
+@json_option
+@click.pass_context
+def schedules_trigger(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Start a run of NAME now (paused or not); prints its run id."""
+    run_id = client_for(ctx).trigger_schedule(name)
+    out.emit_json({"run_id": str(run_id)}) if as_json else click.echo(str(run_id))
+
+
+@schedules.command("delete")
+@click.argument("name")
+@click.pass_context
+def schedules_delete(ctx: click.Context, name: str) -> None:
+    """Delete NAME and its tick history (a worker whose code defines it writes it again)."""
+    client_for(ctx).delete_schedule(name)
+    click.echo(f"deleted {name}")
 
 
 @cli.command()

@@ -144,3 +144,42 @@ class FlowInfo(_Row):
     opt_base_delay: int
     opt_timeout: int
     created_at: datetime | None = None
+
+
+class ScheduleInfo(_Row):
+    """A schedule as the database holds it (see :mod:`pgflow_kombu.flows.schedules`)."""
+
+    name: str
+    flow_slug: str
+    cron: str
+    timezone: str
+    input: JSON = None
+    catch_up: str = "none"
+    catch_up_limit: int = 100
+    misfire_grace: float = 30.0
+    source: str = "api"
+    paused: bool = False
+    removed_at: datetime | None = None
+    next_tick_at: datetime
+    last_tick_at: datetime | None = None
+    last_run_id: UUID | None = None
+    last_error: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def status(self) -> str:
+        """``active``, ``paused``, or ``removed`` (a code schedule the code no longer defines)."""
+        if self.removed_at is not None:
+            return "removed"
+        return "paused" if self.paused else "active"
+
+
+class ScheduleTick(_Row):
+    """A tick of a schedule that was started (``manual``: triggered by hand)."""
+
+    schedule_name: str
+    tick_at: datetime
+    manual: bool = False
+    run_id: UUID | None = None
+    started_at: datetime | None = None
