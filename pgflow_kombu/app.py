@@ -22,6 +22,7 @@ from pgflow_kombu.errors import ConfigurationError, FlowMismatch, FlowNotFound, 
 from pgflow_kombu.flows import Flow
 from pgflow_kombu.flows.dispatch import check_schedule
 from pgflow_kombu.flows.jsondata import Json
+from pgflow_kombu.flows.options import ConcurrencyKey
 from pgflow_kombu.flows.shapes import FlowShape, compare_shapes
 from pgflow_kombu.handles import RunHandle
 from pgflow_kombu.settings import Settings
@@ -106,9 +107,26 @@ class PgFlow:
         max_attempts: int | None = None,
         base_delay: int | None = None,
         timeout: int | None = None,
+        max_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        concurrency_key: ConcurrencyKey | None = None,
+        priority: int | None = None,
     ) -> Flow:
-        """Create and register a flow; add steps with ``@flow.step`` and ``@flow.map``."""
-        flow = Flow(slug, max_attempts=max_attempts, base_delay=base_delay, timeout=timeout)
+        """Create and register a flow; add steps with ``@flow.step`` and ``@flow.map``.
+
+        ``max_concurrency``, ``rate_limit`` (``"100/m"``), ``concurrency_key`` and ``priority``
+        (the default of its runs) are enforced when our workers claim tasks (README: flow
+        control)."""
+        flow = Flow(
+            slug,
+            max_attempts=max_attempts,
+            base_delay=base_delay,
+            timeout=timeout,
+            max_concurrency=max_concurrency,
+            rate_limit=rate_limit,
+            concurrency_key=concurrency_key,
+            priority=priority,
+        )
         return self.register(flow)
 
     @overload
@@ -151,6 +169,10 @@ class PgFlow:
         base_delay: int | None = None,
         timeout: int | None = None,
         start_delay: int | None = None,
+        max_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        concurrency_key: ConcurrencyKey | None = None,
+        priority: int | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -163,6 +185,10 @@ class PgFlow:
         base_delay: int | None = None,
         timeout: int | None = None,
         start_delay: int | None = None,
+        max_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        concurrency_key: ConcurrencyKey | None = None,
+        priority: int | None = None,
     ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
         """Make a function a job: a single-step flow. ``task(...)`` still calls the function."""
         from pgflow_kombu.flows import Task
@@ -175,6 +201,10 @@ class PgFlow:
                 base_delay=base_delay,
                 timeout=timeout,
                 start_delay=start_delay,
+                max_concurrency=max_concurrency,
+                rate_limit=rate_limit,
+                concurrency_key=concurrency_key,
+                priority=priority,
             )
             return self.register(task)
 
@@ -223,6 +253,7 @@ class PgFlow:
             stored = self.client.get_flow_shape(flow.slug)
         except FlowNotFound:
             if self.client.compile_flow(shape):
+                self.client.store_limits(flow)
                 self._verified.add(flow.slug)
                 return
             stored = self.client.get_flow_shape(flow.slug)  # created meanwhile elsewhere
@@ -239,6 +270,7 @@ class PgFlow:
             )
         if differences:
             self.client.replace_flow(shape)
+        self.client.store_limits(flow)
         self._verified.add(flow.slug)
 
     def upsert_flow(
@@ -283,9 +315,16 @@ class PgFlow:
         *,
         delay_seconds: float | None = None,
         scheduled_at: datetime | None = None,
+        priority: int | None = None,
     ) -> RunHandle:
         """The dispatcher flows call (``flow.start``, ``task.delay``); see :meth:`start_flow`."""
-        return self.start_flow(flow, input, delay_seconds=delay_seconds, scheduled_at=scheduled_at)
+        return self.start_flow(
+            flow,
+            input,
+            delay_seconds=delay_seconds,
+            scheduled_at=scheduled_at,
+            priority=priority,
+        )
 
     def start_flow(
         self,
@@ -296,8 +335,12 @@ class PgFlow:
         connection: psycopg.Connection[Any] | None = None,
         delay_seconds: float | None = None,
         scheduled_at: datetime | None = None,
+        priority: int | None = None,
     ) -> RunHandle:
         """Start a run; with ``connection=`` it commits or rolls back with the caller's transaction.
+
+        ``priority`` (an integer, higher first; default: the flow's ``priority``) orders the
+        claims of the flow's waiting tasks.
 
         A registered flow is checked against (or compiled into) the database first, and its input
         validated (JSON; an array for a root map). A slug of a flow only the database knows (e.g.
@@ -306,11 +349,13 @@ class PgFlow:
         check_schedule(delay_seconds, scheduled_at)  # before anything is written
         slug = flow_slug_of(flow)
         registered = self._registered_or_eager(slug)
+        keys = None
         if registered is not None:
             input = registered.prepare_input(input)
             if self.eager:
                 return self._start_eager(registered, input)
             self.ensure_flow(registered)
+            keys = registered.run_keys(input)
         run = self.client.start_flow(
             slug,
             input,
@@ -318,6 +363,8 @@ class PgFlow:
             connection=connection,
             delay_seconds=delay_seconds,
             scheduled_at=scheduled_at,
+            priority=priority,
+            keys=keys,
         )
         return RunHandle(self.client, run, slug)
 
@@ -327,6 +374,7 @@ class PgFlow:
         inputs: Sequence[Any],
         *,
         connection: psycopg.Connection[Any] | None = None,
+        priority: int | None = None,
     ) -> list[RunHandle]:
         """Start one run per input in one transaction: much faster than a loop for bulk work."""
         slug = flow_slug_of(flow)
@@ -336,7 +384,12 @@ class PgFlow:
             if self.eager:
                 return [self._start_eager(registered, i) for i in inputs]
             self.ensure_flow(registered)
-        run_ids = self.client.start_many(slug, inputs, connection=connection)
+        run_ids = self.client.start_many(
+            registered if registered is not None else slug,
+            inputs,
+            connection=connection,
+            priority=priority,
+        )
         return [RunHandle(self.client, run_id, slug) for run_id in run_ids]
 
     def _registered_or_eager(self, slug: str) -> Flow | None:

@@ -52,7 +52,7 @@ from pgflow_kombu.flows.definitions import define_flow
 from pgflow_kombu.flows.dispatch import check_schedule, schedule_delay
 from pgflow_kombu.flows.flow import Flow
 from pgflow_kombu.flows.jsondata import Json, NotJsonError, to_json
-from pgflow_kombu.flows.options import FlowOptions, StepOptions
+from pgflow_kombu.flows.options import FlowOptions, StepOptions, check_priority
 from pgflow_kombu.flows.shapes import FlowShape, compare_shapes
 from pgflow_kombu.types import FlowInfo, Run, StepState, StepTask, WorkerInfo
 from pgflow_kombu.waiting import RunListener
@@ -148,23 +148,40 @@ class Client:
         connection: psycopg.Connection[Any] | None = None,
         delay_seconds: float | None = None,
         scheduled_at: datetime | None = None,
+        priority: int | None = None,
+        keys: Mapping[str, str] | None = None,
     ) -> UUID:
         """Start a run of ``flow`` and return its id.
 
         With ``connection=`` the run is started inside the caller's transaction: it exists (and its
         tasks become visible to workers) only if that transaction commits. ``delay_seconds`` or
         ``scheduled_at`` (timezone-aware; past times run now) keep its first tasks invisible until then.
+        ``priority`` (an integer, higher first) overrides the flow's default; ``keys`` are the
+        run's concurrency keys by scope, computed from the input when ``flow`` is a flow object.
         """
         delay = delay_from(delay_seconds, scheduled_at)
         slug = flow_slug_of(flow)
+        check_run_priority(priority, slug)
+        data = run_input(input)
+        keys = run_keys_of(flow, data) if keys is None else keys
         params = {
             "flow_slug": slug,
-            "input": Jsonb(run_input(input)),
+            "input": Jsonb(data),
             "run_id": run_id_text(run_id),
         }
         try:
             with self.connection(connection) as conn:
-                if delay:
+                if priority is not None or keys:
+                    row = conn.execute(
+                        query("client.start_flow_controlled"),
+                        {
+                            **params,
+                            "delay_seconds": delay,
+                            "priority": priority,
+                            "keys": Jsonb(dict(keys or {})),
+                        },
+                    ).fetchone()
+                elif delay:
                     row = conn.execute(
                         query("client.start_flow_delayed"), {**params, "delay_seconds": delay}
                     ).fetchone()
@@ -204,19 +221,32 @@ class Client:
         inputs: Sequence[Any],
         *,
         connection: psycopg.Connection[Any] | None = None,
+        priority: int | None = None,
     ) -> list[UUID]:
         """Start one run per input in a single transaction (pipelined: one commit for all)."""
         slug = flow_slug_of(flow)
+        check_run_priority(priority, slug)
+        datas = [run_input(data, index) for index, data in enumerate(inputs)]
+        keys = [run_keys_of(flow, data) for data in datas]
+        controlled = priority is not None or any(keys)
         params = [
-            {"flow_slug": slug, "input": Jsonb(run_input(data, index)), "run_id": None}
-            for index, data in enumerate(inputs)
+            {
+                "flow_slug": slug,
+                "input": Jsonb(data),
+                "run_id": None,
+                "delay_seconds": 0,
+                "priority": priority,
+                "keys": Jsonb(run_keys),
+            }
+            for data, run_keys in zip(datas, keys, strict=True)
         ]
         if not params:
             return []
+        statement = query("client.start_flow_controlled" if controlled else "client.start_flow")
         run_ids: list[UUID] = []
         try:
             with self.connection(connection) as conn, conn.transaction(), conn.cursor() as cur:
-                cur.executemany(query("client.start_flow"), params, returning=True)
+                cur.executemany(statement, params, returning=True)
                 while True:
                     row = cur.fetchone()
                     assert row is not None
@@ -373,6 +403,12 @@ class Client:
                 return False
             create_flow_from_shape(conn, shape)
         return True
+
+    def store_limits(self, flow: Flow) -> None:
+        """Store ``flow``'s limits and default priority (what its code declares) for the
+        workers' claims; a flow declaring none has its stored ones removed."""
+        with self.connection() as conn:
+            store_limits(conn, flow)
 
     def delete_flow(self, slug: str) -> None:
         """Delete a flow with all its runs, tasks and its queue (raises FlowNotFound)."""
@@ -536,6 +572,29 @@ def check_shape_options(shape: FlowShape) -> None:
             StepOptions(**step["options"]).validate(slug, step["slug"])
     except TypeError as exc:  # an unknown option name
         raise FlowDefinitionError(f"flow {slug!r}: {exc}", flow_slug=slug) from None
+
+
+def run_keys_of(flow: FlowRef, data: Json) -> dict[str, str]:
+    """A run's concurrency keys, when ``flow`` is a flow object declaring keyed limits."""
+    run_keys = getattr(flow, "run_keys", None)
+    return dict(run_keys(data)) if run_keys is not None else {}
+
+
+def check_run_priority(priority: object, slug: str) -> None:
+    """A run's priority is None or an integer; raises FlowInputError otherwise."""
+    if priority is None:
+        return
+    try:
+        check_priority(priority, f"flow {slug!r}")
+    except FlowDefinitionError as exc:
+        raise FlowInputError(str(exc)) from None
+
+
+def store_limits(conn: psycopg.Connection[Any], flow: Any) -> None:
+    """Write a flow object's limits (``Flow.limit_rows``) into ``pgflow_kombu.flow_limits``,
+    replacing what was stored; nothing for a flow that declares none and never had any."""
+    rows = flow.limit_rows()
+    conn.execute(query("client.set_flow_limits"), {"flow_slug": flow.slug, "limits": Jsonb(rows)})
 
 
 def delay_from(delay_seconds: float | None, scheduled_at: datetime | None) -> int:

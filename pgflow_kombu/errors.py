@@ -181,6 +181,13 @@ class StepFailed(StepError):
         self.attempts = attempts
 
 
+class Reject(PgFlowError):
+    """Raised by a handler to fail its task for good: no retry, whatever attempts remain (the
+    step and the run fail as on a last attempt). Subclass it for errors that retrying cannot fix.
+    A step input that fails its handler's validation (:class:`StepInputError`) is treated alike.
+    """
+
+
 class FlowInputError(PgFlowError):
     """A run input (or start option) is unusable: not JSON, not an array for a root map step,
     arguments that do not fit a task, a negative delay."""

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from pgflow_kombu.compat import Runner
-from pgflow_kombu.errors import PgFlowError, StepFailed
+from pgflow_kombu.errors import PgFlowError, Reject, StepFailed
 from pgflow_kombu.flows.context import StepContext
 from pgflow_kombu.flows.inputs import aggregate_map_output, run_output, task_inputs
 from pgflow_kombu.flows.jsondata import Json
@@ -78,7 +78,7 @@ async def _run(flow: Flow, input: Any, retries: bool, settle: _Settle) -> Json:
                     if call.is_async:
                         value = await settle(step, value)
                 except Exception as exc:
-                    if attempt == attempts:
+                    if attempt == attempts or isinstance(exc, Reject):  # Reject: no retry
                         raise _failed(step, index, attempt, exc) from exc
                     continue
                 results.append(step.finish(value))

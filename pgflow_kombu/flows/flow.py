@@ -37,7 +37,9 @@ from pgflow_kombu.flows.inputs import check_root_map_input
 from pgflow_kombu.flows.jsondata import Json, NotJsonError, to_json
 from pgflow_kombu.flows.options import (
     FLOW_OPTION_NAMES,
+    ConcurrencyKey,
     FlowOptions,
+    Limits,
     StepOptions,
 )
 from pgflow_kombu.flows.shapes import FlowShape
@@ -63,9 +65,16 @@ class Flow:
         max_attempts: int | None = None,
         base_delay: int | None = None,
         timeout: int | None = None,
+        max_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        concurrency_key: ConcurrencyKey | None = None,
+        priority: int | None = None,
     ) -> None:
         self.slug: str = validate_flow_slug(slug)
         self.options = FlowOptions(max_attempts, base_delay, timeout).validate(self.slug)
+        self.limits = Limits(max_concurrency, rate_limit, concurrency_key, priority).validate(
+            f"flow {self.slug!r}", flow=True
+        )
         self._steps: dict[str, Step] = {}
         self._dispatcher: Dispatcher | None = None
         # Turns delay(*args, **kwargs) into the run input; set for task and chain flows.
@@ -135,6 +144,9 @@ class Flow:
         base_delay: int | None = None,
         timeout: int | None = None,
         start_delay: int | None = None,
+        max_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        concurrency_key: ConcurrencyKey | None = None,
     ) -> Step:
         """Add a step; the general form behind the decorators and data-defined flows.
 
@@ -155,6 +167,9 @@ class Flow:
         options = StepOptions(max_attempts, base_delay, timeout, start_delay).validate(
             self.slug, slug
         )
+        limits = Limits(max_concurrency, rate_limit, concurrency_key).validate(
+            f"flow {self.slug!r} step {slug!r}", flow=False
+        )
         if handler is None or isinstance(handler, Handler):
             spec = handler
         else:
@@ -172,7 +187,9 @@ class Flow:
             else:
                 binder, inferred = infer_named_binder(spec, list(self._steps), depends_on)
                 deps = inferred
-        step = Step(self.slug, slug, len(self._steps), deps, step_type, options, spec, binder)
+        step = Step(
+            self.slug, slug, len(self._steps), deps, step_type, options, spec, binder, limits
+        )
         self._steps[slug] = step
         return step
 
@@ -214,6 +231,9 @@ class Flow:
         base_delay: int | None = None,
         timeout: int | None = None,
         start_delay: int | None = None,
+        max_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        concurrency_key: ConcurrencyKey | None = None,
     ) -> Callable[[F], F]: ...
 
     def step(
@@ -227,6 +247,9 @@ class Flow:
         base_delay: int | None = None,
         timeout: int | None = None,
         start_delay: int | None = None,
+        max_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        concurrency_key: ConcurrencyKey | None = None,
     ) -> Any:
         """Decorator adding a single step; the slug is the function's name unless ``slug``.
 
@@ -242,6 +265,9 @@ class Flow:
             base_delay=base_delay,
             timeout=timeout,
             start_delay=start_delay,
+            max_concurrency=max_concurrency,
+            rate_limit=rate_limit,
+            concurrency_key=concurrency_key,
         )
 
     @overload
@@ -259,6 +285,9 @@ class Flow:
         base_delay: int | None = None,
         timeout: int | None = None,
         start_delay: int | None = None,
+        max_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        concurrency_key: ConcurrencyKey | None = None,
     ) -> Callable[[F], F]: ...
 
     def map(
@@ -272,6 +301,9 @@ class Flow:
         base_delay: int | None = None,
         timeout: int | None = None,
         start_delay: int | None = None,
+        max_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        concurrency_key: ConcurrencyKey | None = None,
     ) -> Any:
         """Decorator adding a map step: one task per element of an array.
 
@@ -289,6 +321,9 @@ class Flow:
             base_delay=base_delay,
             timeout=timeout,
             start_delay=start_delay,
+            max_concurrency=max_concurrency,
+            rate_limit=rate_limit,
+            concurrency_key=concurrency_key,
         )
 
     def _decorate(self, fn: Callable[..., Any] | None, slug: str | None, **step: Any) -> Any:
@@ -300,6 +335,31 @@ class Flow:
             return func
 
         return decorate(fn) if fn is not None else decorate
+
+    # -- flow control ------------------------------------------------------------------------
+
+    def limit_rows(self) -> dict[str, dict[str, Any]]:
+        """The flow's and its steps' limits as ``pgflow_kombu.set_flow_limits`` stores them
+        (scope ``""`` is the flow); empty when the flow declares none."""
+        rows: dict[str, dict[str, Any]] = {}
+        if self.limits.active or self.limits.priority is not None:
+            rows[""] = self.limits.row(f"flow {self.slug!r}")
+        for step in self._steps.values():
+            if step.limits.active:
+                rows[step.slug] = step.limits.row(f"flow {self.slug!r} step {step.slug!r}")
+        return rows
+
+    def run_keys(self, input: Json) -> dict[str, str]:
+        """The concurrency keys of a run with this input, by scope (``""`` = the flow)."""
+        keys: dict[str, str] = {}
+        for scope, limits in [
+            ("", self.limits),
+            *((s.slug, s.limits) for s in self._steps.values()),
+        ]:
+            key = limits.key_of(input)
+            if key is not None:
+                keys[scope] = key
+        return keys
 
     # -- shape ---------------------------------------------------------------------------------
 
@@ -355,10 +415,12 @@ class Flow:
         *,
         delay_seconds: float | None = None,
         scheduled_at: datetime | None = None,
+        priority: int | None = None,
     ) -> Any:
         """Start a run through the bound dispatcher; returns its run handle.
 
-        ``input`` may hold models and dataclasses (they become JSON objects).
+        ``input`` may hold models and dataclasses (they become JSON objects); ``priority``
+        overrides the flow's default priority.
         """
         if self._dispatcher is None:
             raise NotBoundError(
@@ -371,6 +433,7 @@ class Flow:
             self.prepare_input(input),
             delay_seconds=delay_seconds,
             scheduled_at=scheduled_at,
+            **({"priority": priority} if priority is not None else {}),
         )
 
     def build_input(self, *args: Any, **kwargs: Any) -> Json:

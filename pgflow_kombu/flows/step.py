@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from pgflow_kombu.errors import FlowDefinitionError, PgFlowError
@@ -17,7 +17,7 @@ from pgflow_kombu.flows.binding import Binder, StepWhere
 from pgflow_kombu.flows.context import StepContext
 from pgflow_kombu.flows.handler import Handler
 from pgflow_kombu.flows.jsondata import Json
-from pgflow_kombu.flows.options import StepOptions
+from pgflow_kombu.flows.options import Limits, StepOptions
 from pgflow_kombu.flows.shapes import StepShape
 
 __all__ = ["PreparedCall", "Step", "StepType"]
@@ -57,6 +57,7 @@ class Step:
     options: StepOptions
     handler: Handler | None = None
     binder: Binder | None = None
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def is_map(self) -> bool:

@@ -233,7 +233,7 @@ class Worker:
             shapes = {
                 slug: flow.shape() for slug, flow in self.flows.items() if hasattr(flow, "shape")
             }
-            ensure_flows(self.url, shapes)
+            ensure_flows(self.url, shapes, self.flows)
         self.membership.register()
         self._pool.start()
         self._reporter.start()

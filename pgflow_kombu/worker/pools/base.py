@@ -84,6 +84,7 @@ class Attempt:
             error=result.error,
             traceback=result.traceback,
             duration=result.duration,
+            final=result.final,
         )
 
 
