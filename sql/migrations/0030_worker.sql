@@ -66,7 +66,7 @@ BEGIN
     FROM unnest(claimed) AS c
     JOIN pgflow.steps AS st ON st.flow_slug = c.flow_slug AND st.step_slug = c.step_slug
     JOIN pgflow.flows AS f ON f.flow_slug = c.flow_slug
-    ORDER BY c.msg_id;
+    ORDER BY array_position(admitted, c.msg_id), c.msg_id;  -- higher priorities first
 
     SELECT array_agg(c.msg_id ORDER BY c.msg_id),
            array_agg(coalesce(st.opt_timeout, f.opt_timeout) + 2 ORDER BY c.msg_id)

@@ -64,6 +64,9 @@ AS $$
 DECLARE
     seen boolean;
 BEGIN
+    -- One writer at a time per flow (the lock compiling a flow takes; held already when called
+    -- from there): every process that compiles or serves the flow writes its limits.
+    PERFORM pg_advisory_xact_lock(hashtext('pgflow_kombu.flow'), hashtext(set_flow_limits.flow_slug));
     SELECT l.prioritized INTO seen FROM pgflow_kombu.flow_limits AS l
     WHERE l.flow_slug = set_flow_limits.flow_slug AND l.step_slug = '';
     DELETE FROM pgflow_kombu.flow_limits AS l WHERE l.flow_slug = set_flow_limits.flow_slug;
@@ -112,7 +115,7 @@ BEGIN
           AND l.prioritized) THEN
         INSERT INTO pgflow_kombu.flow_limits AS l (flow_slug, step_slug, prioritized)
         VALUES (start_flow_controlled.flow_slug, '', true)
-        ON CONFLICT (flow_slug, step_slug) DO UPDATE SET prioritized = true;
+        ON CONFLICT ON CONSTRAINT flow_limits_pkey DO UPDATE SET prioritized = true;
     END IF;
     RETURN new_run_id;
 END;
@@ -126,8 +129,8 @@ $$;
 --   priority: when the flow uses priorities, a task whose run priority is below the highest one
 --     waiting among the flow's oldest 1000 visible messages is deferred; within a claim, higher
 --     priorities are admitted first.
---   concurrency: the tasks 'started' in the scope (and key) are counted under a transaction-level
---     advisory lock of that scope, taken in one global order, so concurrent claims of a scope
+--   concurrency: the tasks 'started' in the scope (and key) are counted under transaction-level
+--     advisory locks of the scopes, taken in one global order, so concurrent claims of a scope
 --     are serialised and each sees the others' committed claims. A slot is a started task row:
 --     a completion, a failure, or recovery of a crashed worker's task frees it.
 --   rate: the scope's bucket row is locked (FOR UPDATE, same order), refilled by the time
@@ -145,7 +148,6 @@ DECLARE
     sid text;
     scope_step text;
     scope_key text;
-    running integer;
     bucket pgflow_kombu.rate_buckets;
     rate float8;
     budget jsonb := '{}';  -- scope -> free running slots
@@ -212,16 +214,7 @@ BEGIN
         IF lim.max_concurrency IS NOT NULL THEN
             PERFORM pg_advisory_xact_lock(hashtext('pgflow_kombu.limit'),
                                           hashtext(admit_tasks.flow_slug || '/' || sid));
-            SELECT count(*) INTO running
-            FROM pgflow.step_tasks AS t
-            JOIN pgflow.runs AS r ON r.run_id = t.run_id
-            LEFT JOIN pgflow_kombu.run_controls AS rc ON rc.run_id = t.run_id
-            WHERE t.flow_slug = admit_tasks.flow_slug AND t.status = 'started'
-              AND (scope_step = '' OR t.step_slug = scope_step)
-              AND (NOT lim.keyed
-                   OR coalesce(rc.keys ->> scope_step, r.input ->> lim.key_field, '')
-                      = scope_key);
-            budget := jsonb_set(budget, ARRAY[sid], to_jsonb(lim.max_concurrency - running));
+            budget := jsonb_set(budget, ARRAY[sid], to_jsonb(lim.max_concurrency));
         END IF;
         IF lim.rate_count IS NOT NULL THEN
             INSERT INTO pgflow_kombu.rate_buckets AS b (flow_slug, step_slug, key, tokens,
@@ -240,6 +233,31 @@ BEGIN
                                                           - bucket.refilled_at)) * rate)));
         END IF;
     END LOOP;
+
+    -- The running tasks of every locked scope, in one pass over the flow's started tasks (a
+    -- statement after the locks: it sees every claim committed before them).
+    IF budget <> '{}' THEN
+        SELECT budget || coalesce(jsonb_object_agg(n.sid, (budget ->> n.sid)::integer - n.running),
+                                  '{}')
+        INTO budget
+        FROM (
+            SELECT x.sid, count(*)::integer AS running
+            FROM pgflow.step_tasks AS t
+            JOIN pgflow.runs AS r ON r.run_id = t.run_id
+            LEFT JOIN pgflow_kombu.run_controls AS rc ON rc.run_id = t.run_id
+            CROSS JOIN LATERAL (
+                SELECT l.step_slug || '/' || CASE WHEN l.keyed THEN
+                           coalesce(rc.keys ->> l.step_slug, r.input ->> l.key_field, '')
+                       ELSE '' END AS sid
+                FROM pgflow_kombu.flow_limits AS l
+                WHERE l.flow_slug = admit_tasks.flow_slug AND l.step_slug IN ('', t.step_slug)
+                  AND l.max_concurrency IS NOT NULL
+            ) AS x
+            WHERE t.flow_slug = admit_tasks.flow_slug AND t.status = 'started'
+              AND budget ? x.sid
+            GROUP BY x.sid
+        ) AS n;
+    END IF;
 
     FOREACH c IN ARRAY cands LOOP
         ok := top IS NULL OR c.priority >= top;
