@@ -11,3 +11,8 @@ SELECT count(*) FROM pgflow.runs WHERE flow_slug = %(flow_slug)s AND status = 's
 -- name: limits_stored
 SELECT step_slug, max_concurrency, rate_count, rate_period, keyed, key_field, priority, prioritized
 FROM pgflow_kombu.flow_limits WHERE flow_slug = %(flow_slug)s ORDER BY step_slug;
+
+-- name: limits_reject_task
+SELECT pgflow_kombu.reject_task(
+    run_id => %(run_id)s::uuid, step_slug => %(step_slug)s, task_index => %(task_index)s,
+    error_message => %(error_message)s);
