@@ -143,7 +143,6 @@ AS $$
 #variable_conflict use_column
 DECLARE
     flow_row pgflow_kombu.flow_limits;
-    cand record;
     lim pgflow_kombu.flow_limits;
     sid text;
     scope_step text;
