@@ -25,6 +25,7 @@ from pgflow_kombu.flows.jsondata import Json
 from pgflow_kombu.flows.options import ConcurrencyKey
 from pgflow_kombu.flows.shapes import FlowShape, compare_shapes
 from pgflow_kombu.handles import RunHandle
+from pgflow_kombu.observability.hooks import Hooks
 from pgflow_kombu.settings import Settings
 from pgflow_kombu.types import FlowInfo, Run, WorkerInfo
 
@@ -59,6 +60,8 @@ class PgFlow:
         self._verified: set[str] = set()
         self._lock = threading.Lock()
         self._flow_workers: FlowWorkers | None = None
+        # Callbacks on what workers serving this app do (see pgflow_kombu.observability.hooks).
+        self.hooks = Hooks()
 
     def __repr__(self) -> str:
         return f"<PgFlow flows={sorted(self._flows)}>"
@@ -510,6 +513,7 @@ class PgFlow:
             for each in served.values():
                 self.ensure_flow(each)
 
+        options.setdefault("hooks", self.hooks)
         workers = self._flow_workers.start(
             served, self.database_url, prepare=compile_flows, **options
         )

@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 import click
 
 from pgflow_kombu.db.urls import redact
-from pgflow_kombu.errors import PgFlowError
+from pgflow_kombu.errors import ConfigurationError, PgFlowError
+from pgflow_kombu.observability.hooks import Hooks
 from pgflow_kombu.worker.logs import LOG_FORMATS, configure_logging
 from pgflow_kombu.worker.pools import POOL_KINDS
 from pgflow_kombu.worker.status import ExitCode
@@ -116,6 +117,28 @@ def worker_options(fn: F) -> F:
             show_default=True,
             help="Read messages through the pgflow:// kombu transport, or with pgmq directly.",
         ),
+        _opt(
+            "--metrics-port",
+            env="METRICS_PORT",
+            type=click.IntRange(min=1, max=65535),
+            default=None,
+            help="Serve Prometheus metrics on this port at /metrics (needs pgflow-kombu[metrics]).",
+        ),
+        _opt(
+            "--metrics-host",
+            env="METRICS_HOST",
+            default="127.0.0.1",
+            show_default=True,
+            help="Address the metrics server binds to (0.0.0.0 for every interface).",
+        ),
+        _opt(
+            "--otel/--no-otel",
+            env="OTEL",
+            default=False,
+            show_default=True,
+            help="A span per task attempt through OpenTelemetry's configured tracer provider, "
+            "in the trace that started the run (needs pgflow-kombu[otel]).",
+        ),
     ]
     for decorator in reversed(decorators):
         fn = decorator(fn)
@@ -137,7 +160,8 @@ def run_command(url: str, **options: Any) -> int:
                 f"the database schema is not up to date (pending: {names}): "
                 "run 'pgflow-kombu db upgrade' first"
             )
-        flows = flows_of(load_target(app_ref))
+        target = load_target(app_ref)
+        flows = flows_of(target)
         queues = [q.strip() for q in (options["flows"] or "").split(",") if q.strip()] or None
         worker = Worker(
             flows,
@@ -151,12 +175,64 @@ def run_command(url: str, **options: Any) -> int:
             stalled_after=options["stalled_after"],
             app_ref=app_ref,
             source=_source(options["source"], url),
+            hooks=target.hooks if isinstance(getattr(target, "hooks", None), Hooks) else None,
         )
+        stop_observing = observe(worker, url, options)
     except PgFlowError as exc:
         click.echo(f"error: {exc}", err=True)
         return ExitCode.STARTUP_FAILED
     click.echo(banner(worker, app_ref, options["source"]), err=True)
-    return worker.run()
+    if options.get("metrics_port") is not None:
+        where = f"http://{options['metrics_host']}:{options['metrics_port']}/metrics"
+        click.echo(f"  metrics   {where}", err=True)
+    try:
+        return worker.run()
+    finally:
+        stop_observing()
+
+
+def observe(worker: Worker, url: str, options: dict[str, Any]) -> Callable[[], None]:
+    """Subscribe metrics and tracing to the worker's hooks as the options ask; start the
+    metrics server. Returns what stops it."""
+    stops: list[Callable[[], None]] = []
+    if options.get("otel"):
+        try:
+            from pgflow_kombu.observability.tracing import TaskTracer
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"--otel needs OpenTelemetry: pip install 'pgflow-kombu[otel]' ({exc})"
+            ) from exc
+        tracer = TaskTracer(url)
+        if not tracer.configured:
+            click.echo(
+                "warning: --otel but no OpenTelemetry tracer provider is configured (run under "
+                "opentelemetry-instrument, or set one up in the app's module): spans go nowhere",
+                err=True,
+            )
+        tracer.subscribe(worker.hooks)
+        stops.append(tracer.close)
+    port = options.get("metrics_port")
+    if port is not None:
+        try:
+            from pgflow_kombu.observability.metrics import WorkerMetrics, serve
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"--metrics-port needs prometheus-client: pip install 'pgflow-kombu[metrics]' "
+                f"({exc})"
+            ) from exc
+        metrics = WorkerMetrics(url=url)
+        metrics.subscribe(worker.hooks)
+        host = options.get("metrics_host") or "127.0.0.1"
+        try:
+            stops.append(serve(metrics.registry, port, host))
+        except OSError as exc:
+            raise ConfigurationError(f"cannot serve metrics on {host}:{port}: {exc}") from exc
+
+    def stop() -> None:
+        for each in stops:
+            each()
+
+    return stop
 
 
 def _source(kind: str, url: str) -> Any:

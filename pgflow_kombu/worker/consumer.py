@@ -29,6 +29,7 @@ from pgflow_kombu.db.errors import describe, is_connection_error
 from pgflow_kombu.db.urls import check_url, redact
 from pgflow_kombu.errors import ConnectionFailed, DatabaseError, PgFlowError
 from pgflow_kombu.transport.urls import kombu_url
+from pgflow_kombu.worker.link import Link
 from pgflow_kombu.worker.source import Delivery
 
 __all__ = ["KombuSource"]
@@ -68,6 +69,7 @@ class KombuSource:
         self._unacked = 0  # delivered on the current channel and not acknowledged
         self._consuming = False
         self._ignored_envelopes = 0
+        self._lost = False  # the last connection broke: the next one is a reconnection
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -102,6 +104,9 @@ class KombuSource:
             raise kind(f"cannot consume from {redact(self.url)}: {describe(exc)}") from exc
         self._conn, self._channel, self._consumer = conn, channel, consumer
         self._unacked = 0
+        if self._lost:
+            self._lost = False
+            Link.reconnects += 1
 
     def _disconnect(self) -> None:
         conn, self._conn, self._channel, self._consumer = self._conn, None, None, None
@@ -146,6 +151,7 @@ class KombuSource:
         except Exception as exc:
             # Whatever the transport raised, the next fetch starts on a fresh connection.
             self._disconnect()
+            self._lost = True
             if is_connection_error(exc):
                 raise ConnectionFailed(f"lost the message connection: {describe(exc)}") from exc
             raise DatabaseError(f"reading messages failed: {describe(exc)}") from exc

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 from typing_extensions import LiteralString
@@ -22,6 +22,9 @@ __all__ = ["Link", "is_connection_error"]
 
 
 class Link:
+    # Connections of this process opened again after one was lost (the reconnects metric).
+    reconnects: ClassVar[int] = 0
+
     def __init__(
         self,
         url: str,
@@ -34,6 +37,7 @@ class Link:
         self.synchronous_commit = synchronous_commit
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
+        self._lost = False
 
     @property
     def connected(self) -> bool:
@@ -43,6 +47,9 @@ class Link:
         if self._conn is None or self._conn.closed:
             options = "" if self.synchronous_commit else "-c synchronous_commit=off"
             self._conn = connect(self.url, application_name=self.application_name, options=options)
+            if self._lost:
+                self._lost = False
+                Link.reconnects += 1
         return self._conn
 
     def fetch(self, sql: LiteralString, params: dict[str, Any] | None = None) -> list[Any]:
@@ -52,12 +59,14 @@ class Link:
                 conn = self._connection()
                 cur = conn.execute(sql, params)
                 return cur.fetchall() if cur.description is not None else []
-            except PgFlowError:
+            except PgFlowError as exc:
                 self._drop()
+                self._lost = self._lost or is_connection_error(exc)
                 raise
             except psycopg.Error as exc:
                 if is_connection_error(exc):
                     self._drop()
+                    self._lost = True
                 raise translate(exc) from exc
 
     def close(self) -> None:

@@ -83,32 +83,35 @@ _log = logging.getLogger("pgflow_kombu.worker")
 
 
 def log_outcome(outcome: Outcome) -> None:
-    """A failed attempt at ERROR with its traceback; a completed one at DEBUG."""
+    """One line per finished attempt with its duration, as Celery's ``Task ... succeeded in``:
+    a success at INFO, a failure at ERROR with its traceback. Fields: event (task_succeeded,
+    task_failed), flow_slug, step_slug, task_index, run_id, attempt, duration (seconds)."""
     task = outcome.task
+    fields = {
+        "flow_slug": task.flow_slug,
+        "step_slug": task.step_slug,
+        "task_index": task.task_index,
+        "run_id": task.run_id,
+        "attempt": task.attempt,
+        "duration": round(outcome.duration, 6),
+    }
     if outcome.failed:
         _log.error(
-            "task %s failed (run %s, attempt %d): %s%s",
+            "task %s failed in %.4gs (run %s, attempt %d): %s%s",
             task.label,
+            outcome.duration,
             task.run_id,
             task.attempt,
             outcome.error,
             f"\n{outcome.traceback.rstrip()}" if outcome.traceback else "",
-            extra={
-                "event": "task_failed",
-                "flow_slug": task.flow_slug,
-                "step_slug": task.step_slug,
-                "task_index": task.task_index,
-                "run_id": task.run_id,
-                "attempt": task.attempt,
-                "timed_out": outcome.timed_out,
-            },
+            extra={"event": "task_failed", **fields, "timed_out": outcome.timed_out},
         )
-    elif _log.isEnabledFor(logging.DEBUG):
-        _log.debug(
-            "task %s completed in %.1f ms (run %s, attempt %d)",
+    elif _log.isEnabledFor(logging.INFO):
+        _log.info(
+            "task %s succeeded in %.4gs (run %s, attempt %d)",
             task.label,
-            outcome.duration * 1000,
+            outcome.duration,
             task.run_id,
             task.attempt,
-            extra={"event": "task_completed", "run_id": task.run_id},
+            extra={"event": "task_succeeded", **fields},
         )

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from psycopg.types.json import Jsonb
 
@@ -33,6 +34,8 @@ DEFAULT_BATCH_SIZE = 50
 DEFAULT_CONNECTIONS = 2
 
 Reported = Callable[[list[tuple[Outcome, str]]], None]
+# Reports the database applied, with what followed (see worker/events.py): for the hooks.
+Settled = Callable[[list[tuple[Outcome, str, "bool | None", "str | None"]]], None]
 
 
 class Reporter:
@@ -45,6 +48,7 @@ class Reporter:
         connections: int = DEFAULT_CONNECTIONS,
         synchronous_commit: bool = True,
         on_connection_lost: Callable[[], None] | None = None,
+        on_settled: Settled | None = None,
     ) -> None:
         self.batch_size = batch_size
         self.batches = 0
@@ -52,6 +56,7 @@ class Reporter:
         self.retried = 0  # reports sent again after a transient conflict ('retry')
         self._on_reported = on_reported
         self._on_connection_lost = on_connection_lost
+        self._on_settled = on_settled
         self._links = [
             Link(
                 url,
@@ -159,10 +164,11 @@ class Reporter:
             self._in_flight -= len(outcomes)
             self._cond.notify()
 
-    def _settle(self, batch: list[Outcome], rows: list[tuple[int, str, str | None]]) -> None:
+    def _settle(self, batch: list[Outcome], rows: list[tuple[Any, ...]]) -> None:
         done: list[tuple[Outcome, str]] = []
+        applied: list[tuple[Outcome, str, bool | None, str | None]] = []
         retry: list[Outcome] = []
-        for ordinal, result, detail in rows:
+        for ordinal, result, detail, retrying, run_status in rows:
             outcome = batch[ordinal - 1]
             if result == "retry":
                 # A transient conflict (lock timeout, deadlock, cancelled statement) undid only
@@ -195,6 +201,8 @@ class Reporter:
                     detail,
                     extra={"event": "report_rejected", "run_id": outcome.task.run_id},
                 )
+            if result != "stale":
+                applied.append((outcome, result, retrying, run_status))
             done.append((outcome, result))
         with self._cond:
             self._in_flight -= len(batch)
@@ -206,3 +214,8 @@ class Reporter:
             self.reported += len(done)
         if done:
             self._on_reported(done)
+        if self._on_settled is not None:
+            try:
+                self._on_settled(applied)
+            except Exception:
+                log.exception("reporter callback failed")

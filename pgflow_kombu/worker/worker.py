@@ -20,13 +20,16 @@ from typing import Any
 
 from pgflow_kombu.db.urls import check_url
 from pgflow_kombu.errors import ConfigurationError, PgFlowError
+from pgflow_kombu.observability.hooks import Hooks
 from pgflow_kombu.worker.claims import Claims
+from pgflow_kombu.worker.events import WorkerEvents
 from pgflow_kombu.worker.execution import FlowLike
 from pgflow_kombu.worker.link import is_connection_error
 from pgflow_kombu.worker.logs import log_outcome
 from pgflow_kombu.worker.membership import Membership
 from pgflow_kombu.worker.options import check_options, select_flows
 from pgflow_kombu.worker.pools import Pool, make_pool
+from pgflow_kombu.worker.pools.base import SlotPool
 from pgflow_kombu.worker.reporter import DEFAULT_BATCH_SIZE, Reporter
 from pgflow_kombu.worker.signals import install_stop_signals
 from pgflow_kombu.worker.source import MessageSource
@@ -45,6 +48,8 @@ class Worker:
     tasks claimed and held at once; ``shutdown_timeout`` is how long a stop waits for running
     handlers; ``heartbeat_interval``/``stalled_after`` drive liveness and stalled-task recovery.
     ``app_ref`` ("pkg.module:app") lets the process pool's children import the flows.
+    ``hooks`` (an app's :class:`~pgflow_kombu.observability.Hooks`) are called along with the
+    worker's own ``worker.hooks``.
     """
 
     def __init__(
@@ -67,6 +72,7 @@ class Worker:
         fetch_timeout: float = 1.0,
         function_name: str | None = None,
         synchronous_commit: bool = False,
+        hooks: Hooks | None = None,
     ) -> None:
         self.url = check_url(url)
         served = select_flows(flows, queues)
@@ -88,6 +94,9 @@ class Worker:
         self.fetch_timeout = fetch_timeout
         self.stats = WorkerStats()
         self.exit_code: int | None = None
+        # This worker's callbacks, then those of ``hooks`` (its app's): see observability/hooks.py.
+        self.hooks = Hooks(hooks)
+        self._events = WorkerEvents(self.hooks)
 
         self.membership = Membership(
             self.url,
@@ -112,6 +121,7 @@ class Worker:
             batch_size=report_batch,
             synchronous_commit=synchronous_commit,
             on_connection_lost=self._on_connection_lost,
+            on_settled=self._events.settled,
         )
         self._pool: Pool = make_pool(
             pool,
@@ -121,6 +131,8 @@ class Worker:
             app_ref=app_ref,
             loglevel=logging.getLogger().getEffectiveLevel(),
         )
+        if isinstance(self._pool, SlotPool):
+            self._pool.on_start = self._events.task_started
         self._reported: queue.SimpleQueue[list[tuple[Outcome, str]]] = queue.SimpleQueue()
         self._done_tasks: queue.SimpleQueue[ClaimedTask] = queue.SimpleQueue()
         self._wakeup = threading.Event()
@@ -304,6 +316,7 @@ class Worker:
 
     def _submit(self, tasks: list[ClaimedTask]) -> None:
         self._held += len(tasks)
+        self._events.claimed(tasks)
         for task in tasks:
             self._pool.submit(task)
 

@@ -94,9 +94,14 @@ $$;
 -- locks in one order. Returns one row per report (ordinal = 1-based position in the array):
 --   'completed' | 'failed' | 'stale' | 'retry' (a transient conflict: report it again) |
 --   'rejected' (complete_task raised; the attempt was failed with that error instead).
+-- For an applied report ('completed', 'failed', 'rejected') it also says what followed, for the
+-- worker's hooks: retrying (the failed task went back to 'queued' for another attempt) and
+-- run_status (the run's new status when this report changed it: it finished the run).
 CREATE OR REPLACE FUNCTION pgflow_kombu.report_tasks(
     reports jsonb
-) RETURNS TABLE (ordinal integer, outcome text, detail text)
+) RETURNS TABLE (
+    ordinal integer, outcome text, detail text, retrying boolean, run_status text
+)
 LANGUAGE plpgsql
 SET search_path = ''
 AS $$
@@ -105,6 +110,7 @@ DECLARE
     task_status text;
     task_attempts integer;
     task_worker uuid;
+    run_before text;
     message text;
     -- On our schema, completions leave their messages to be archived at the end, one statement
     -- per queue; on an upstream-installed schema complete_task archives each one itself.
@@ -130,8 +136,11 @@ BEGIN
     LOOP
         ordinal := r.ord;
         detail := NULL;
+        retrying := NULL;
+        run_status := NULL;
         BEGIN
-            PERFORM 1 FROM pgflow.runs AS run WHERE run.run_id = r.run_id FOR UPDATE;
+            SELECT run.status INTO run_before
+            FROM pgflow.runs AS run WHERE run.run_id = r.run_id FOR UPDATE;
             SELECT t.status, t.attempts_count, t.last_worker_id
             INTO task_status, task_attempts, task_worker
             FROM pgflow.step_tasks AS t
@@ -187,6 +196,18 @@ BEGIN
                     END;
                 END IF;
         END;
+        IF outcome IN ('completed', 'failed', 'rejected') THEN
+            SELECT run.status INTO run_status FROM pgflow.runs AS run WHERE run.run_id = r.run_id;
+            IF run_status IS NOT DISTINCT FROM run_before THEN
+                run_status := NULL;
+            END IF;
+            IF outcome <> 'completed' THEN
+                SELECT t.status = 'queued' INTO retrying
+                FROM pgflow.step_tasks AS t
+                WHERE t.run_id = r.run_id AND t.step_slug = r.step_slug
+                  AND t.task_index = r.task_index;
+            END IF;
+        END IF;
         -- Only a task this call completed (complete_task_core returns the task unchanged when
         -- its run had failed meanwhile: its message stays, as complete_task leaves it).
         IF outcome = 'completed' AND done.status = 'completed' AND done.message_id IS NOT NULL THEN

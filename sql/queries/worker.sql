@@ -33,7 +33,7 @@ FROM pgflow_kombu.claim_tasks(
     read_visibility => %(read_visibility)s::int);
 
 -- name: report_tasks
-SELECT ordinal, outcome, detail
+SELECT ordinal, outcome, detail, retrying, run_status
 FROM pgflow_kombu.report_tasks(reports => %(reports)s::jsonb);
 
 -- name: release_tasks

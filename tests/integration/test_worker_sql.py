@@ -85,7 +85,7 @@ def claim(
 
 def report(conn: Conn, reports: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
     rows = conn.execute(query("worker.report_tasks"), {"reports": Jsonb(reports)}).fetchall()
-    return [(outcome, detail) for _ord, outcome, detail in sorted(rows)]
+    return [(outcome, detail) for _ord, outcome, detail, *_after in sorted(rows)]
 
 
 def ident(run_id: str, step: str = "a", index: int = 0, attempt: int = 1, worker: str = WORKER):  # type: ignore[no-untyped-def]

@@ -80,6 +80,7 @@ class AsyncioPool(SlotPool):
                 task = self._pending.popleft()
                 self._running += 1
                 self.stats.started += 1
+            self._started(task)
             attempt = Attempt(task)
             self._tasks[attempt] = self._loop.create_task(self._run(attempt))
             self._watchdog.watch(attempt)

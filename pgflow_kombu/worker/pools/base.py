@@ -211,6 +211,8 @@ class SlotPool:
         self._sink = sink
         self._cond = threading.Condition()
         self._running = 0
+        # Told when a slot starts an attempt (the worker's task_started hook).
+        self.on_start: Callable[[ClaimedTask], None] | None = None
 
     @property
     def running(self) -> int:
@@ -220,10 +222,18 @@ class SlotPool:
         with self._cond:
             return self._cond.wait_for(lambda: self._running == 0, timeout)
 
-    def _take_slot(self) -> None:
+    def _take_slot(self, task: ClaimedTask) -> None:
         with self._cond:
             self._running += 1
             self.stats.started += 1
+        self._started(task)
+
+    def _started(self, task: ClaimedTask) -> None:
+        if self.on_start is not None:
+            try:
+                self.on_start(task)
+            except Exception:
+                log.exception("start callback failed for %s", task.label)
 
     def _finish_slot(self, outcome: Outcome) -> None:
         # The outcome is handed over before the slot counts as free, so that a stop waiting for

@@ -176,7 +176,7 @@ class ProcessPool(SlotPool):
                 task = self._pending.get()
                 if task is None:
                     return
-                self._take_slot()
+                self._take_slot(task)
                 self._finish_slot(self._run(index, task))
         finally:
             child = self._children[index]

@@ -63,7 +63,7 @@ class ThreadPool(SlotPool):
             if task is None:
                 return
             attempt = Attempt(task)
-            self._take_slot()
+            self._take_slot(task)
             self._watchdog.watch(attempt)
             result = execute(self.flows, task)
             if attempt.finish():
