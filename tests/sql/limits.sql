@@ -16,3 +16,6 @@ FROM pgflow_kombu.flow_limits WHERE flow_slug = %(flow_slug)s ORDER BY step_slug
 SELECT pgflow_kombu.reject_task(
     run_id => %(run_id)s::uuid, step_slug => %(step_slug)s, task_index => %(task_index)s,
     error_message => %(error_message)s);
+
+-- name: limits_run_controls
+SELECT run_id::text, priority, keys FROM pgflow_kombu.run_controls ORDER BY run_id;
