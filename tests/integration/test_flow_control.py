@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from psycopg import sql
 
 from pgflow_kombu import PgFlow, Reject
 from pgflow_kombu.db.connect import connect
+from pgflow_kombu.db.queries import query
 from pgflow_kombu.flows import Flow
 from pgflow_kombu.worker import PgmqSource, Worker
 from tests.e2e_apps import limits
@@ -314,3 +317,104 @@ def test_reject_is_not_retried_in_eager_mode() -> None:
         limits.declines.flow.run_eager({"n": 3}, retries=True)
     assert isinstance(caught.value.__cause__, Reject)
     assert caught.value.attempts == 1  # type: ignore[attr-defined]
+
+
+# -- one claim, step by step ---------------------------------------------------------------------
+
+
+def claim(conn: Any, slug: str, worker_id: str) -> tuple[list[int], list[int]]:
+    """Read every visible message of the flow and claim them in one call: (read, claimed)."""
+    read = [
+        r[0]
+        for r in conn.execute(
+            query("worker.read_messages"), {"queue_name": slug, "vt": 30, "qty": 100}
+        ).fetchall()
+    ]
+    rows = conn.execute(
+        query("worker.claim_tasks"),
+        {"flow_slug": slug, "msg_ids": read, "worker_id": worker_id, "read_visibility": 30},
+    ).fetchall()
+    return read, [row[3] for row in rows]
+
+
+def message_state(conn: Any, slug: str, msg_id: int) -> dict[str, Any]:
+    statement = sql.SQL(test_query("limits_task_by_message")).format(sql.Identifier(f"q_{slug}"))
+    cursor = conn.execute(statement, {"flow_slug": slug, "msg_id": msg_id})
+    columns = [c.name for c in cursor.description or ()]
+    row = cursor.fetchone()
+    assert row is not None
+    return dict(zip(columns, row, strict=True))
+
+
+def test_a_claim_defers_what_is_over_a_limit_without_counting_an_attempt(db_url: str) -> None:
+    flow = Flow("per_customer", rate_limit="1/h", concurrency_key="customer")
+
+    @flow.step
+    def pay(run: dict[str, Any]) -> int:
+        return 1
+
+    app = PgFlow(db_url)
+    app.register(flow)
+    worker_id = str(uuid.uuid4())
+    try:
+        for customer in ("acme", "acme", "bolt"):
+            app.start_flow("per_customer", {"customer": customer})
+        with connect(db_url) as conn:
+            conn.execute(
+                query("worker.register"),
+                {"worker_ids": [worker_id], "queue_names": ["per_customer"], "function_name": "t"},
+            )
+            read, claimed = claim(conn, "per_customer", worker_id)
+            assert len(read) == 3 and len(claimed) == 2  # one token per customer an hour
+            (deferred,) = set(read) - set(claimed)
+            state = message_state(conn, "per_customer", deferred)
+            # Still queued, no attempt counted, back when the bucket holds a token again.
+            assert (state["status"], state["attempts_count"]) == ("queued", 0)
+            assert state["input"] == {"customer": "acme"}
+            assert 3000 < state["visible_in"] <= 3600
+            assert {
+                message_state(conn, "per_customer", m)["input"]["customer"] for m in claimed
+            } == {
+                "acme",
+                "bolt",
+            }
+    finally:
+        flow.bind(None)
+        app.close()
+
+
+def test_a_claim_runs_its_higher_priority_tasks_first(db_url: str) -> None:
+    flow = recording_flow("mixed", [], priority=0, max_concurrency=2)
+    app = PgFlow(db_url)
+    app.register(flow)
+    worker_id = str(uuid.uuid4())
+    try:
+        low = app.start_flow("mixed", {"n": 1}).run_id
+        high = app.start_flow("mixed", {"n": 2}, priority=3).run_id
+        mid = app.start_flow("mixed", {"n": 3}, priority=1).run_id
+        with connect(db_url) as conn:
+            conn.execute(
+                query("worker.register"),
+                {"worker_ids": [worker_id], "queue_names": ["mixed"], "function_name": "t"},
+            )
+            read = [
+                r[0]
+                for r in conn.execute(
+                    query("worker.read_messages"), {"queue_name": "mixed", "vt": 30, "qty": 100}
+                ).fetchall()
+            ]
+            rows = conn.execute(
+                query("worker.claim_tasks"),
+                {
+                    "flow_slug": "mixed",
+                    "msg_ids": read,
+                    "worker_id": worker_id,
+                    "read_visibility": 30,
+                },
+            ).fetchall()
+        # Two slots: the two highest priorities, highest first; the lowest waits.
+        assert [row[0] for row in rows] == [high, mid]
+        assert low not in [row[0] for row in rows]
+    finally:
+        flow.bind(None)
+        app.close()

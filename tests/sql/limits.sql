@@ -19,3 +19,11 @@ SELECT pgflow_kombu.reject_task(
 
 -- name: limits_run_controls
 SELECT run_id::text, priority, keys FROM pgflow_kombu.run_controls ORDER BY run_id;
+
+-- name: limits_task_by_message
+SELECT t.status, t.attempts_count, r.input,
+       extract(epoch FROM q.vt - clock_timestamp())::float8 AS visible_in
+FROM pgflow.step_tasks AS t
+JOIN pgflow.runs AS r ON r.run_id = t.run_id
+JOIN pgmq.{} AS q ON q.msg_id = t.message_id
+WHERE t.flow_slug = %(flow_slug)s AND t.message_id = %(msg_id)s;
