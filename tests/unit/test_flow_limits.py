@@ -133,3 +133,20 @@ def test_reject_is_a_pgflow_error_users_subclass() -> None:
         pass
 
     assert issubclass(Declined, PgFlowError)
+
+
+def test_an_eager_reject_is_not_retried_and_when_exhausted_still_applies() -> None:
+    from pgflow_kombu.flows.eager import eager_result
+
+    calls: list[int] = []
+    flow = Flow("optional", max_attempts=3)
+
+    @flow.step(when_exhausted="skip")
+    def enrich(run: dict[str, Any]) -> int:
+        calls.append(1)
+        raise Reject("no such customer")
+
+    result = eager_result(flow, {"id": 1}, retries=True)
+    assert calls == [1]  # one attempt of three
+    assert result.statuses["enrich"] == "skipped"
+    assert result.error is None
