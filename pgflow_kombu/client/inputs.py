@@ -19,6 +19,7 @@ from pgflow_kombu.flows.options import check_priority
 
 __all__ = [
     "as_uuid",
+    "check_idempotency",
     "check_run_priority",
     "check_timeout",
     "delay_from",
@@ -56,6 +57,18 @@ def run_id_text(value: UUID | str | None) -> str | None:
         return str(UUID(str(value)))
     except ValueError:
         raise FlowInputError(f"run_id {value!r} is not a UUID") from None
+
+
+def check_idempotency(key: str | None, ttl: float | None) -> str | None:
+    """An idempotency key (a non-empty string, or None) and its time to live (seconds > 0)."""
+    if key is not None and (not isinstance(key, str) or not key or "\x00" in key):
+        raise FlowInputError(f"idempotency_key must be a non-empty string, got {key!r}")
+    if ttl is not None:
+        if key is None:
+            raise FlowInputError("idempotency_ttl needs an idempotency_key")
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+            raise FlowInputError(f"idempotency_ttl must be a number of seconds > 0, got {ttl!r}")
+    return key
 
 
 def check_timeout(timeout: float | None) -> None:

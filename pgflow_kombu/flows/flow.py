@@ -28,7 +28,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from pgflow_kombu.errors import FlowDefinitionError, FlowInputError, NotBoundError
+from pgflow_kombu.errors import (
+    ConfigurationError,
+    FlowDefinitionError,
+    FlowInputError,
+    NotBoundError,
+)
 from pgflow_kombu.flows.binding import RUN_KEY, Binder
 from pgflow_kombu.flows.conditions import StepCondition
 from pgflow_kombu.flows.dispatch import Dispatcher, check_schedule
@@ -43,6 +48,7 @@ from pgflow_kombu.flows.options import (
     Limits,
     StepOptions,
 )
+from pgflow_kombu.flows.schedules import CatchUp, ScheduleSpec
 from pgflow_kombu.flows.shapes import FlowShape
 from pgflow_kombu.flows.slugs import validate_flow_slug, validate_step_slug
 from pgflow_kombu.flows.step import STEP_TYPES, Step, StepType
@@ -59,7 +65,8 @@ class Flow:
     """A flow definition: slug, options and steps in definition order.
 
     Options not given are not set: ``pgflow.create_flow`` applies its defaults (3 attempts,
-    5 s base delay, 60 s timeout) and steps inherit the flow's values.
+    5 s base delay, 60 s timeout) and steps inherit the flow's values. ``schedule`` (a cron
+    expression) starts a run with input ``{}`` at every tick; see :meth:`add_schedule`.
     """
 
     def __init__(
@@ -73,6 +80,7 @@ class Flow:
         rate_limit: str | None = None,
         concurrency_key: ConcurrencyKey | None = None,
         priority: int | None = None,
+        schedule: str | None = None,
     ) -> None:
         self.slug: str = validate_flow_slug(slug)
         self.options = FlowOptions(max_attempts, base_delay, timeout).validate(self.slug)
@@ -80,6 +88,10 @@ class Flow:
             f"flow {self.slug!r}", flow=True
         )
         self._steps: dict[str, Step] = {}
+        # Cron schedules of this flow, written to the database by the workers that serve it.
+        self.schedules: list[ScheduleSpec] = []
+        if schedule is not None:
+            self.add_schedule(schedule)
         self._dispatcher: Dispatcher | None = None
         # Turns delay(*args, **kwargs) into the run input; set for task and chain flows.
         self._input_builder: Callable[..., Json] | None = None
@@ -444,6 +456,39 @@ class Flow:
             shape["flow_slug"], steps=shape.get("steps", []), handlers=handlers, **options
         )
 
+    # -- schedules -----------------------------------------------------------------------------
+
+    def add_schedule(
+        self,
+        cron: str,
+        *,
+        input: Any = None,
+        timezone: str = "UTC",
+        name: str | None = None,
+        catch_up: CatchUp = "none",
+        catch_up_limit: int = 100,
+        misfire_grace: float = 30.0,
+    ) -> ScheduleSpec:
+        """Start a run with ``input`` (default ``{}``) at every tick of ``cron`` (see
+        :mod:`pgflow_kombu.flows.schedules`); ``name`` (default: the flow slug) must be unique
+        among all schedules. Workers serving the flow write it to the database."""
+        spec = ScheduleSpec(
+            flow_slug=self.slug,
+            cron=cron,
+            name=name or "",
+            input={} if input is None else input,
+            timezone=timezone,
+            catch_up=catch_up,
+            catch_up_limit=catch_up_limit,
+            misfire_grace=misfire_grace,
+        )
+        if any(s.name == spec.name for s in self.schedules):
+            raise ConfigurationError(
+                f"flow {self.slug!r} already has a schedule named {spec.name!r}: pass name=..."
+            )
+        self.schedules.append(spec)
+        return spec
+
     # -- starting runs -------------------------------------------------------------------------
 
     def bind(self, dispatcher: Dispatcher | None) -> None:
@@ -471,11 +516,13 @@ class Flow:
         delay_seconds: float | None = None,
         scheduled_at: datetime | None = None,
         priority: int | None = None,
+        idempotency_key: str | None = None,
     ) -> Any:
         """Start a run through the bound dispatcher; returns its run handle.
 
         ``input`` may hold models and dataclasses (they become JSON objects); ``priority``
-        overrides the flow's default priority.
+        overrides the flow's default priority. With ``idempotency_key`` a second start with the
+        same key returns the first run's handle.
         """
         if self._dispatcher is None:
             raise NotBoundError(
@@ -483,12 +530,16 @@ class Flow:
                 "or register it, or use run_eager() in tests"
             )
         check_schedule(delay_seconds, scheduled_at)
+        # These are passed only when given: dispatchers written before them keep working.
+        extra: dict[str, Any] = {} if priority is None else {"priority": priority}
+        if idempotency_key is not None:
+            extra["idempotency_key"] = idempotency_key
         return self._dispatcher.start(
             self,
             self.prepare_input(input),
             delay_seconds=delay_seconds,
             scheduled_at=scheduled_at,
-            **({"priority": priority} if priority is not None else {}),
+            **extra,
         )
 
     def build_input(self, *args: Any, **kwargs: Any) -> Json:

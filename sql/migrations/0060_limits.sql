@@ -127,8 +127,8 @@ $$;
 -- limit has a token), the task stays queued and no attempt is counted. Messages without a
 -- queued task are neither (start_tasks ignores them, as before).
 --   priority: when the flow uses priorities, a task whose run priority is below the highest one
---     waiting among the flow's oldest 1000 visible messages is deferred; within a claim, higher
---     priorities are admitted first.
+--     waiting among the flow's oldest 1000 messages visible now or within 2 s (a task deferred
+--     a moment ago still waits) is deferred; within a claim, higher priorities go first.
 --   concurrency: the tasks 'started' in the scope (and key) are counted under transaction-level
 --     advisory locks of the scopes, taken in one global order, so concurrent claims of a scope
 --     are serialised and each sees the others' committed claims. A slot is a started task row:
@@ -193,7 +193,8 @@ BEGIN
     IF flow_row.prioritized THEN
         EXECUTE format(
             'SELECT max(coalesce(rc.priority, $2, 0)) '
-            'FROM (SELECT q.msg_id FROM pgmq.%I AS q WHERE q.vt <= clock_timestamp() '
+            'FROM (SELECT q.msg_id FROM pgmq.%I AS q '
+            '      WHERE q.vt <= clock_timestamp() + interval ''2 seconds'' '
             '      ORDER BY q.msg_id LIMIT 1000) AS q '
             'JOIN pgflow.step_tasks AS t ON t.message_id = q.msg_id AND t.flow_slug = $1 '
             '     AND t.status = ''queued'' '
