@@ -39,15 +39,16 @@ def tasks_of(url: str, flow_slug: str) -> list[dict[str, Any]]:
 
 def wait_finished(url: str, flow_slug: str, timeout: float = 120.0) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
-    while True:
-        with connect(url) as conn:
+    with connect(url) as conn:  # one connection: the server's slots are shared with the workers
+        while True:
             row = conn.execute(
                 test_query("limits_unfinished_runs"), {"flow_slug": flow_slug}
             ).fetchone()
-        if row is not None and row[0] == 0:
-            return tasks_of(url, flow_slug)
-        assert time.monotonic() < deadline, f"{flow_slug}: {row[0] if row else '?'} runs left"
-        time.sleep(0.1)
+            if row is not None and row[0] == 0:
+                break
+            assert time.monotonic() < deadline, f"{flow_slug}: {row[0] if row else '?'} left"
+            time.sleep(0.1)
+    return tasks_of(url, flow_slug)
 
 
 def max_overlap(intervals: Sequence[tuple[float, float]]) -> int:
