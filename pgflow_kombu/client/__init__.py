@@ -25,6 +25,7 @@ from pgflow_kombu.client.flows import (
     create_flow_from_shape,
     lock_flow_slug,
     read_flow_shape,
+    store_limits,
 )
 from pgflow_kombu.client.history import HistoryMixin
 from pgflow_kombu.client.inputs import check_timeout, run_id_text, run_input
@@ -44,6 +45,7 @@ __all__ = [
     "read_flow_shape",
     "run_id_text",
     "run_input",
+    "store_limits",
 ]
 
 
