@@ -26,6 +26,7 @@ from pgflow_kombu.client.flows import (
     read_flow_shape,
 )
 from pgflow_kombu.client.inputs import check_timeout, run_id_text, run_input
+from pgflow_kombu.client.insights import InsightsMixin
 from pgflow_kombu.client.runs import RunsMixin
 from pgflow_kombu.client.workers import WorkersMixin
 
@@ -44,9 +45,9 @@ __all__ = [
 ]
 
 
-class Client(RunsMixin, FlowsMixin, WorkersMixin):
+class Client(RunsMixin, FlowsMixin, WorkersMixin, InsightsMixin):
     """Talks to one database. Thread-safe; connections come from a pool opened on first use.
 
-    One mixin per concept (``client/runs.py``, ``flows.py``, ``workers.py``), all on the pool
+    One mixin per concept (``client/runs.py``, ``flows.py``, ``workers.py``, ``insights.py``), all on the pool
     and connection handling of ``client/base.py``.
     """

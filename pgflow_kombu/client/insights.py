@@ -1,0 +1,195 @@
+"""Figures for operating the system (what the dashboard shows): runs per minute, failing flows,
+step duration percentiles, queue depths, workers with the tasks they hold, pages of runs.
+
+Each reads an index range (see ``sql/migrations/0085_dashboard.sql``): none counts every run, and
+pages of runs go by a keyset cursor, never OFFSET, so they stay fast on millions of runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from uuid import UUID
+
+from psycopg.rows import dict_row
+
+from pgflow_kombu.client.base import ClientBase
+from pgflow_kombu.db.queries import query
+from pgflow_kombu.errors import ConfigurationError
+from pgflow_kombu.types import Run
+
+__all__ = [
+    "InsightsMixin",
+    "MinuteCounts",
+    "QueueDepth",
+    "RunsPage",
+    "StepDurations",
+    "WorkerActivity",
+    "decode_cursor",
+    "encode_cursor",
+]
+
+RUN_STATUSES = ("started", "completed", "failed")
+
+
+@dataclass(frozen=True)
+class MinuteCounts:
+    minute: datetime
+    started: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    flow_slug: str
+    visible: int
+    oldest_age: float | None
+    """Seconds since the oldest visible message was sent (None when none is visible)."""
+
+
+@dataclass(frozen=True)
+class StepDurations:
+    step_slug: str
+    tasks: int
+    p50: float
+    p95: float
+    p99: float
+    max: float
+
+
+@dataclass(frozen=True)
+class WorkerActivity:
+    worker_id: UUID
+    queue_name: str
+    function_name: str
+    started_at: datetime
+    last_heartbeat_at: datetime
+    deprecated_at: datetime | None
+    in_flight: int
+
+    @property
+    def kind(self) -> str:
+        """``python`` for pgflow-kombu's workers, else ``typescript`` (pgflow's edge worker)."""
+        return "python" if self.function_name.startswith("pgflow-kombu:") else "typescript"
+
+    @property
+    def host_pid(self) -> tuple[str | None, int | None]:
+        """Host and pid, as pgflow-kombu's workers write them in ``function_name``."""
+        parts = self.function_name.split(":")
+        if len(parts) == 3 and parts[0] == "pgflow-kombu" and parts[2].isdigit():
+            return parts[1], int(parts[2])
+        return None, None
+
+
+@dataclass(frozen=True)
+class RunsPage:
+    runs: list[Run]
+    next: str | None
+    """Cursor of the following page (older runs), None on the last page."""
+
+
+def encode_cursor(run: Run) -> str:
+    assert run.started_at is not None
+    text = f"{run.started_at.isoformat()}|{run.run_id}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, _, run_id = text.partition("|")
+        return datetime.fromisoformat(at), UUID(run_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ConfigurationError(f"not a cursor of a page of runs: {cursor!r}") from None
+
+
+class InsightsMixin(ClientBase):
+    def runs_per_minute(self, *, minutes: int = 60) -> list[MinuteCounts]:
+        """Runs started, completed and failed in each of the last ``minutes`` minutes (oldest
+        first, the current minute last, zeros included)."""
+        now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+        first = now - timedelta(minutes=minutes - 1)
+        counts: dict[datetime, dict[str, int]] = {
+            first + timedelta(minutes=i): {} for i in range(minutes)
+        }
+        with self.connection() as conn:
+            rows = conn.execute(query("insights.runs_per_minute"), {"since": first}).fetchall()
+        for minute, kind, n in rows:
+            bucket = counts.get(minute.astimezone(timezone.utc))
+            if bucket is not None:
+                bucket[kind] = n
+        return [MinuteCounts(minute, **c) for minute, c in counts.items()]
+
+    def failing_flows(self, *, since: datetime, limit: int = 5) -> list[tuple[str, int]]:
+        """Flows with the most runs failed since ``since``, most first."""
+        params = {"since": since, "limit": limit}
+        with self.connection() as conn:
+            rows = conn.execute(query("insights.failing_flows"), params).fetchall()
+        return [(slug, n) for slug, n in rows]
+
+    def flow_status_counts(self, flow_slug: str, *, since: datetime) -> dict[str, int]:
+        """The flow's runs started since ``since`` by status (every status present, maybe 0)."""
+        params = {"flow_slug": flow_slug, "since": since}
+        with self.connection() as conn:
+            rows = conn.execute(query("insights.flow_status_counts"), params).fetchall()
+        found = dict.fromkeys(RUN_STATUSES, 0)
+        found.update({status: n for status, n in rows})
+        return found
+
+    def step_durations(self, flow_slug: str, *, since: datetime) -> list[StepDurations]:
+        """Run time percentiles (seconds) of the flow's tasks completed since ``since``."""
+        params = {"flow_slug": flow_slug, "since": since}
+        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(query("insights.step_durations"), params).fetchall()
+        return [StepDurations(**r) for r in rows]
+
+    def queue_depths(self) -> list[QueueDepth]:
+        """Visible messages and the oldest one's age, per flow queue."""
+        with self.connection() as conn:
+            rows = conn.execute(query("observability.queue_depths")).fetchall()
+        return [QueueDepth(*r) for r in rows]
+
+    def worker_activity(self, *, since: datetime, limit: int = 200) -> list[WorkerActivity]:
+        """Workers (Python and TypeScript) that heartbeated since ``since``, newest first, each
+        with the number of tasks it holds now."""
+        params = {"since": since, "limit": limit}
+        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(query("insights.worker_activity"), params).fetchall()
+        return [WorkerActivity(**r) for r in rows]
+
+    def page_runs(
+        self,
+        *,
+        flow_slug: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> RunsPage:
+        """Runs newest first, ``limit`` at a time; ``after`` is the previous page's ``next``."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise ConfigurationError(f"limit must be an integer from 1 to 1000, got {limit!r}")
+        if status is not None and status not in RUN_STATUSES:
+            raise ConfigurationError(
+                f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r}"
+            )
+        after_at, after_id = decode_cursor(after) if after else (None, None)
+        params: dict[str, Any] = {
+            "flow_slug": flow_slug,
+            "status": status,
+            "since": since,
+            "until": until,
+            "after_at": after_at,
+            "after_id": after_id,
+            "limit": limit + 1,
+        }
+        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(query("insights.page_runs"), params).fetchall()
+        runs = [Run.model_validate(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return RunsPage(runs, encode_cursor(runs[-1]) if more and runs else None)

@@ -1,0 +1,69 @@
+// pgflow-kombu dashboard: live updates over server-sent events (no library, no CDN).
+// A step event recolours the run's DAG at once; any event then re-reads the page (at most once
+// a second) and swaps in the sections marked data-live.
+(function () {
+  "use strict";
+  var body = document.body;
+  var runId = body.dataset.run || "";
+  var refreshPending = false;
+  var lastRefresh = 0;
+
+  function setStatus(el, status) {
+    el.setAttribute("class", el.getAttribute("class").replace(/status-\S+/, "status-" + status));
+  }
+
+  function refresh() {
+    if (refreshPending) return;
+    refreshPending = true;
+    var wait = Math.max(0, 1000 - (Date.now() - lastRefresh));
+    setTimeout(function () {
+      fetch(window.location.href, { credentials: "same-origin", headers: { "X-Live": "1" } })
+        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (text) {
+          refreshPending = false;
+          lastRefresh = Date.now();
+          if (!text) return;
+          var doc = new DOMParser().parseFromString(text, "text/html");
+          document.querySelectorAll("[data-live]").forEach(function (el) {
+            var fresh = doc.getElementById(el.id);
+            if (fresh && fresh.innerHTML !== el.innerHTML) {
+              var open = Array.prototype.map.call(el.querySelectorAll("details[open]"), function (d, i) { return i; });
+              el.innerHTML = fresh.innerHTML;
+              var details = el.querySelectorAll("details");
+              open.forEach(function (i) { if (details[i]) details[i].open = true; });
+            }
+          });
+        })
+        .catch(function () { refreshPending = false; });
+    }, wait);
+  }
+
+  function onEvent(e) {
+    var data = {};
+    try { data = JSON.parse(e.data); } catch (err) { /* keep {} */ }
+    if (runId && data.run_id && data.run_id !== runId) return;
+    if (e.type === "step" && runId) {
+      var node = document.getElementById("step-" + data.step_slug);
+      if (node) setStatus(node, data.status);
+    }
+    if (e.type === "run" && runId) {
+      var pill = document.getElementById("run-status");
+      if (pill) { pill.textContent = data.status; setStatus(pill, data.status); }
+    }
+    if (body.dataset.refresh === "0") return;
+    refresh();
+  }
+
+  document.addEventListener("submit", function (e) {
+    var message = e.target.dataset && e.target.dataset.confirm;
+    if (message && !window.confirm(message)) e.preventDefault();
+  });
+
+  if (!window.EventSource || !body.dataset.events) return;
+  var url = body.dataset.events + (runId ? "?run_id=" + encodeURIComponent(runId) : "");
+  var source = new EventSource(url);
+  var dot = document.getElementById("live");
+  source.onopen = function () { if (dot) dot.classList.add("on"); };
+  source.onerror = function () { if (dot) dot.classList.remove("on"); };
+  ["step", "run", "lagged"].forEach(function (kind) { source.addEventListener(kind, onEvent); });
+})();

@@ -1,0 +1,262 @@
+"""The dashboard over plain HTTP (Starlette's TestClient): every page, the actions and their
+CSRF and read-only refusals, basic auth, the host's auth hook, a path prefix, /metrics, the
+live feed's notifications and keyset pages of runs."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Mount
+from starlette.testclient import TestClient
+
+from pgflow_kombu.client import Client
+from pgflow_kombu.dashboard import create_app
+from pgflow_kombu.dashboard.live import Feed
+from pgflow_kombu.dashboard.security import CSRF_COOKIE, PASSWORD_ENV, USER_ENV
+from pgflow_kombu.flows import Flow
+from pgflow_kombu.worker import Worker
+
+pytestmark = pytest.mark.timeout(120)
+
+pipeline = Flow("dash_pipeline", base_delay=0)
+
+
+@pipeline.step
+def fetch(run: int) -> list[int]:
+    return list(range(run))
+
+
+@pipeline.map(over="fetch")
+def square(item: int) -> int:
+    return item * item
+
+
+@pipeline.step(depends_on=["square"])
+def total(run: int, square: list[int]) -> dict[str, Any]:
+    return {"sum": sum(square), "blob": "x" * 5000}
+
+
+broken = Flow("dash_broken", max_attempts=1, base_delay=0)
+
+
+@broken.step
+def explode(run: Any) -> None:
+    raise RuntimeError("boom from the dashboard test")
+
+
+@pytest.fixture
+def client(db_url: str) -> Iterator[Client]:
+    c = Client(db_url)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def finished(db_url: str, client: Client) -> dict[str, UUID]:
+    """One completed run of each flow's worker, and one failed run."""
+    worker = Worker({"dash_pipeline": pipeline, "dash_broken": broken}, db_url)
+    worker.start()
+    try:
+        done = client.start_flow_sync(pipeline, 3, timeout=60)
+        failed = client.wait(
+            client.start_flow(broken, {"k": 1}), timeout=60, raise_on_failure=False
+        )
+    finally:
+        worker.stop(5)
+    assert (done.status, failed.status) == ("completed", "failed")
+    return {"completed": done.run_id, "failed": failed.run_id}
+
+
+def http(db_url: str, **options: Any) -> TestClient:
+    return TestClient(create_app(db_url, basic_auth=None, **options))
+
+
+def token_of(response: Any) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', response.text)
+    assert match, "no CSRF field on the page"
+    return match.group(1)
+
+
+def test_every_page_renders(db_url: str, finished: dict[str, UUID]) -> None:
+    with http(db_url) as web:
+        overview = web.get("/")
+        assert overview.status_code == 200
+        assert "Runs per minute" in overview.text and "<polyline" in overview.text
+        assert "dash_broken" in overview.text  # failing most
+
+        flows = web.get("/flows")
+        assert flows.status_code == 200
+        assert 'id="step-square" class="step status-none map"' in flows.text
+        assert "completed 1" in flows.text
+
+        flow = web.get("/flows/dash_pipeline")
+        assert flow.status_code == 200
+        assert "p95" in flow.text and ">square<" in flow.text
+
+        runs = web.get("/runs")
+        assert str(finished["completed"]) in runs.text and str(finished["failed"]) in runs.text
+        only_failed = web.get("/runs", params={"status": "failed"})
+        assert str(finished["failed"]) in only_failed.text
+        assert str(finished["completed"]) not in only_failed.text
+        by_flow = web.get("/runs", params={"flow": "dash_pipeline", "since": "2000-01-01T00:00"})
+        assert str(finished["completed"]) in by_flow.text
+        assert str(finished["failed"]) not in by_flow.text
+        nothing = web.get("/runs", params={"until": "2000-01-01T00:00"})
+        assert "no run" in nothing.text
+
+        found = web.get(
+            "/runs", params={"run_id": str(finished["completed"])}, follow_redirects=False
+        )
+        assert found.status_code == 303
+        assert found.headers["location"].endswith(f"/runs/{finished['completed']}")
+
+        run = web.get(f"/runs/{finished['completed']}")
+        assert run.status_code == 200
+        for step in ("fetch", "square", "total"):
+            assert f'id="step-{step}" class="step status-completed' in run.text
+        assert "<details" in run.text and "characters" in run.text  # the 5000-char output folded
+        assert 'class="timeline"' in run.text
+
+        failed = web.get(f"/runs/{finished['failed']}")
+        assert 'id="step-explode" class="step status-failed' in failed.text
+        assert "boom from the dashboard test" in failed.text
+
+        workers = web.get("/workers")
+        assert workers.status_code == 200 and "dash_pipeline" in workers.text
+        assert "Python" in workers.text
+
+        assert web.get("/runs/not-a-uuid").status_code == 400
+        assert web.get(f"/runs/{UUID(int=1)}").status_code == 404
+        assert web.get("/flows/nope").status_code == 404
+        assert web.get("/runs", params={"after": "garbage!"}).status_code == 400
+        assert web.get("/static/dashboard.js").status_code == 200
+
+
+def test_metrics_are_served(db_url: str, finished: dict[str, UUID]) -> None:
+    with http(db_url) as web:
+        body = web.get("/metrics/").text
+    assert 'pgflow_kombu_queue_depth{flow="dash_pipeline"}' in body
+
+
+def test_start_a_run_from_the_flow_page(db_url: str, client: Client) -> None:
+    client.compile_flow(pipeline.shape())
+    with http(db_url) as web:
+        page = web.get("/flows/dash_pipeline")
+        token = token_of(page)
+        started = web.post(
+            "/flows/dash_pipeline/start",
+            data={"csrf": token, "input": "4"},
+            follow_redirects=False,
+        )
+        assert started.status_code == 303
+        run_id = started.headers["location"].rsplit("/", 1)[1]
+        assert client.get_run(run_id).input == 4
+
+        bad = web.post("/flows/dash_pipeline/start", data={"csrf": token, "input": "{nope"})
+        assert bad.status_code == 400 and "not JSON" in bad.text
+        nan = web.post("/flows/dash_pipeline/start", data={"csrf": token, "input": "NaN"})
+        assert nan.status_code == 400
+    assert [r.run_id for r in client.list_runs()] == [UUID(run_id)]  # nothing else written
+
+
+def test_actions_need_the_csrf_token(db_url: str, client: Client) -> None:
+    client.compile_flow(pipeline.shape())
+    with http(db_url) as web:
+        token = token_of(web.get("/flows/dash_pipeline"))
+        missing = web.post("/flows/dash_pipeline/start", data={"input": "1"})
+        assert missing.status_code == 403 and "CSRF" in missing.text
+        other = web.post("/flows/dash_pipeline/start", data={"csrf": token + "x", "input": "1"})
+        assert other.status_code == 403
+        # A token that is not signed by the app is refused even when cookie and field agree.
+        web.cookies.set(CSRF_COOKIE, "forged.0000")
+        forged = web.post("/flows/dash_pipeline/start", data={"csrf": "forged.0000", "input": "1"})
+        assert forged.status_code == 403
+    with http(db_url) as other_app:  # a new cookie-less browser posting a token it saw elsewhere
+        stolen = other_app.post("/flows/dash_pipeline/start", data={"csrf": token, "input": "1"})
+        assert stolen.status_code == 403
+    assert client.list_runs() == []
+
+
+def test_read_only_refuses_actions(db_url: str, client: Client) -> None:
+    client.compile_flow(pipeline.shape())
+    with http(db_url, read_only=True) as web:
+        page = web.get("/flows/dash_pipeline")
+        assert "Start run" not in page.text and "read-only" in page.text
+        cookie = web.cookies.get(CSRF_COOKIE)
+        assert cookie
+        refused = web.post("/flows/dash_pipeline/start", data={"csrf": cookie, "input": "1"})
+        assert refused.status_code == 403 and "read-only" in refused.text
+    assert client.list_runs() == []
+
+
+def test_basic_auth_from_the_environment(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(USER_ENV, "ops")
+    monkeypatch.setenv(PASSWORD_ENV, "s3cret")
+    with TestClient(create_app(db_url)) as web:
+        denied = web.get("/")
+        assert denied.status_code == 401 and "Basic" in denied.headers["www-authenticate"]
+        assert web.get("/", auth=("ops", "wrong")).status_code == 401
+        assert web.get("/metrics/").status_code == 401
+        assert web.get("/", auth=("ops", "s3cret")).status_code == 200
+
+
+def test_host_auth_hook_and_path_prefix(db_url: str, finished: dict[str, UUID]) -> None:
+    async def staff_only(request: Request) -> bool:
+        await asyncio.sleep(0)
+        return request.headers.get("x-staff") == "yes"
+
+    host = Starlette(
+        routes=[Mount("/ops/pgflow", app=create_app(db_url, basic_auth=None, auth=staff_only))]
+    )
+    with TestClient(host) as web:
+        assert web.get("/ops/pgflow/").status_code == 403
+        page = web.get(f"/ops/pgflow/runs/{finished['completed']}", headers={"x-staff": "yes"})
+        assert page.status_code == 200
+        assert 'href="http://testserver/ops/pgflow/flows/dash_pipeline"' in page.text
+        assert "/ops/pgflow/static/dashboard.css" in page.text
+        runs = web.get("/ops/pgflow/runs", headers={"x-staff": "yes"})
+        assert f"/ops/pgflow/runs/{finished['failed']}" in runs.text
+
+
+def test_pages_of_runs_go_by_keyset(db_url: str, client: Client) -> None:
+    client.compile_flow(pipeline.shape())
+    started = set(client.start_many(pipeline, list(range(7))))
+    seen: list[UUID] = []
+    after = None
+    pages = 0
+    while True:
+        page = client.page_runs(flow_slug="dash_pipeline", after=after, limit=3)
+        seen += [r.run_id for r in page.runs]
+        pages += 1
+        if page.next is None:
+            break
+        after = page.next
+    assert pages == 3 and len(seen) == 7 and set(seen) == started
+    assert client.page_runs(status="completed").runs == []
+
+
+def test_live_feed_fans_out_step_and_run_notifications(db_url: str, client: Client) -> None:
+    client.compile_flow(broken.shape())
+
+    async def scenario() -> list[tuple[str, str, str]]:
+        feed = Feed(db_url)
+        first, second = feed.subscribe(), feed.subscribe()
+        await asyncio.wait_for(feed.listening.wait(), 10)
+        run_id = await asyncio.to_thread(client.start_flow, broken, None)
+        got = []
+        event = await asyncio.wait_for(first.get(), 10)
+        got.append((event.kind, event.step_slug, event.status))
+        assert event.run_id == str(run_id)
+        other = await asyncio.wait_for(second.get(), 10)
+        assert other == event
+        await feed.close()
+        return got
+
+    assert asyncio.run(scenario()) == [("step", "explode", "started")]
