@@ -12,30 +12,42 @@
     el.setAttribute("class", el.getAttribute("class").replace(/status-\S+/, "status-" + status));
   }
 
+  // One re-read at a time, at most one a second; an event arriving during a re-read asks for
+  // another one after it, so the page always ends up showing the state after the last event.
+  var dirty = false;
   function refresh() {
+    dirty = true;
     if (refreshPending) return;
     refreshPending = true;
     var wait = Math.max(0, 1000 - (Date.now() - lastRefresh));
     setTimeout(function () {
+      dirty = false;
       fetch(window.location.href, { credentials: "same-origin", headers: { "X-Live": "1" } })
         .then(function (r) { return r.ok ? r.text() : null; })
         .then(function (text) {
+          if (text) swap(text);
+        })
+        .catch(function () { /* the next event tries again */ })
+        .then(function () {
           refreshPending = false;
           lastRefresh = Date.now();
-          if (!text) return;
-          var doc = new DOMParser().parseFromString(text, "text/html");
-          document.querySelectorAll("[data-live]").forEach(function (el) {
-            var fresh = doc.getElementById(el.id);
-            if (fresh && fresh.innerHTML !== el.innerHTML) {
-              var open = Array.prototype.map.call(el.querySelectorAll("details[open]"), function (d, i) { return i; });
-              el.innerHTML = fresh.innerHTML;
-              var details = el.querySelectorAll("details");
-              open.forEach(function (i) { if (details[i]) details[i].open = true; });
-            }
-          });
-        })
-        .catch(function () { refreshPending = false; });
+          if (dirty) refresh();
+        });
     }, wait);
+  }
+
+  function swap(text) {
+    var doc = new DOMParser().parseFromString(text, "text/html");
+    document.querySelectorAll("[data-live]").forEach(function (el) {
+      var fresh = doc.getElementById(el.id);
+      if (fresh && fresh.innerHTML !== el.innerHTML) {
+        var open = [];
+        el.querySelectorAll("details").forEach(function (d, i) { if (d.open) open.push(i); });
+        el.innerHTML = fresh.innerHTML;
+        var details = el.querySelectorAll("details");
+        open.forEach(function (i) { if (details[i]) details[i].open = true; });
+      }
+    });
   }
 
   function onEvent(e) {
