@@ -74,7 +74,7 @@ ORDER BY 1, 2;
 -- name: sqlcore_schema_indexes
 -- Indexes named pgflow_kombu_* are ours (the dashboard's, 0085_dashboard.sql), beside pgflow's.
 SELECT tablename, indexname, indexdef FROM pg_indexes
-WHERE schemaname = 'pgflow' AND indexname NOT LIKE 'pgflow\_kombu\_%' ORDER BY 1, 2;
+WHERE schemaname = 'pgflow' AND left(indexname, 13) <> 'pgflow_kombu_' ORDER BY 1, 2;
 
 -- name: sqlcore_schema_functions
 SELECT p.proname, pg_get_function_arguments(p.oid), pg_get_function_result(p.oid),
