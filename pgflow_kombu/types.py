@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 JSON = Any
 RunStatus = Literal["started", "completed", "failed"]
-StepStatus = Literal["created", "started", "completed", "failed"]
+StepStatus = Literal["created", "started", "completed", "failed", "skipped"]
 TaskStatus = Literal["queued", "started", "completed", "failed"]
 
 
@@ -38,7 +38,11 @@ class StepTask(_Row):
 
 
 class StepState(_Row):
-    """The state of one step within a run."""
+    """The state of one step within a run.
+
+    ``status`` ``"skipped"`` (with ``skip_reason``) is pgflow-kombu's view of a conditional step
+    that did not run: pgflow's own row reads ``completed`` (see sql/migrations/0070_conditions).
+    """
 
     run_id: UUID
     flow_slug: str
@@ -52,6 +56,7 @@ class StepState(_Row):
     started_at: datetime | None = None
     completed_at: datetime | None = None
     failed_at: datetime | None = None
+    skip_reason: str | None = None
     tasks: tuple[StepTask, ...] = ()
 
 
