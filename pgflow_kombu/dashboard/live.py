@@ -3,9 +3,14 @@
 The database notifies ``pgflow_kombu_step`` (``<run_id>:<step_slug>:<status>``, a step's status
 changed) and ``pgflow_kombu_run`` (``<run_id>:<status>``, a run finished). :class:`Feed` listens
 on both from one asyncio task, started by the first subscriber, and hands each event to every
-subscriber's bounded queue. A browser that falls behind gets a ``lagged`` event (it reloads its
+subscriber's bounded queue. A browser that falls behind gets a ``lagged`` event (it re-reads its
 page) instead of holding memory; a lost connection is reopened, and subscribers get ``lagged``
 then too, since events may have been missed meanwhile.
+
+Step notifications are sent only while some dashboard is registered in
+``pgflow_kombu.dashboard_listeners``: the feed registers while it has subscribers (refreshing
+its row every ``REFRESH`` seconds; it expires after ``TTL`` if the process dies) and removes it
+when the last browser leaves.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import uuid
 from dataclasses import dataclass
 
 import psycopg
@@ -27,6 +33,8 @@ log = logging.getLogger("pgflow_kombu.dashboard")
 
 QUEUE_SIZE = 256
 RECONNECT_DELAY = 1.0
+REFRESH = 20.0  # seconds between refreshes of this dashboard's listener row
+TTL = 60.0  # seconds the row keeps step notifications on after the last refresh
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,7 @@ class Feed:
 
     async def _listen(self) -> None:
         first = True
+        params = {"listener_id": uuid.uuid4(), "ttl": TTL}
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(
@@ -96,17 +105,33 @@ class Feed:
                 )
                 async with conn:
                     await conn.execute(query("dashboard.listen"))
+                    await conn.execute(query("dashboard.register_listener"), params)
                     self.listening.set()
                     if not first:  # events were missed while the connection was down
                         self.publish(Event("lagged"))
                     first = False
-                    async for note in conn.notifies():
-                        event = parse(note.channel, note.payload)
-                        if event is not None:
-                            self.publish(event)
+                    while True:
+                        while self._subscribers:
+                            async for note in conn.notifies(timeout=REFRESH):
+                                event = parse(note.channel, note.payload)
+                                if event is not None:
+                                    self.publish(event)
+                            await conn.execute(query("dashboard.register_listener"), params)
+                        await conn.execute(query("dashboard.unregister_listener"), params)
+                        if not self._subscribers:
+                            return  # the last browser left; the next one starts a new task
+                        await conn.execute(query("dashboard.register_listener"), params)
             except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await self._unregister(params)
                 raise
             except Exception as exc:
                 log.warning("dashboard live feed lost its connection (%s); reconnecting", exc)
                 first = False
                 await asyncio.sleep(RECONNECT_DELAY)
+
+    async def _unregister(self, params: dict[str, object]) -> None:
+        async with await psycopg.AsyncConnection.connect(
+            to_libpq(self.url), autocommit=True, connect_timeout=5
+        ) as conn:
+            await conn.execute(query("dashboard.unregister_listener"), params)

@@ -4,14 +4,24 @@
 -- Step status changed: NOTIFY pgflow_kombu_step '<run_id>:<step_slug>:<status>' (ids only, as
 -- pgflow_kombu_run: a payload is capped at 8000 bytes). With the run-finished notification this
 -- is every change the dashboard draws; one LISTEN connection per dashboard process fans them out.
+-- Sent only while a dashboard watches (a row of dashboard_listeners, refreshed by it while it has
+-- browsers, expiring if it dies): every notifying commit takes a database-wide lock, so without a
+-- dashboard open a status change costs one probe of that (normally empty) table, no NOTIFY.
 -- A trigger on pgflow's table adds no column or row a pgflow 0.8.1 worker or client could meet.
+CREATE TABLE IF NOT EXISTS pgflow_kombu.dashboard_listeners (
+    listener_id uuid PRIMARY KEY,
+    expires_at timestamptz NOT NULL
+);
 
 CREATE OR REPLACE FUNCTION pgflow_kombu.notify_step_status() RETURNS trigger
 LANGUAGE plpgsql
+SET search_path = ''
 AS $$
 BEGIN
-    PERFORM pg_notify('pgflow_kombu_step',
-                      NEW.run_id::text || ':' || NEW.step_slug || ':' || NEW.status);
+    IF EXISTS (SELECT 1 FROM pgflow_kombu.dashboard_listeners AS l WHERE l.expires_at > now()) THEN
+        PERFORM pg_notify('pgflow_kombu_step',
+                          NEW.run_id::text || ':' || NEW.step_slug || ':' || NEW.status);
+    END IF;
     RETURN NULL;
 END;
 $$;
@@ -29,14 +39,15 @@ AFTER INSERT ON pgflow.step_states
 FOR EACH ROW WHEN (NEW.status <> 'created')
 EXECUTE FUNCTION pgflow_kombu.notify_step_status();
 
--- Keyset pages of runs, newest first by (started_at, run_id), overall and per flow or status;
--- per-minute counts of the last hour read ranges of started_at, completed_at and failed_at.
-CREATE INDEX IF NOT EXISTS pgflow_kombu_runs_started_idx
-    ON pgflow.runs (started_at, run_id);
-CREATE INDEX IF NOT EXISTS pgflow_kombu_runs_flow_started_idx
-    ON pgflow.runs (flow_slug, started_at, run_id);
-CREATE INDEX IF NOT EXISTS pgflow_kombu_runs_status_started_idx
-    ON pgflow.runs (status, started_at, run_id);
+-- Keyset pages of runs, newest first by (started_at, run_id), overall and per flow or status,
+-- with index-only counts (the same definitions as the runs API's, so either migration may come
+-- first); per-minute counts of the last hour read ranges of completed_at and failed_at.
+CREATE INDEX IF NOT EXISTS pgflow_kombu_runs_started_at
+    ON pgflow.runs (started_at DESC, run_id DESC) INCLUDE (status, flow_slug);
+CREATE INDEX IF NOT EXISTS pgflow_kombu_runs_flow_started_at
+    ON pgflow.runs (flow_slug, started_at DESC, run_id DESC) INCLUDE (status);
+CREATE INDEX IF NOT EXISTS pgflow_kombu_runs_status_started_at
+    ON pgflow.runs (status, started_at DESC, run_id DESC) INCLUDE (flow_slug);
 CREATE INDEX IF NOT EXISTS pgflow_kombu_runs_completed_idx
     ON pgflow.runs (completed_at) WHERE completed_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS pgflow_kombu_runs_failed_idx

@@ -20,8 +20,10 @@ from pgflow_kombu.client import Client
 from pgflow_kombu.dashboard import create_app
 from pgflow_kombu.dashboard.live import Feed
 from pgflow_kombu.dashboard.security import CSRF_COOKIE, PASSWORD_ENV, USER_ENV
+from pgflow_kombu.db.connect import connect
 from pgflow_kombu.flows import Flow
 from pgflow_kombu.worker import Worker
+from tests.support.sql import test_query
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -242,21 +244,35 @@ def test_pages_of_runs_go_by_keyset(db_url: str, client: Client) -> None:
     assert client.page_runs(status="completed").runs == []
 
 
-def test_live_feed_fans_out_step_and_run_notifications(db_url: str, client: Client) -> None:
+def test_live_feed_fans_out_step_notifications_sent_only_while_a_dashboard_listens(
+    db_url: str, client: Client
+) -> None:
     client.compile_flow(broken.shape())
+    with connect(db_url) as spy:
+        spy.execute(test_query("dashboard_listen_steps"))
+        client.start_flow(broken, None)  # no dashboard: no step notification at all
+        assert list(spy.notifies(timeout=0.5)) == []
 
-    async def scenario() -> list[tuple[str, str, str]]:
-        feed = Feed(db_url)
-        first, second = feed.subscribe(), feed.subscribe()
-        await asyncio.wait_for(feed.listening.wait(), 10)
-        run_id = await asyncio.to_thread(client.start_flow, broken, None)
-        got = []
-        event = await asyncio.wait_for(first.get(), 10)
-        got.append((event.kind, event.step_slug, event.status))
-        assert event.run_id == str(run_id)
-        other = await asyncio.wait_for(second.get(), 10)
-        assert other == event
-        await feed.close()
-        return got
+        async def scenario() -> None:
+            feed = Feed(db_url)
+            first, second = feed.subscribe(), feed.subscribe()
+            await asyncio.wait_for(feed.listening.wait(), 10)
+            run_id = await asyncio.to_thread(client.start_flow, broken, None)
+            event = await asyncio.wait_for(first.get(), 10)
+            assert (event.kind, event.run_id, event.step_slug, event.status) == (
+                "step",
+                str(run_id),
+                "explode",
+                "started",
+            )
+            assert await asyncio.wait_for(second.get(), 10) == event
+            feed.unsubscribe(first)
+            feed.unsubscribe(second)
+            await feed.close()
 
-    assert asyncio.run(scenario()) == [("step", "explode", "started")]
+        asyncio.run(scenario())
+        assert len(list(spy.notifies(timeout=2, stop_after=1))) == 1  # the spy heard it too
+        count = spy.execute(test_query("dashboard_listeners")).fetchone()
+        assert count == (0,)  # the closed feed removed its registration
+        client.start_flow(broken, None)
+        assert list(spy.notifies(timeout=0.5)) == []

@@ -17,3 +17,9 @@ FROM generate_series(1, %(n)s) AS i,
 
 -- name: dashboard_analyze
 ANALYZE pgflow.runs;
+
+-- name: dashboard_listen_steps
+LISTEN pgflow_kombu_step;
+
+-- name: dashboard_listeners
+SELECT count(*) FROM pgflow_kombu.dashboard_listeners;
