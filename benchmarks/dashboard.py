@@ -1,14 +1,16 @@
 """Benchmark: how long the dashboard's pages take on a database holding many runs.
 
 A scratch database gets one three-step flow, a few real runs (a worker completes them, so a run
-page has tasks) and ``--runs`` seeded run rows (default 100,000) started over the last two hours
+page has tasks) and ``--runs`` seeded run rows (default 100,000) started over the last
+``--hours`` (default 2: a busy system; the overview then counts half of them in its last hour)
 (80 % completed, 10 % failed, 10 % started). The dashboard is served by uvicorn in a thread;
 each page is fetched ``--repeat`` times over HTTP and the median and best times are printed,
 including a Runs page reached through a keyset cursor half-way down the list (as fast as the
 first one: no OFFSET). With ``--browser`` each page is also opened in headless Chromium and the
 time to its ``load`` event printed.
 
-    python benchmarks/dashboard.py [--url postgresql://...] [--runs 100000] [--repeat 5] [--browser]
+    python benchmarks/dashboard.py [--url postgresql://...] [--runs 100000] [--hours 2]
+                                   [--repeat 5] [--browser]
 
 The URL is an admin URL (PGFLOW_TEST_DATABASE_URL by default): a scratch database is created
 and dropped.
@@ -74,6 +76,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", default=os.environ.get("PGFLOW_TEST_DATABASE_URL"))
     parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument(
+        "--hours", type=float, default=2.0, help="seeded runs start over this many hours"
+    )
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--browser", action="store_true")
     args = parser.parse_args()
@@ -94,7 +99,7 @@ def main() -> None:
         finally:
             worker.stop(5)
         start = time.perf_counter()
-        seed_runs(url, orders.slug, args.runs)
+        seed_runs(url, orders.slug, args.runs, spread=args.hours * 3600)
         seeded = time.perf_counter() - start
         middle = client.page_runs(limit=1000).next  # a cursor 1,000 runs down
         for _ in range(args.runs // 2 // 1000 - 1):
@@ -113,7 +118,10 @@ def main() -> None:
             ("workers", "/workers"),
             ("metrics", "/metrics/"),
         ]
-        print(f"{args.runs:,} seeded runs (+3 real ones) in {seeded:.1f} s")
+        print(
+            f"{args.runs:,} seeded runs (+3 real ones) started over {args.hours:g} h, "
+            f"seeded in {seeded:.1f} s"
+        )
         with serving(url) as base, httpx.Client(base_url=base, timeout=60) as web:
             timed(web, "/", 1)  # warm-up: pools open, templates compiled
             print(f"{'page':<28} {'median ms':>10} {'best ms':>9} {'bytes':>9}")

@@ -41,8 +41,11 @@ CONTROL_ACTIONS = {"retry": "retry_run", "delete": "delete_run", "cancel": "canc
 class Dashboard:
     """What the routes share: the client, the live feed, templates, the CSRF secret, the mode."""
 
-    def __init__(self, client: Client, *, read_only: bool, secret: bytes) -> None:
+    def __init__(
+        self, client: Client, *, read_only: bool, secret: bytes, owns_client: bool = True
+    ) -> None:
         self.client = client
+        self.owns_client = owns_client
         self.read_only = read_only
         self.secret = secret
         self.feed = Feed(client.url)
@@ -58,6 +61,7 @@ class Dashboard:
         env.filters["duration"] = formatting.duration
         env.filters["ago"] = formatting.ago
         env.filters["seconds"] = formatting.seconds
+        env.filters["capped"] = formatting.capped
         self.templates = Jinja2Templates(env=env)
 
     def render(
@@ -78,7 +82,8 @@ class Dashboard:
 
     async def close(self) -> None:
         await self.feed.close()
-        await asyncio.to_thread(self.client.close)
+        if self.owns_client:
+            await asyncio.to_thread(self.client.close)
 
 
 def _cookie_path(request: Request) -> str:
@@ -105,6 +110,8 @@ def create_app(
       False turns it off.
     * ``secret``: signs the CSRF tokens (random per process by default: tokens then last as
       long as the process; give one shared by every process behind a load balancer).
+    * ``client``: a :class:`~pgflow_kombu.client.Client` to read through (the app then leaves
+      closing it to the caller); by default the app makes its own.
     * ``metrics``: serve the database figures in Prometheus's format on ``/metrics`` (needs
       ``prometheus-client``, in the ``[dashboard]`` extra).
 
@@ -116,6 +123,7 @@ def create_app(
         client if client is not None else Client(url),
         read_only=read_only,
         secret=secret if secret is not None else secrets.token_bytes(32),
+        owns_client=client is None,
     )
     routes: list[Route | Mount] = [
         *pages.routes(dashboard),

@@ -9,7 +9,10 @@ from typing import Any
 
 from markupsafe import Markup
 
-__all__ = ["FOLD_AT", "ago", "duration", "pretty_json", "seconds"]
+__all__ = ["COUNT_CAP", "FOLD_AT", "ago", "capped", "duration", "pretty_json", "seconds"]
+
+COUNT_CAP = 10_000
+"""Counts of runs by status stop here (shown as "10,000+"): their cost stays bounded."""
 
 FOLD_AT = 2000
 """Characters of pretty JSON shown unfolded; a larger value is folded behind its size."""
@@ -53,3 +56,7 @@ def seconds(value: float | None) -> str:
     return duration(
         datetime.fromtimestamp(0, timezone.utc), datetime.fromtimestamp(value, timezone.utc)
     )
+
+
+def capped(n: int) -> str:
+    return f"{n:,}+" if n >= COUNT_CAP else f"{n:,}"

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from pgflow_kombu.dashboard.formatting import COUNT_CAP
 from pgflow_kombu.dashboard.svg import dag_svg, minutes_chart_svg, timeline_svg
 from pgflow_kombu.errors import ConfigurationError
 from pgflow_kombu.flows.shapes import FlowShape
@@ -33,7 +34,7 @@ def routes(d: Dashboard) -> list[Route]:
         client = d.client
         now = datetime.now(timezone.utc)
         minutes = client.runs_per_minute(minutes=60)
-        workers = client.worker_activity(since=now - timedelta(seconds=LIVE_AFTER * 4))
+        workers = client.worker_activity(since=now - WORKERS_SINCE)
         live = [w for w in workers if _is_live(w.last_heartbeat_at, w.deprecated_at, now)]
         return d.render(
             request,
@@ -61,7 +62,7 @@ def routes(d: Dashboard) -> list[Route]:
                     "info": info,
                     "shape": shape,
                     "dag": dag_svg(shape["steps"]),
-                    "counts": client.flow_status_counts(info.flow_slug, since=since),
+                    "counts": client.flow_status_counts(info.flow_slug, since=since, cap=COUNT_CAP),
                 }
             )
         return d.render(request, "flows.html", page="flows", flows=items)
@@ -77,7 +78,7 @@ def routes(d: Dashboard) -> list[Route]:
             page="flows",
             shape=shape,
             dag=dag_svg(shape["steps"]),
-            counts=client.flow_status_counts(slug, since=since),
+            counts=client.flow_status_counts(slug, since=since, cap=COUNT_CAP),
             durations=sorted(
                 client.step_durations(slug, since=since),
                 key=lambda s: _step_order(shape, s.step_slug),

@@ -19,10 +19,16 @@ FROM pgflow.runs WHERE failed_at >= %(since)s
 GROUP BY flow_slug ORDER BY failed DESC, flow_slug LIMIT %(limit)s;
 
 -- name: flow_status_counts
--- One flow's runs started since a time, by status.
-SELECT status, count(*) AS n
-FROM pgflow.runs WHERE flow_slug = %(flow_slug)s AND started_at >= %(since)s
-GROUP BY status;
+-- One flow's runs started since a time, by status, each count stopping at `cap` (a newest-first
+-- index range per status, so the cost is bounded however many runs the window holds).
+SELECT s.status, (
+    SELECT count(*) FROM (
+        SELECT 1 FROM pgflow.runs AS r
+        WHERE r.flow_slug = %(flow_slug)s AND r.status = s.status AND r.started_at >= %(since)s
+        ORDER BY r.started_at DESC
+        LIMIT %(cap)s) AS capped
+) AS n
+FROM unnest(ARRAY['started', 'completed', 'failed']) AS s(status);
 
 -- name: step_durations
 -- Percentiles (seconds) of one flow's task run times, by step, over tasks completed since a time.

@@ -80,8 +80,8 @@ def http(db_url: str, **options: Any) -> TestClient:
     return TestClient(create_app(db_url, basic_auth=None, **options))
 
 
-def token_of(response: Any) -> str:
-    match = re.search(r'name="csrf" value="([^"]+)"', response.text)
+def token_of(page: Any) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', page if isinstance(page, str) else page.text)
     assert match, "no CSRF field on the page"
     return match.group(1)
 
@@ -276,3 +276,85 @@ def test_live_feed_fans_out_step_notifications_sent_only_while_a_dashboard_liste
         assert count == (0,)  # the closed feed removed its registration
         client.start_flow(broken, None)
         assert list(spy.notifies(timeout=0.5)) == []
+
+
+def test_workers_page_shows_typescript_workers_live_and_stale(db_url: str, client: Client) -> None:
+    client.compile_flow(pipeline.shape())
+    with connect(db_url) as conn:
+        for worker_id, age in ((UUID(int=7), 1), (UUID(int=8), 300)):
+            conn.execute(
+                test_query("dashboard_add_worker"),
+                {
+                    "worker_id": worker_id,
+                    "queue_name": "dash_pipeline",
+                    "function_name": "pgflow-edge-worker",
+                    "age": age,
+                },
+            )
+    with http(db_url) as web:
+        rows = re.findall(r'<tr class="(live|stale)">(.*?)</tr>', web.get("/workers").text, re.S)
+        overview = web.get("/").text
+    assert [
+        (state, "TypeScript" in row, str(UUID(int=n)) in row)
+        for (state, row), n in zip(rows, (7, 8), strict=True)
+    ] == [
+        ("live", True, True),
+        ("stale", True, True),
+    ]
+    assert re.search(r"<strong[^>]*>1</strong> live</a>\s*· 1 stale", overview)
+
+
+class ControlClient(Client):
+    """The run control API's methods, recording their calls (the dashboard only wires them)."""
+
+    calls: list[tuple[str, str]]
+
+    def retry_run(self, run_id: str) -> int:
+        self.calls.append(("retry", run_id))
+        return 1
+
+    def delete_run(self, run_id: str) -> None:
+        self.calls.append(("delete", run_id))
+
+    def cancel_run(self, run_id: str) -> bool:
+        self.calls.append(("cancel", run_id))
+        return True
+
+
+def test_control_buttons_appear_with_the_control_api(
+    db_url: str, finished: dict[str, UUID]
+) -> None:
+    failed = str(finished["failed"])
+    with http(db_url) as web:  # today's client: no such buttons, and the routes refuse
+        page = web.get(f"/runs/{failed}").text
+        assert "retry-run" not in page and "delete-run" not in page and "cancel-run" not in page
+        refused = web.post(f"/runs/{failed}/retry", data={"csrf": web.cookies.get(CSRF_COOKIE)})
+        assert refused.status_code == 403 and "not available" in refused.text
+
+    control = ControlClient(db_url)
+    control.calls = []
+    with TestClient(create_app(db_url, basic_auth=None, client=control)) as web:
+        page = web.get(f"/runs/{failed}").text
+        assert 'id="retry-run"' in page and 'id="delete-run"' in page
+        assert 'id="cancel-run"' not in page  # a finished run cannot be cancelled
+        done = web.get(f"/runs/{finished['completed']}").text
+        assert 'id="retry-run"' not in done
+        retried = web.post(
+            f"/runs/{failed}/retry", data={"csrf": token_of(page)}, follow_redirects=False
+        )
+        assert retried.status_code == 303 and retried.headers["location"].endswith(
+            f"/runs/{failed}"
+        )
+        deleted = web.post(
+            f"/runs/{failed}/delete", data={"csrf": token_of(page)}, follow_redirects=False
+        )
+        assert deleted.status_code == 303 and deleted.headers["location"].endswith("/runs")
+        assert web.post(f"/runs/{failed}/cancel", data={}).status_code == 403  # no CSRF token
+    assert control.calls == [("retry", failed), ("delete", failed)]
+
+    with TestClient(create_app(db_url, basic_auth=None, client=control, read_only=True)) as web:
+        page = web.get(f"/runs/{failed}").text
+        assert "retry-run" not in page
+        cookie = web.cookies.get(CSRF_COOKIE)
+        assert web.post(f"/runs/{failed}/retry", data={"csrf": cookie}).status_code == 403
+    assert len(control.calls) == 2

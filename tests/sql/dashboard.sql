@@ -16,10 +16,16 @@ FROM generate_series(1, %(n)s) AS i,
      LATERAL (SELECT now() - make_interval(secs => i * %(spread)s::float8 / %(n)s) AS at) AS t;
 
 -- name: dashboard_analyze
-ANALYZE pgflow.runs;
+VACUUM ANALYZE pgflow.runs;
 
 -- name: dashboard_listen_steps
 LISTEN pgflow_kombu_step;
 
 -- name: dashboard_listeners
 SELECT count(*) FROM pgflow_kombu.dashboard_listeners;
+
+-- name: dashboard_add_worker
+-- A worker row as pgflow's TypeScript edge worker writes it, heartbeating `age` seconds ago.
+INSERT INTO pgflow.workers (worker_id, queue_name, function_name, started_at, last_heartbeat_at)
+VALUES (%(worker_id)s, %(queue_name)s, %(function_name)s, now() - interval '10 minutes',
+        now() - make_interval(secs => %(age)s));

@@ -55,4 +55,4 @@ def seed_runs(url: str, flow_slug: str, n: int, *, spread: float = 7200.0) -> No
         conn.execute(
             test_query("dashboard_seed_runs"), {"flow_slug": flow_slug, "n": n, "spread": spread}
         )
-        conn.execute(test_query("dashboard_analyze"))
+        conn.execute(test_query("dashboard_analyze"))  # as autovacuum would have by then
