@@ -53,6 +53,19 @@ def explode(run: Any) -> None:
     raise RuntimeError("boom from the dashboard test")
 
 
+gated = Flow("dash_gated", base_delay=0)
+
+
+@gated.step
+def first(run: dict[str, Any]) -> int:
+    return 1
+
+
+@gated.step(depends_on=["first"], if_={"run": {"go": True}})
+def maybe(run: dict[str, Any], first: int) -> int:
+    return 2
+
+
 @pytest.fixture
 def client(db_url: str) -> Iterator[Client]:
     c = Client(db_url)
@@ -358,3 +371,17 @@ def test_control_buttons_appear_with_the_control_api(
         cookie = web.cookies.get(CSRF_COOKIE)
         assert web.post(f"/runs/{failed}/retry", data={"csrf": cookie}).status_code == 403
     assert len(control.calls) == 2
+
+
+def test_a_skipped_step_reads_skipped_on_the_run_page(db_url: str, client: Client) -> None:
+    worker = Worker({"dash_gated": gated}, db_url)
+    worker.start()
+    try:
+        run = client.start_flow_sync(gated, {"go": False}, timeout=60)
+    finally:
+        worker.stop(5)
+    with http(db_url) as web:
+        page = web.get(f"/runs/{run.run_id}").text
+    assert 'id="step-first" class="step status-completed' in page
+    assert 'id="step-maybe" class="step status-skipped' in page
+    assert "skipped: " in page
