@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from pgflow_kombu.dashboard.paths import path_for
 from pgflow_kombu.dashboard.security import CSRF_FIELD, check_csrf
 from pgflow_kombu.dashboard.svg import dag_svg
 from pgflow_kombu.errors import PgFlowError
@@ -76,7 +77,7 @@ def routes(d: Dashboard) -> list[Route]:
                 input_text=text,
                 input_error=str(exc),
             )
-        return RedirectResponse(request.url_for("run", run_id=str(run_id)), status_code=303)
+        return RedirectResponse(path_for(request, "run", run_id=str(run_id)), status_code=303)
 
     def control(action: str) -> Any:
         async def endpoint(request: Request) -> Response:
@@ -91,7 +92,7 @@ def routes(d: Dashboard) -> list[Route]:
                 return d.render(request, "error.html", 409, message=f"{action}: {exc}")
             target = "runs" if action == "delete" else "run"
             params = {} if action == "delete" else {"run_id": run_id}
-            return RedirectResponse(request.url_for(target, **params), status_code=303)
+            return RedirectResponse(path_for(request, target, **params), status_code=303)
 
         return endpoint
 

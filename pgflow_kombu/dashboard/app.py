@@ -21,6 +21,7 @@ from starlette.templating import Jinja2Templates
 from pgflow_kombu.client import Client
 from pgflow_kombu.dashboard import actions, formatting, pages
 from pgflow_kombu.dashboard.live import Feed
+from pgflow_kombu.dashboard.paths import template_path_for
 from pgflow_kombu.dashboard.security import (
     CSRF_COOKIE,
     AuthCheck,
@@ -62,6 +63,7 @@ class Dashboard:
         env.filters["ago"] = formatting.ago
         env.filters["seconds"] = formatting.seconds
         env.filters["capped"] = formatting.capped
+        env.globals["url_for"] = template_path_for  # kept: Jinja2Templates only sets a default
         self.templates = Jinja2Templates(env=env)
 
     def render(

@@ -126,6 +126,7 @@ class Feed:
                     await self._unregister(params)
                 raise
             except Exception as exc:
+                self.listening.clear()
                 log.warning("dashboard live feed lost its connection (%s); reconnecting", exc)
                 first = False
                 await asyncio.sleep(RECONNECT_DELAY)

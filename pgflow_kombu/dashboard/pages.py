@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from functools import partial
@@ -14,6 +15,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from pgflow_kombu.dashboard.formatting import COUNT_CAP
+from pgflow_kombu.dashboard.paths import path_for
 from pgflow_kombu.dashboard.svg import dag_svg, minutes_chart_svg, timeline_svg
 from pgflow_kombu.errors import ConfigurationError
 from pgflow_kombu.flows.shapes import FlowShape
@@ -27,6 +29,7 @@ LIVE_AFTER = 30.0  # seconds: a worker that heartbeated within this is live
 WORKERS_SINCE = timedelta(hours=1)  # the workers page lists those seen within this
 FLOW_WINDOW = timedelta(hours=24)  # runs by status and percentiles of the flows pages
 KEEPALIVE = 15.0  # seconds between comments on an idle event stream
+LISTEN_WAIT = 5.0  # seconds an event stream waits for the feed to listen before answering
 
 
 def routes(d: Dashboard) -> list[Route]:
@@ -90,7 +93,7 @@ def routes(d: Dashboard) -> list[Route]:
         q = request.query_params
         if q.get("run_id"):  # find by id
             run_id = _run_id(q["run_id"])
-            return RedirectResponse(request.url_for("run", run_id=str(run_id)), status_code=303)
+            return RedirectResponse(path_for(request, "run", run_id=str(run_id)), status_code=303)
         page = d.client.page_runs(
             flow_slug=q.get("flow") or None,
             status=q.get("status") or None,
@@ -166,6 +169,10 @@ async def events(d: Dashboard, request: Request) -> Response:
     """Server-sent events of the live feed (only one run's with ``?run_id=``)."""
     only = request.query_params.get("run_id")
     queue = d.feed.subscribe()
+    # Answer once the feed listens, so that the browser's re-read on open (which covers what
+    # changed since its page was rendered) is followed by every later change.
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(d.feed.listening.wait(), LISTEN_WAIT)
 
     async def stream() -> AsyncIterator[str]:
         try:

@@ -72,7 +72,7 @@ def test_base_path_and_read_only(db_url: str) -> None:
     with dashboard(db_url, "--base-path", "/ops/pgflow/", "--read-only") as (port, _):
         status, body = get(f"http://127.0.0.1:{port}/ops/pgflow/")
         assert status == 200 and "read-only" in body
-        assert f'href="http://127.0.0.1:{port}/ops/pgflow/flows"' in body
+        assert 'href="/ops/pgflow/flows"' in body
         assert get(f"http://127.0.0.1:{port}/")[0] == 404
         refused, _ = get(f"http://127.0.0.1:{port}/ops/pgflow/flows/x/start", data=b"input=1")
         assert refused == 403

@@ -75,7 +75,12 @@
   var url = body.dataset.events + (runId ? "?run_id=" + encodeURIComponent(runId) : "");
   var source = new EventSource(url);
   var dot = document.getElementById("live");
-  source.onopen = function () { if (dot) dot.classList.add("on"); };
+  // On (re)opening, re-read the page once: it covers what changed since the page was rendered
+  // (or while the stream was down); the stream brings every change after that.
+  source.onopen = function () {
+    if (dot) dot.classList.add("on");
+    if (body.dataset.refresh !== "0") refresh();
+  };
   source.onerror = function () { if (dot) dot.classList.remove("on"); };
   ["step", "run", "lagged"].forEach(function (kind) { source.addEventListener(kind, onEvent); });
 })();
