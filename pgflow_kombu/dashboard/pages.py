@@ -29,6 +29,8 @@ LIVE_AFTER = 30.0  # seconds: a worker that heartbeated within this is live
 WORKERS_SINCE = timedelta(hours=1)  # the workers page lists those seen within this
 FLOW_WINDOW = timedelta(hours=24)  # runs by status and percentiles of the flows pages
 KEEPALIVE = 15.0  # seconds between comments on an idle event stream
+TASKS_SHOWN = 100  # tasks listed per step on a run page (a map step may have thousands)
+TIMELINE_TASKS = 50  # tasks per step drawn on a run's timeline
 LISTEN_WAIT = 5.0  # seconds an event stream waits for the feed to listen before answering
 
 
@@ -129,7 +131,7 @@ def routes(d: Dashboard) -> list[Route]:
                 t.completed_at or t.failed_at,
             )
             for s in states
-            for t in s.tasks
+            for t in s.tasks[:TIMELINE_TASKS]
         ]
         return d.render(
             request,
@@ -139,6 +141,7 @@ def routes(d: Dashboard) -> list[Route]:
             states=states,
             dag=dag_svg(shape["steps"], statuses),
             timeline=timeline_svg(bars),
+            tasks_shown=TASKS_SHOWN,
         )
 
     def workers(request: Request) -> Response:

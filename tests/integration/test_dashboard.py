@@ -385,3 +385,18 @@ def test_a_skipped_step_reads_skipped_on_the_run_page(db_url: str, client: Clien
     assert 'id="step-first" class="step status-completed' in page
     assert 'id="step-maybe" class="step status-skipped' in page
     assert "skipped: " in page
+
+
+def test_a_large_map_step_lists_its_first_tasks(db_url: str, client: Client) -> None:
+    worker = Worker({"dash_pipeline": pipeline}, db_url, concurrency=4)
+    worker.start()
+    try:
+        run = client.start_flow_sync(pipeline, 150, timeout=60)
+    finally:
+        worker.stop(5)
+    with http(db_url) as web:
+        page = web.get(f"/runs/{run.run_id}").text
+    square = page[page.index('id="detail-square"') : page.index('id="detail-total"')]
+    assert square.count("pill status-completed") == 1 + 100  # the step's pill and 100 tasks
+    assert "… and 50 more tasks" in square
+    assert '<td class="num">99</td>' in square and '<td class="num">100</td>' not in square
