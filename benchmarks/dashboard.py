@@ -101,10 +101,10 @@ def main() -> None:
         start = time.perf_counter()
         seed_runs(url, orders.slug, args.runs, spread=args.hours * 3600)
         seeded = time.perf_counter() - start
-        middle = client.page_runs(limit=1000).next  # a cursor 1,000 runs down
+        middle = client.find_runs(limit=1000).next  # a cursor 1,000 runs down
         for _ in range(args.runs // 2 // 1000 - 1):
             assert middle is not None
-            middle = client.page_runs(after=middle, limit=1000).next
+            middle = client.find_runs(after=middle, limit=1000).next
         client.close()
         pages = [
             ("overview", "/"),

@@ -1,38 +1,29 @@
 """Figures for operating the system (what the dashboard shows): runs per minute, failing flows,
-step duration percentiles, queue depths, workers with the tasks they hold, pages of runs.
+runs by status with bounded counts, step duration percentiles, queue depths, workers with the
+tasks they hold. (Pages of runs are the runs API's ``find_runs``.)
 
-Each reads an index range (see ``sql/migrations/0085_dashboard.sql``): none counts every run, and
-pages of runs go by a keyset cursor, never OFFSET, so they stay fast on millions of runs.
+Each reads an index range (``sql/migrations/0045_runs_api.sql`` and ``0085_dashboard.sql``):
+none counts every run.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
 from uuid import UUID
 
 from psycopg.rows import dict_row
 
 from pgflow_kombu.client.base import ClientBase
 from pgflow_kombu.db.queries import query
-from pgflow_kombu.errors import ConfigurationError
-from pgflow_kombu.types import Run
 
 __all__ = [
     "InsightsMixin",
     "MinuteCounts",
     "QueueDepth",
-    "RunsPage",
     "StepDurations",
     "WorkerActivity",
-    "decode_cursor",
-    "encode_cursor",
 ]
-
-RUN_STATUSES = ("started", "completed", "failed")
 
 
 @dataclass(frozen=True)
@@ -85,28 +76,6 @@ class WorkerActivity:
         return None, None
 
 
-@dataclass(frozen=True)
-class RunsPage:
-    runs: list[Run]
-    next: str | None
-    """Cursor of the following page (older runs), None on the last page."""
-
-
-def encode_cursor(run: Run) -> str:
-    assert run.started_at is not None
-    text = f"{run.started_at.isoformat()}|{run.run_id}"
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, _, run_id = text.partition("|")
-        return datetime.fromisoformat(at), UUID(run_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ConfigurationError(f"not a cursor of a page of runs: {cursor!r}") from None
-
-
 class InsightsMixin(ClientBase):
     def runs_per_minute(self, *, minutes: int = 60) -> list[MinuteCounts]:
         """Runs started, completed and failed in each of the last ``minutes`` minutes (oldest
@@ -134,12 +103,16 @@ class InsightsMixin(ClientBase):
     def flow_status_counts(
         self, flow_slug: str, *, since: datetime, cap: int = 10_000
     ) -> dict[str, int]:
-        """The flow's runs started since ``since`` by status, each count stopping at ``cap``
-        (a count equal to ``cap`` means "at least"), so the cost stays bounded."""
+        """The flow's runs started since ``since`` by status (``started``, ``completed``,
+        ``failed``, ``cancelled``), each count stopping at ``cap`` (a count equal to ``cap``
+        means "at least"), so the cost stays bounded however many runs the window holds."""
         params = {"flow_slug": flow_slug, "since": since, "cap": cap}
         with self.connection() as conn:
             rows = conn.execute(query("insights.flow_status_counts"), params).fetchall()
-        return {status: n for status, n in rows}
+        counts = {status: n for status, n in rows}
+        if counts["failed"] < cap:  # a cancelled run's pgflow row says failed
+            counts["failed"] = max(counts["failed"] - counts["cancelled"], 0)
+        return counts
 
     def step_durations(self, flow_slug: str, *, since: datetime) -> list[StepDurations]:
         """Run time percentiles (seconds) of the flow's tasks completed since ``since``."""
@@ -161,36 +134,3 @@ class InsightsMixin(ClientBase):
         with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(query("insights.worker_activity"), params).fetchall()
         return [WorkerActivity(**r) for r in rows]
-
-    def page_runs(
-        self,
-        *,
-        flow_slug: str | None = None,
-        status: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        after: str | None = None,
-        limit: int = 50,
-    ) -> RunsPage:
-        """Runs newest first, ``limit`` at a time; ``after`` is the previous page's ``next``."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
-            raise ConfigurationError(f"limit must be an integer from 1 to 1000, got {limit!r}")
-        if status is not None and status not in RUN_STATUSES:
-            raise ConfigurationError(
-                f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r}"
-            )
-        after_at, after_id = decode_cursor(after) if after else (None, None)
-        params: dict[str, Any] = {
-            "flow_slug": flow_slug,
-            "status": status,
-            "since": since,
-            "until": until,
-            "after_at": after_at,
-            "after_id": after_id,
-            "limit": limit + 1,
-        }
-        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(query("insights.page_runs"), params).fetchall()
-        runs = [Run.model_validate(r) for r in rows[:limit]]
-        more = len(rows) > limit
-        return RunsPage(runs, encode_cursor(runs[-1]) if more and runs else None)

@@ -88,7 +88,7 @@ def routes(d: Dashboard) -> list[Route]:
                 client.step_durations(slug, since=since),
                 key=lambda s: _step_order(shape, s.step_slug),
             ),
-            recent=client.page_runs(flow_slug=slug, limit=10).runs,
+            recent=client.flow_history(slug, limit=10),
         )
 
     def runs(request: Request) -> Response:
@@ -96,7 +96,7 @@ def routes(d: Dashboard) -> list[Route]:
         if q.get("run_id"):  # find by id
             run_id = _run_id(q["run_id"])
             return RedirectResponse(path_for(request, "run", run_id=str(run_id)), status_code=303)
-        page = d.client.page_runs(
+        page = d.client.find_runs(
             flow_slug=q.get("flow") or None,
             status=q.get("status") or None,
             since=_when(q.get("since"), "since"),
@@ -112,6 +112,7 @@ def routes(d: Dashboard) -> list[Route]:
             runs=page.runs,
             next=page.next,
             query=kept,
+            older=bool(q.get("after")),
             flow_slugs=[f.flow_slug for f in d.client.list_flows()],
         )
 

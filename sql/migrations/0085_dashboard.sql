@@ -1,5 +1,5 @@
 -- What the dashboard needs from the database: step status changes as notifications (its live
--- feed) and indexes that keep its pages fast on millions of runs.
+-- feed) and the indexes its figures read, beside the runs API's (0045_runs_api.sql).
 --
 -- Step status changed: NOTIFY pgflow_kombu_step '<run_id>:<step_slug>:<status>' (ids only, as
 -- pgflow_kombu_run: a payload is capped at 8000 bytes). With the run-finished notification this
@@ -39,15 +39,8 @@ AFTER INSERT ON pgflow.step_states
 FOR EACH ROW WHEN (NEW.status <> 'created')
 EXECUTE FUNCTION pgflow_kombu.notify_step_status();
 
--- Keyset pages of runs, newest first by (started_at, run_id), overall and per flow or status,
--- with index-only counts (the same definitions as the runs API's, so either migration may come
--- first); per-minute counts of the last hour read ranges of completed_at and failed_at.
-CREATE INDEX IF NOT EXISTS pgflow_kombu_runs_started_at
-    ON pgflow.runs (started_at DESC, run_id DESC) INCLUDE (status, flow_slug);
-CREATE INDEX IF NOT EXISTS pgflow_kombu_runs_flow_started_at
-    ON pgflow.runs (flow_slug, started_at DESC, run_id DESC) INCLUDE (status);
-CREATE INDEX IF NOT EXISTS pgflow_kombu_runs_status_started_at
-    ON pgflow.runs (status, started_at DESC, run_id DESC) INCLUDE (flow_slug);
+-- Per-minute counts of the last hour read ranges of completed_at and failed_at (started_at and
+-- the keyset pages of runs use the runs API's indexes, 0045_runs_api.sql).
 CREATE INDEX IF NOT EXISTS pgflow_kombu_runs_completed_idx
     ON pgflow.runs (completed_at) WHERE completed_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS pgflow_kombu_runs_failed_idx

@@ -1,5 +1,5 @@
 -- Queries behind the dashboard (pgflow_kombu.client.insights): each reads an index range
--- (sql/migrations/0085_dashboard.sql), never a count over every run.
+-- (sql/migrations/0045_runs_api.sql, 0085_dashboard.sql), never a count over every run.
 
 -- name: runs_per_minute
 -- Runs started, completed and failed per minute since a time (the last hour on the overview).
@@ -19,8 +19,9 @@ FROM pgflow.runs WHERE failed_at >= %(since)s
 GROUP BY flow_slug ORDER BY failed DESC, flow_slug LIMIT %(limit)s;
 
 -- name: flow_status_counts
--- One flow's runs started since a time, by status, each count stopping at `cap` (a newest-first
--- index range per status, so the cost is bounded however many runs the window holds).
+-- One flow's runs started since a time, by pgflow status and apart the cancelled ones (pgflow's
+-- row says failed), each count stopping at `cap`: a newest-first index range per status, so the
+-- cost is bounded however many runs the window holds.
 SELECT s.status, (
     SELECT count(*) FROM (
         SELECT 1 FROM pgflow.runs AS r
@@ -28,7 +29,13 @@ SELECT s.status, (
         ORDER BY r.started_at DESC
         LIMIT %(cap)s) AS capped
 ) AS n
-FROM unnest(ARRAY['started', 'completed', 'failed']) AS s(status);
+FROM unnest(ARRAY['started', 'completed', 'failed']) AS s(status)
+UNION ALL
+SELECT 'cancelled', count(*) FROM (
+    SELECT 1 FROM pgflow_kombu.cancelled_runs AS c
+    JOIN pgflow.runs AS r ON r.run_id = c.run_id
+    WHERE r.flow_slug = %(flow_slug)s AND r.started_at >= %(since)s
+    LIMIT %(cap)s) AS capped;
 
 -- name: step_durations
 -- Percentiles (seconds) of one flow's task run times, by step, over tasks completed since a time.
@@ -43,18 +50,6 @@ FROM (
     WHERE flow_slug = %(flow_slug)s AND completed_at >= %(since)s AND started_at IS NOT NULL
 ) AS t
 GROUP BY step_slug;
-
--- name: page_runs
--- A page of runs, newest first by (started_at, run_id), after a keyset cursor; never OFFSET.
-SELECT * FROM pgflow.runs
-WHERE (%(flow_slug)s::text IS NULL OR flow_slug = %(flow_slug)s)
-  AND (%(status)s::text IS NULL OR status = %(status)s)
-  AND (%(since)s::timestamptz IS NULL OR started_at >= %(since)s)
-  AND (%(until)s::timestamptz IS NULL OR started_at < %(until)s)
-  AND (%(after_at)s::timestamptz IS NULL
-       OR (started_at, run_id) < (%(after_at)s::timestamptz, %(after_id)s::uuid))
-ORDER BY started_at DESC, run_id DESC
-LIMIT %(limit)s;
 
 -- name: worker_activity
 -- Workers that heartbeated since a time, newest first, with the tasks each holds now.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
@@ -240,21 +241,21 @@ def test_host_auth_hook_and_path_prefix(db_url: str, finished: dict[str, UUID]) 
         assert f'href="/ops/pgflow/runs/{finished["failed"]}"' in runs.text
 
 
-def test_pages_of_runs_go_by_keyset(db_url: str, client: Client) -> None:
+def test_runs_page_goes_by_keyset_pages(db_url: str, client: Client) -> None:
     client.compile_flow(pipeline.shape())
-    started = set(client.start_many(pipeline, list(range(7))))
-    seen: list[UUID] = []
-    after = None
-    pages = 0
-    while True:
-        page = client.page_runs(flow_slug="dash_pipeline", after=after, limit=3)
-        seen += [r.run_id for r in page.runs]
-        pages += 1
-        if page.next is None:
-            break
-        after = page.next
-    assert pages == 3 and len(seen) == 7 and set(seen) == started
-    assert client.page_runs(status="completed").runs == []
+    started = {str(r) for r in client.start_many(pipeline, list(range(60)))}
+    link = re.compile(r'id="next-page" href="([^"]+)"')
+    run_link = re.compile(r'href="/runs/([0-9a-f-]{36})"')
+    with http(db_url) as web:
+        first = web.get("/runs", params={"flow": "dash_pipeline"}).text
+        found = link.search(first)
+        assert found and "flow=dash_pipeline" in found.group(1) and "after=" in found.group(1)
+        second = web.get(found.group(1).replace("&amp;", "&")).text
+    assert 'data-refresh="0"' in second  # an older page stays still
+    assert link.search(second) is None
+    pages = [run_link.findall(first), run_link.findall(second)]
+    assert [len(p) for p in pages] == [50, 10]
+    assert set(pages[0]) | set(pages[1]) == started
 
 
 def test_live_feed_fans_out_step_notifications_sent_only_while_a_dashboard_listens(
@@ -400,3 +401,24 @@ def test_a_large_map_step_lists_its_first_tasks(db_url: str, client: Client) -> 
     assert square.count("pill status-completed") == 1 + 100  # the step's pill and 100 tasks
     assert "… and 50 more tasks" in square
     assert '<td class="num">99</td>' in square and '<td class="num">100</td>' not in square
+
+
+def test_cancelled_runs_count_and_read_as_cancelled(
+    db_url: str, client: Client, finished: dict[str, UUID]
+) -> None:
+    since = datetime.now(timezone.utc) - timedelta(hours=1)
+    assert client.flow_status_counts("dash_broken", since=since) == {
+        "started": 0,
+        "completed": 0,
+        "failed": 1,
+        "cancelled": 0,
+    }
+    with connect(db_url) as conn:
+        conn.execute(test_query("dashboard_mark_cancelled"), {"run_id": finished["failed"]})
+    counts = client.flow_status_counts("dash_broken", since=since)
+    assert (counts["failed"], counts["cancelled"]) == (0, 1)
+    with http(db_url) as web:
+        listed = web.get("/runs", params={"status": "cancelled"}).text
+        flows = web.get("/flows").text
+    assert str(finished["failed"]) in listed and 'status-cancelled">cancelled' in listed
+    assert "cancelled 1" in flows

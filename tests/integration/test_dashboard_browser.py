@@ -152,7 +152,7 @@ def test_pages_render_on_100000_runs(db_url: str, page: Page) -> None:
     try:
         client.compile_flow(orders.shape())
         seed_runs(db_url, "web_orders", 100_000)
-        newest = client.page_runs(limit=1).runs[0]
+        newest = client.find_runs(limit=1).runs[0]
         with serving(db_url) as base:
             page.goto(base + "/")
             expect(page.locator("#ov-chart polyline.completed")).to_have_count(1)

@@ -29,3 +29,7 @@ SELECT count(*) FROM pgflow_kombu.dashboard_listeners;
 INSERT INTO pgflow.workers (worker_id, queue_name, function_name, started_at, last_heartbeat_at)
 VALUES (%(worker_id)s, %(queue_name)s, %(function_name)s, now() - interval '10 minutes',
         now() - make_interval(secs => %(age)s));
+
+-- name: dashboard_mark_cancelled
+-- What cancelling a failed-looking run leaves beside pgflow's row (0045_runs_api.sql).
+INSERT INTO pgflow_kombu.cancelled_runs (run_id) VALUES (%(run_id)s);
