@@ -621,7 +621,14 @@ def dashboard(ctx: click.Context, host: str, port: int, read_only: bool, base_pa
     from pgflow_kombu.dashboard.server import serve
 
     url = database_url(ctx)
-    migrations.upgrade(url)
+    # A monitoring tool leaves the schema alone (as the worker does): say what to run instead.
+    pending = migrations.pending(url)
+    if pending:
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in pending)
+        raise PgFlowError(
+            f"the database schema is not up to date (pending: {names}): "
+            "run 'pgflow-kombu db upgrade' first"
+        )
     serve(url, host=host, port=port, read_only=read_only, base_path=base_path)
 
 

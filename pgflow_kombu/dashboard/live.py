@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from pgflow_kombu.db.connect import DEFAULT_CONNECT_TIMEOUT
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.db.urls import to_libpq
 
@@ -101,7 +102,10 @@ class Feed:
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(
-                    to_libpq(self.url), autocommit=True, application_name="pgflow-kombu-dashboard"
+                    to_libpq(self.url),
+                    autocommit=True,
+                    application_name="pgflow-kombu-dashboard",
+                    connect_timeout=DEFAULT_CONNECT_TIMEOUT,
                 )
                 async with conn:
                     await conn.execute(query("dashboard.listen"))
@@ -133,6 +137,6 @@ class Feed:
 
     async def _unregister(self, params: dict[str, object]) -> None:
         async with await psycopg.AsyncConnection.connect(
-            to_libpq(self.url), autocommit=True, connect_timeout=5
+            to_libpq(self.url), autocommit=True, connect_timeout=DEFAULT_CONNECT_TIMEOUT
         ) as conn:
             await conn.execute(query("dashboard.unregister_listener"), params)

@@ -1,5 +1,6 @@
 """``pgflow-kombu dashboard`` in its own process: serves on 127.0.0.1 by default, under
-``--base-path``, refuses actions with ``--read-only``, stops on SIGTERM."""
+``--base-path``, refuses actions with ``--read-only``, stops on SIGTERM, and leaves a schema that
+is not up to date alone (saying what to run)."""
 
 from __future__ import annotations
 
@@ -76,3 +77,16 @@ def test_base_path_and_read_only(db_url: str) -> None:
         assert get(f"http://127.0.0.1:{port}/")[0] == 404
         refused, _ = get(f"http://127.0.0.1:{port}/ops/pgflow/flows/x/start", data=b"input=1")
         assert refused == 403
+
+
+def test_refuses_a_database_whose_schema_is_not_up_to_date(empty_db_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pgflow_kombu", "--database-url", empty_db_url, "dashboard",
+         "--port", str(free_port())],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "run 'pgflow-kombu db upgrade' first" in done.stderr
