@@ -318,6 +318,12 @@ def test_workers_page_shows_typescript_workers_live_and_stale(db_url: str, clien
     assert re.search(r"<strong[^>]*>1</strong> live</a>\s*· 1 stale", overview)
 
 
+class BareClient(Client):
+    """A client without run control: the dashboard shows no control button."""
+
+    retry_run = delete_run = cancel_run = None  # type: ignore[assignment]
+
+
 class ControlClient(Client):
     """The run control API's methods, recording their calls (the dashboard only wires them)."""
 
@@ -339,7 +345,8 @@ def test_control_buttons_appear_with_the_control_api(
     db_url: str, finished: dict[str, UUID]
 ) -> None:
     failed = str(finished["failed"])
-    with http(db_url) as web:  # today's client: no such buttons, and the routes refuse
+    bare = BareClient(db_url)
+    with TestClient(create_app(db_url, basic_auth=None, client=bare)) as web:
         page = web.get(f"/runs/{failed}").text
         assert "retry-run" not in page and "delete-run" not in page and "cancel-run" not in page
         refused = web.post(f"/runs/{failed}/retry", data={"csrf": web.cookies.get(CSRF_COOKIE)})
@@ -372,6 +379,8 @@ def test_control_buttons_appear_with_the_control_api(
         cookie = web.cookies.get(CSRF_COOKIE)
         assert web.post(f"/runs/{failed}/retry", data={"csrf": cookie}).status_code == 403
     assert len(control.calls) == 2
+    bare.close()
+    control.close()
 
 
 def test_a_skipped_step_reads_skipped_on_the_run_page(db_url: str, client: Client) -> None:
