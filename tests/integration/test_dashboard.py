@@ -239,6 +239,14 @@ def test_host_auth_hook_and_path_prefix(db_url: str, finished: dict[str, UUID]) 
         assert 'href="/ops/pgflow/static/dashboard.css"' in page.text
         runs = web.get("/ops/pgflow/runs", headers={"x-staff": "yes"})
         assert f'href="/ops/pgflow/runs/{finished["failed"]}"' in runs.text
+    plain = Starlette(
+        routes=[
+            Mount("/p", app=create_app(db_url, basic_auth=None, auth=lambda r: "ok" in r.url.query))
+        ]
+    )
+    with TestClient(plain) as web:  # a plain function works as the check too
+        assert web.get("/p/workers").status_code == 403
+        assert web.get("/p/workers?ok").status_code == 200
 
 
 def test_runs_page_goes_by_keyset_pages(db_url: str, client: Client) -> None:
