@@ -439,3 +439,16 @@ def test_cancelled_runs_count_and_read_as_cancelled(
         flows = web.get("/flows").text
     assert str(finished["failed"]) in listed and 'status-cancelled">cancelled' in listed
     assert "cancelled 1" in flows
+
+
+def test_overview_shows_waiting_messages_per_flow(db_url: str, client: Client) -> None:
+    client.compile_flow(broken.shape())
+    client.start_many(broken, [1, 2])  # no worker: both messages wait in the queue
+    with http(db_url) as web:
+        page = web.get("/").text
+    queues = page[page.index('id="ov-queues"') : page.index('id="ov-workers"')]
+    row = re.search(
+        r"dash_broken</a></td>\s*<td class=\"num\">(\d+)</td><td class=\"num\">([^<]*)</td>", queues
+    )
+    assert row and row.group(1) == "2" and row.group(2).endswith(("ms", " s"))
+    assert "started 2" in page

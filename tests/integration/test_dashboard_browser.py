@@ -168,3 +168,19 @@ def test_pages_render_on_100000_runs(db_url: str, page: Page) -> None:
             expect(page.locator("h1")).to_have_text("Workers")
     finally:
         client.close()
+
+
+def test_runs_list_shows_new_runs_live(db_url: str, page: Page) -> None:
+    client = Client(db_url)
+    try:
+        client.compile_flow(failing.shape())
+        with serving(db_url) as base:
+            page.goto(f"{base}/runs")
+            expect(page.locator("#live.on")).to_be_visible()
+            expect(page.locator("#runs-list")).to_contain_text("no run")
+            page.evaluate("window.__sameDocument = true")
+            run_id = client.start_flow(failing, {"card": "1"})  # no worker: it stays started
+            expect(page.locator("#runs-list")).to_contain_text(str(run_id), timeout=20_000)
+            assert page.evaluate("window.__sameDocument") is True
+    finally:
+        client.close()
