@@ -87,9 +87,13 @@ def routes(d: Dashboard) -> list[Route]:
             run_id = request.path_params["run_id"]
             method = getattr(d.client, f"{action}_run")
             try:
-                await run_in_threadpool(method, run_id)
+                result = await run_in_threadpool(method, run_id)
             except PgFlowError as exc:
                 return d.render(request, "error.html", 409, message=f"{action}: {exc}")
+            if result is False:  # cancel_run: the run had finished meanwhile
+                return d.render(
+                    request, "error.html", 409, message=f"{action}: run {run_id} had finished"
+                )
             target = "runs" if action == "delete" else "run"
             params = {} if action == "delete" else {"run_id": run_id}
             return RedirectResponse(path_for(request, target, **params), status_code=303)

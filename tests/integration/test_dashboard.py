@@ -346,7 +346,7 @@ class ControlClient(Client):
 
     def cancel_run(self, run_id: str) -> bool:
         self.calls.append(("cancel", run_id))
-        return True
+        return False  # as for a run that finished meanwhile
 
 
 def test_control_buttons_appear_with_the_control_api(
@@ -379,14 +379,16 @@ def test_control_buttons_appear_with_the_control_api(
         )
         assert deleted.status_code == 303 and deleted.headers["location"].endswith("/runs")
         assert web.post(f"/runs/{failed}/cancel", data={}).status_code == 403  # no CSRF token
-    assert control.calls == [("retry", failed), ("delete", failed)]
+        late = web.post(f"/runs/{failed}/cancel", data={"csrf": token_of(page)})
+        assert late.status_code == 409 and "had finished" in late.text
+    assert control.calls == [("retry", failed), ("delete", failed), ("cancel", failed)]
 
     with TestClient(create_app(db_url, basic_auth=None, client=control, read_only=True)) as web:
         page = web.get(f"/runs/{failed}").text
         assert "retry-run" not in page
         cookie = web.cookies.get(CSRF_COOKIE)
         assert web.post(f"/runs/{failed}/retry", data={"csrf": cookie}).status_code == 403
-    assert len(control.calls) == 2
+    assert len(control.calls) == 3
     bare.close()
     control.close()
 
