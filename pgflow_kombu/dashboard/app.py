@@ -29,11 +29,20 @@ from pgflow_kombu.dashboard.security import (
     basic_auth_from_env,
     csrf_token,
 )
-from pgflow_kombu.errors import ConfigurationError, FlowNotFound, RunNotFound
+from pgflow_kombu.errors import ConfigurationError, FlowNotFound, PgFlowError, RunNotFound
 
 __all__ = ["Dashboard", "create_app"]
 
 HERE = Path(__file__).parent
+
+# Every page: its own assets only (nothing from elsewhere, no inline script) and no framing, so
+# another site cannot overlay the action buttons.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+}
 
 # Control actions appear once the client offers them (the run control API).
 CONTROL_ACTIONS = {"retry": "retry_run", "delete": "delete_run", "cancel": "cancel_run"}
@@ -76,6 +85,7 @@ class Dashboard:
             {"csrf": token, "read_only": self.read_only, "actions": self.actions, **context},
             status_code=status_code,
         )
+        response.headers.update(SECURITY_HEADERS)
         if request.cookies.get(CSRF_COOKIE) != token:
             response.set_cookie(
                 CSRF_COOKIE, token, httponly=True, samesite="strict", path=_cookie_path(request)
@@ -148,6 +158,10 @@ def create_app(
     async def bad_request(request: Request, exc: Exception) -> Response:
         return dashboard.render(request, "error.html", 400, message=str(exc))
 
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        # The database is unreachable or refused: say so rather than a bare 500.
+        return dashboard.render(request, "error.html", 503, message=str(exc))
+
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
@@ -155,6 +169,7 @@ def create_app(
             RunNotFound: not_found,
             FlowNotFound: not_found,
             ConfigurationError: bad_request,
+            PgFlowError: unavailable,
         },
     )
     app.state.dashboard = dashboard

@@ -24,6 +24,7 @@ from pgflow_kombu.dashboard.security import CSRF_COOKIE, PASSWORD_ENV, USER_ENV
 from pgflow_kombu.db.connect import connect
 from pgflow_kombu.flows import Flow
 from pgflow_kombu.worker import Worker
+from tests.support.dashboard import free_port
 from tests.support.sql import test_query
 
 pytestmark = pytest.mark.timeout(120)
@@ -454,3 +455,14 @@ def test_overview_shows_waiting_messages_per_flow(db_url: str, client: Client) -
     )
     assert row and row.group(1) == "2" and row.group(2).endswith(("ms", " s"))
     assert "started 2" in page
+
+
+def test_pages_carry_security_headers_and_a_lost_database_answers_503(db_url: str) -> None:
+    with http(db_url) as web:
+        page = web.get("/flows")
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    down = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere?connect_timeout=2"
+    with TestClient(create_app(down, basic_auth=None, metrics=False)) as web:
+        answer = web.get("/workers")
+    assert answer.status_code == 503 and 'id="error-message"' in answer.text
