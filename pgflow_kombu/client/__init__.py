@@ -29,6 +29,7 @@ from pgflow_kombu.client.flows import (
 )
 from pgflow_kombu.client.history import HistoryMixin
 from pgflow_kombu.client.inputs import check_timeout, run_id_text, run_input
+from pgflow_kombu.client.insights import InsightsMixin
 from pgflow_kombu.client.runs import RunsMixin
 from pgflow_kombu.client.schedules import SchedulesMixin
 from pgflow_kombu.client.workers import WorkersMixin
@@ -49,10 +50,12 @@ __all__ = [
 ]
 
 
-class Client(RunsMixin, HistoryMixin, EventsMixin, FlowsMixin, SchedulesMixin, WorkersMixin):
+class Client(
+    RunsMixin, HistoryMixin, EventsMixin, FlowsMixin, SchedulesMixin, WorkersMixin, InsightsMixin
+):
     """Talks to one database. Thread-safe; connections come from a pool opened on first use.
 
     One mixin per concept (``client/runs.py``, ``history.py``, ``events.py``, ``flows.py``,
-    ``schedules.py``, ``workers.py``), all on the pool and connection handling of
-    ``client/base.py``.
+    ``schedules.py``, ``workers.py``, ``insights.py``), all on the pool and connection handling
+    of ``client/base.py``.
     """
