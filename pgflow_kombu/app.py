@@ -147,6 +147,14 @@ class PgFlow:
         existing = self._flows.get(flow.slug)
         if existing is not None and existing is not flow:
             raise ConfigurationError(f"a flow with slug {flow.slug!r} is already registered")
+        owner = flow.dispatcher
+        if owner is not None and owner is not self:
+            # Rebinding would leave the first app listing a flow that starts through this one.
+            raise ConfigurationError(
+                f"flow {flow.slug!r} is already registered with {owner!r}; it cannot also be "
+                f"registered with {self!r}: a flow belongs to one app (define it again, e.g. "
+                "in a function called once per app, to use it in another)"
+            )
         self._flows[flow.slug] = flow
         flow.bind(self)
         return flow

@@ -77,3 +77,33 @@ def test_start_flow_sync_runs_eagerly_without_a_database(app: PgFlow) -> None:
     assert failed.value.run.status == "failed"  # type: ignore[attr-defined]
     with pytest.raises(FlowNotFound, match="eager app runs only its own flows"):
         app.start_flow_sync("defined_elsewhere", {})
+
+
+def test_a_flow_belongs_to_one_app(app: PgFlow) -> None:
+    from pgflow_kombu.flows import Flow, task
+
+    other = PgFlow(eager=True)
+    flow = Flow("owned")
+
+    @flow.step
+    def one(run: int) -> int:
+        return run
+
+    app.register(flow)
+    app.register(flow)  # again with its own app: nothing changes
+    with pytest.raises(
+        ConfigurationError, match=r"flow 'owned' is already registered with <PgFlow"
+    ):
+        other.register(flow)
+    assert flow.dispatcher is app
+    assert "owned" not in other.flows
+
+    @task
+    def lone(n: int) -> int:
+        return n
+
+    other.register(lone)
+    with pytest.raises(ConfigurationError, match="flow 'lone' is already registered with") as err:
+        app.register(lone)
+    assert repr(other) in str(err.value) and repr(app) in str(err.value)
+    assert "lone" not in app.flows and lone.flow.dispatcher is other
