@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -10,8 +11,10 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
 from pgflow_kombu import cli_output as out
+from pgflow_kombu.client.base import CORE_VERSION
 from pgflow_kombu.db import embedded, migrations
 from pgflow_kombu.errors import (
     ConfigurationError,
@@ -61,8 +64,77 @@ def resolve_database_url(url: str | None) -> str:
     return url
 
 
+class Cli(click.Group):
+    """The root group: ``--database-url`` may come after the subcommand too
+    (``pgflow-kombu runs list --database-url URL``), as ``-A`` and ``--json`` may come before
+    it (``pgflow-kombu -A proj worker``, as ``celery -A proj worker``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_database_url(args))
+
+
+def hoist_database_url(args: list[str]) -> list[str]:
+    """``args`` with every ``--database-url URL`` / ``--database-url=URL`` moved to the front
+    (up to a ``--``, after which everything is an argument)."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg == "--database-url" and i + 1 < len(args):
+            front.extend(args[i : i + 2])
+            i += 2
+            continue
+        (front if arg.startswith("--database-url=") else rest).append(arg)
+        i += 1
+    return front + rest
+
+
+def _global_fallback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A subcommand's ``-A``/``--json``: its own when given on its command line, else the one
+    given before the subcommand, else its own (environment, default)."""
+    name = param.name or ""
+    root = ctx.find_root()
+    if ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
+        before = (root.obj or {}).get("global_" + name)
+        if before is not None and before is not False:
+            value = before
+    return value
+
+
+def _global_app_required(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """:func:`_global_fallback` for an ``-A`` the command cannot do without (the worker's)."""
+    value = _global_fallback(ctx, param, value)
+    if value is None:
+        raise click.MissingParameter(ctx=ctx, param=param)
+    return value
+
+
+app_option = click.option(
+    "-A",
+    "--app",
+    "app_spec",
+    envvar="PGFLOW_APP",
+    metavar="MODULE:ATTR",
+    callback=_global_fallback,
+    help="The application, e.g. myproject.jobs:app [env PGFLOW_APP]",
+)
+json_option = click.option(
+    "--json", "as_json", is_flag=True, callback=_global_fallback, help="Machine-readable output."
+)
+
+
 @click.group(
-    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "PGFLOW"}
+    cls=Cli,
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "PGFLOW"},
+)
+@click.version_option(
+    package_name="pgflow-kombu",
+    prog_name="pgflow-kombu",
+    message=f"%(prog)s %(version)s (pgflow core {CORE_VERSION})",
 )
 @click.option(
     "--database-url",
@@ -70,14 +142,35 @@ def resolve_database_url(url: str | None) -> str:
     metavar="URL",
     help=(
         f"PostgreSQL URL [env {URL_ENV}; default: the URL the -A app was created with, "
-        "else an embedded server in ./.pgdata]"
+        "else an embedded server in ./.pgdata]. Also accepted after the subcommand."
     ),
 )
+@click.option(
+    "-A",
+    "--app",
+    "app_spec",
+    default=None,
+    metavar="MODULE:ATTR",
+    help="The app, for the subcommands that take one (worker, flows upsert).",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Machine-readable output, for the commands that print data.",
+)
 @click.pass_context
-def cli(ctx: click.Context, database_url: str | None) -> None:
-    """Background jobs and DAG workflows on PostgreSQL (pgflow 0.8.1 compatible)."""
+def cli(ctx: click.Context, database_url: str | None, app_spec: str | None, as_json: bool) -> None:
+    """Background jobs and DAG workflows on PostgreSQL (pgflow 0.8.1 compatible).
+
+    Shell completion: eval "$(_PGFLOW_KOMBU_COMPLETE=bash_source pgflow-kombu)" in ~/.bashrc
+    (zsh_source, fish_source for the other shells)."""
     ctx.ensure_object(dict)
     ctx.obj["database_url"] = database_url
+    # Read by the subcommands' own -A / --json (see _global_fallback), when given here.
+    if ctx.get_parameter_source("app_spec") is ParameterSource.COMMANDLINE:
+        ctx.obj["global_app_spec"] = ctx.obj["global_app_ref"] = app_spec
+    ctx.obj["global_as_json"] = as_json
 
 
 def database_url(ctx: click.Context, *, app_target: Any = None) -> str:
@@ -132,11 +225,25 @@ def db_upgrade(ctx: click.Context) -> None:
 
 
 @db.command("status")
+@json_option
 @click.pass_context
-def db_status(ctx: click.Context) -> None:
+def db_status(ctx: click.Context, as_json: bool) -> None:
     """List migrations and whether they are applied; exit 1 when some are pending."""
     states = migrations.status(database_url(ctx))
-    for state in states:
+    if as_json:
+        out.emit_json(
+            [
+                {
+                    "version": state.version,
+                    "name": state.name,
+                    "applied_at": state.applied_at,
+                    "how": state.how,
+                    "pending": state.pending,
+                }
+                for state in states
+            ]
+        )
+    for state in [] if as_json else states:
         when = out.when(state.applied_at) or "pending"
         how = f" ({state.how})" if state.how == "adopted" else ""
         click.echo(f"{state.version:04d}_{state.name:<32} {when}{how}")
@@ -176,17 +283,6 @@ def client_for(ctx: click.Context) -> Client:
         ctx.call_on_close(root.obj["client"].close)
     client: Client = root.obj["client"]
     return client
-
-
-app_option = click.option(
-    "-A",
-    "--app",
-    "app_spec",
-    envvar="PGFLOW_APP",
-    metavar="MODULE:ATTR",
-    help="The application, e.g. myproject.jobs:app [env PGFLOW_APP]",
-)
-json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
 @cli.group()
@@ -466,18 +562,29 @@ def runs_wait(ctx: click.Context, run_id: str, timeout: float, as_json: bool) ->
 
 
 def _wait_and_report(client: Client, run_id: str, timeout: float, as_json: bool) -> None:
+    """Wait for the run, showing progress on stderr (see :class:`cli_output.Progress`); a
+    timeout names the ``--timeout`` given and how to keep waiting."""
     progress = out.Progress()
     deadline = time.monotonic() + timeout
     try:
-        while progress.enabled:
+        while True:
             run = client.get_run_with_states(run_id)
             progress.update(run)
-            if run.finished or time.monotonic() >= deadline:
+            if run.finished:
                 break
-            time.sleep(0.2)
-        run = client.wait(
-            run_id, timeout=max(0.0, deadline - time.monotonic()), raise_on_failure=False
-        )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RunTimeout(
+                    f"run {run.run_id} of flow {run.flow_slug!r} did not finish within "
+                    f"{timeout:g} s (it goes on: keep waiting with "
+                    f"'pgflow-kombu runs wait {run.run_id}')",
+                    run_id=run.run_id,
+                )
+            # Woken by NOTIFY when it finishes; else back to redraw the progress.
+            with contextlib.suppress(RunTimeout):
+                client.wait(
+                    run_id, timeout=min(remaining, progress.interval), raise_on_failure=False
+                )
     finally:
         progress.done()
     out.emit_run(run, as_json)
@@ -603,7 +710,7 @@ def demo(ctx: click.Context, timeout: float) -> None:
 
 
 @cli.command("worker")
-@worker_options
+@worker_options(app_callback=_global_app_required)
 @click.pass_context
 def worker(ctx: click.Context, /, **options: Any) -> None:
     """Run a worker executing the app's flows (SIGTERM/Ctrl-C stop it gracefully)."""

@@ -42,16 +42,32 @@ def _seconds(name: str, *, env: str, default: float, **kwargs: Any) -> Callable[
     )
 
 
-def worker_options(fn: F) -> F:
-    """The worker command's options, outermost first."""
-    decorators = [
+def worker_options(
+    *, app_callback: Callable[[click.Context, click.Parameter, Any], Any] | None = None
+) -> Callable[[F], F]:
+    """The worker command's options, outermost first. ``app_callback`` (which must refuse a
+    missing value) lets ``-A`` come from elsewhere, e.g. before the subcommand."""
+
+    def apply(fn: F) -> F:
+        for decorator in reversed(_decorators(app_callback)):
+            fn = decorator(fn)
+        return fn
+
+    return apply
+
+
+def _decorators(
+    app_callback: Callable[[click.Context, click.Parameter, Any], Any] | None,
+) -> list[Callable[[F], F]]:
+    return [
         click.option(
             "-A",
             "--app",
             "app_ref",
             envvar=[ENV + "APP", "PGFLOW_APP"],
             show_envvar=True,
-            required=True,
+            required=app_callback is None,
+            callback=app_callback,
             metavar="MODULE:ATTR",
             help="The app (or a flow, task or module of them), e.g. myproject.jobs:app.",
         ),
@@ -148,9 +164,6 @@ def worker_options(fn: F) -> F:
             "many workers do).",
         ),
     ]
-    for decorator in reversed(decorators):
-        fn = decorator(fn)
-    return fn
 
 
 def run_command(url: str, **options: Any) -> int:
