@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -29,6 +30,7 @@ from pgflow_kombu.errors import (
 from pgflow_kombu.flows.dispatch import MAX_DELAY
 from pgflow_kombu.flows.options import FLOW_OPTION_NAMES
 from pgflow_kombu.worker.command import worker_options
+from pgflow_kombu.worker.logs import configure_logging, say
 
 if TYPE_CHECKING:
     from pgflow_kombu.app import PgFlow
@@ -59,7 +61,13 @@ def resolve_database_url(url: str | None) -> str:
     finds the same database with a plain ``PgFlow()``.
     """
     if not url:
-        url = embedded.database_url()
+        url = embedded.database_url(announce=False)
+        say(
+            f"pgflow-kombu: no {URL_ENV} set; using the embedded PostgreSQL in "
+            f"{embedded.data_dir()}",
+            event="embedded_database",
+            fields={"directory": str(embedded.data_dir())},
+        )
     os.environ[URL_ENV] = url
     return url
 
@@ -717,10 +725,17 @@ def worker(ctx: click.Context, /, **options: Any) -> None:
     from pgflow_kombu.worker.command import run_command
     from pgflow_kombu.worker.loading import load_target
 
-    app_target = (
-        None if ctx.find_root().obj.get("database_url") else load_target(options["app_ref"])
-    )
-    sys.exit(run_command(database_url(ctx, app_target=app_target), **options))
+    # Before anything is said, so that with --log-format json every line on stderr is JSON.
+    configure_logging(options["loglevel"], options["log_format"])
+    try:
+        app_target = (
+            None if ctx.find_root().obj.get("database_url") else load_target(options["app_ref"])
+        )
+        url = database_url(ctx, app_target=app_target)
+    except PgFlowError as exc:
+        say(f"error: {exc}", event="worker_startup_failed", level=logging.ERROR)
+        sys.exit(next((code for kinds, code in ERROR_EXIT_CODES if isinstance(exc, kinds)), 1))
+    sys.exit(run_command(url, **options))
 
 
 def main() -> None:
