@@ -12,9 +12,15 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import click
-from click.core import ParameterSource
 
 from pgflow_kombu import cli_output as out
+from pgflow_kombu.cli_globals import (
+    Cli,
+    app_option,
+    global_app_required,
+    json_option,
+    remember_globals,
+)
 from pgflow_kombu.client.base import CORE_VERSION
 from pgflow_kombu.db import embedded, migrations
 from pgflow_kombu.errors import (
@@ -72,69 +78,6 @@ def resolve_database_url(url: str | None) -> str:
     return url
 
 
-class Cli(click.Group):
-    """The root group: ``--database-url`` may come after the subcommand too
-    (``pgflow-kombu runs list --database-url URL``), as ``-A`` and ``--json`` may come before
-    it (``pgflow-kombu -A proj worker``, as ``celery -A proj worker``)."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, hoist_database_url(args))
-
-
-def hoist_database_url(args: list[str]) -> list[str]:
-    """``args`` with every ``--database-url URL`` / ``--database-url=URL`` moved to the front
-    (up to a ``--``, after which everything is an argument)."""
-    front: list[str] = []
-    rest: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "--":
-            rest.extend(args[i:])
-            break
-        if arg == "--database-url" and i + 1 < len(args):
-            front.extend(args[i : i + 2])
-            i += 2
-            continue
-        (front if arg.startswith("--database-url=") else rest).append(arg)
-        i += 1
-    return front + rest
-
-
-def _global_fallback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    """A subcommand's ``-A``/``--json``: its own when given on its command line, else the one
-    given before the subcommand, else its own (environment, default)."""
-    name = param.name or ""
-    root = ctx.find_root()
-    if ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
-        before = (root.obj or {}).get("global_" + name)
-        if before is not None and before is not False:
-            value = before
-    return value
-
-
-def _global_app_required(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    """:func:`_global_fallback` for an ``-A`` the command cannot do without (the worker's)."""
-    value = _global_fallback(ctx, param, value)
-    if value is None:
-        raise click.MissingParameter(ctx=ctx, param=param)
-    return value
-
-
-app_option = click.option(
-    "-A",
-    "--app",
-    "app_spec",
-    envvar="PGFLOW_APP",
-    metavar="MODULE:ATTR",
-    callback=_global_fallback,
-    help="The application, e.g. myproject.jobs:app [env PGFLOW_APP]",
-)
-json_option = click.option(
-    "--json", "as_json", is_flag=True, callback=_global_fallback, help="Machine-readable output."
-)
-
-
 @click.group(
     cls=Cli,
     context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "PGFLOW"},
@@ -175,10 +118,7 @@ def cli(ctx: click.Context, database_url: str | None, app_spec: str | None, as_j
     (zsh_source, fish_source for the other shells)."""
     ctx.ensure_object(dict)
     ctx.obj["database_url"] = database_url
-    # Read by the subcommands' own -A / --json (see _global_fallback), when given here.
-    if ctx.get_parameter_source("app_spec") is ParameterSource.COMMANDLINE:
-        ctx.obj["global_app_spec"] = ctx.obj["global_app_ref"] = app_spec
-    ctx.obj["global_as_json"] = as_json
+    remember_globals(ctx, app_spec, as_json)
 
 
 def database_url(ctx: click.Context, *, app_target: Any = None) -> str:
@@ -718,7 +658,7 @@ def demo(ctx: click.Context, timeout: float) -> None:
 
 
 @cli.command("worker")
-@worker_options(app_callback=_global_app_required)
+@worker_options(app_callback=global_app_required)
 @click.pass_context
 def worker(ctx: click.Context, /, **options: Any) -> None:
     """Run a worker executing the app's flows (SIGTERM/Ctrl-C stop it gracefully)."""

@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from pgflow_kombu import cli_output
-from pgflow_kombu.cli import cli, hoist_database_url
+from pgflow_kombu.cli import cli
+from pgflow_kombu.cli_globals import hoist_database_url
 from pgflow_kombu.types import Run, StepState, StepTask
 from pgflow_kombu.worker.logs import configure_logging, say
 
