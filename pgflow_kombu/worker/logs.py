@@ -78,6 +78,8 @@ def configure_logging(level: str | int = "INFO", fmt: str = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    # Python's warnings (a library's deprecation, say) become log records in the same format.
+    logging.captureWarnings(True)
 
 
 def _logs_json() -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+import warnings
 from typing import Any
 
 import pytest
@@ -47,6 +48,9 @@ def test_version() -> None:
     assert result.output.startswith("pgflow-kombu ") and "(pgflow core 0.8.1)" in result.output
 
 
+URL = ["--database-url", "postgresql://x/y"]
+
+
 def test_worker_takes_the_app_given_before_the_subcommand(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
 
@@ -55,22 +59,24 @@ def test_worker_takes_the_app_given_before_the_subcommand(monkeypatch: pytest.Mo
         return 0
 
     monkeypatch.setattr("pgflow_kombu.worker.command.run_command", fake_run)
+    # The command exports the URL it uses: restored after the test.
+    monkeypatch.setenv("PGFLOW_DATABASE_URL", "postgresql://x/y")
     monkeypatch.delenv("PGFLOW_APP", raising=False)
     monkeypatch.delenv("PGFLOW_WORKER_APP", raising=False)
     runner = CliRunner()
-    result = runner.invoke(cli, ["--database-url", "postgresql://x/y", "-A", "pkg:app", "worker"])
+    result = runner.invoke(cli, [*URL, "-A", "pkg:app", "worker"])
     assert result.exit_code == 0, result.output
     assert seen["app_ref"] == "pkg:app" and seen["url"] == "postgresql://x/y"
     # Its own -A wins over one before the subcommand; an environment -A loses to both.
     monkeypatch.setenv("PGFLOW_APP", "from:env")
-    runner.invoke(cli, ["--database-url", "U", "-A", "before:app", "worker", "-A", "own:app"])
+    runner.invoke(cli, [*URL, "-A", "before:app", "worker", "-A", "own:app"])
     assert seen["app_ref"] == "own:app"
-    runner.invoke(cli, ["--database-url", "U", "-A", "before:app", "worker"])
+    runner.invoke(cli, [*URL, "-A", "before:app", "worker"])
     assert seen["app_ref"] == "before:app"
-    runner.invoke(cli, ["--database-url", "U", "worker"])
+    runner.invoke(cli, [*URL, "worker"])
     assert seen["app_ref"] == "from:env"
     monkeypatch.delenv("PGFLOW_APP")
-    missing = runner.invoke(cli, ["--database-url", "U", "worker"])
+    missing = runner.invoke(cli, [*URL, "worker"])
     assert missing.exit_code == 2 and "Missing option '-A'" in missing.output
 
 
@@ -123,9 +129,11 @@ def test_progress_without_a_terminal_prints_a_line_every_few_seconds(
     assert "(11 s)" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("always::DeprecationWarning")
 def test_say_is_json_when_the_log_format_is(capsys: pytest.CaptureFixture[str]) -> None:
     root = logging.getLogger()
     saved = list(root.handlers), root.level
+    logging.captureWarnings(False)  # undo an earlier test's, whose warnings pytest restored
     try:
         configure_logging("info", "json")
         say("worker 1\n  app  x", event="worker_banner", fields={"app": "x"})
@@ -135,9 +143,13 @@ def test_say_is_json_when_the_log_format_is(capsys: pytest.CaptureFixture[str]) 
         assert [e["event"] for e in entries] == ["worker_banner", "worker_startup_failed"]
         assert entries[0]["message"] == "worker 1" and entries[0]["app"] == "x"
         assert entries[1]["level"] == "error"
+        warnings.warn("old option", DeprecationWarning, stacklevel=1)
+        warned = json.loads(capsys.readouterr().err)
+        assert warned["logger"] == "py.warnings" and "old option" in warned["message"]
         configure_logging("info", "text")
         say("worker 1\n  app  x", event="worker_banner")
         assert capsys.readouterr().err == "worker 1\n  app  x\n"
     finally:
+        logging.captureWarnings(False)
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
