@@ -91,4 +91,5 @@ def remember_globals(ctx: click.Context, app_spec: str | None, as_json: bool) ->
     subcommands (see :func:`global_fallback`)."""
     if ctx.get_parameter_source("app_spec") is ParameterSource.COMMANDLINE:
         ctx.obj["global_app_spec"] = ctx.obj["global_app_ref"] = app_spec
-    ctx.obj["global_as_json"] = as_json
+    if ctx.get_parameter_source("as_json") is ParameterSource.COMMANDLINE:
+        ctx.obj["global_as_json"] = as_json
