@@ -359,7 +359,7 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
 
 @runs.command("list")
 @click.option("--flow", "flow_slug", help="Only runs of this flow.")
-@click.option("--status", type=click.Choice(["started", "completed", "failed"]))
+@click.option("--status", type=click.Choice(["started", "completed", "failed", "cancelled"]))
 @click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True)
 @json_option
 @click.pass_context
@@ -401,8 +401,66 @@ def _wait_and_report(client: Client, run_id: str, timeout: float, as_json: bool)
     finally:
         progress.done()
     out.emit_run(run, as_json)
-    if run.status == "failed":
+    if run.status in ("failed", "cancelled"):
         sys.exit(EXIT_RUN_FAILED)
+
+
+@runs.command("cancel")
+@click.argument("run_id")
+@click.option("--reason", help="Why (kept with the run, shown in its error).")
+@click.pass_context
+def runs_cancel(ctx: click.Context, run_id: str, reason: str | None) -> None:
+    """Cancel a started run: no further task starts, running handlers see ctx.cancelled."""
+    if client_for(ctx).cancel_run(run_id, reason=reason):
+        click.echo(f"cancelled {run_id}")
+    else:
+        click.echo(f"run {run_id} had already finished: nothing to cancel")
+
+
+@runs.command("retry")
+@click.argument("run_id")
+@click.pass_context
+def runs_retry(ctx: click.Context, run_id: str) -> None:
+    """Retry a failed or cancelled run from where it stopped (completed steps are kept)."""
+    queued = client_for(ctx).retry_run(run_id)
+    click.echo(f"retrying {run_id}: {queued} task(s) queued again")
+
+
+@runs.command("delete")
+@click.argument("run_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def runs_delete(ctx: click.Context, run_id: str, yes: bool) -> None:
+    """Delete a run with its steps, tasks and queue messages."""
+    if not yes:
+        click.confirm(f"delete run {run_id}?", abort=True)
+    client_for(ctx).delete_run(run_id)
+    click.echo(f"deleted {run_id}")
+
+
+@runs.command("prune")
+@click.option(
+    "--older-than",
+    required=True,
+    metavar="AGE",
+    help="Delete runs finished longer ago than this (7d, 12h, 30m), and archived messages.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True)
+@json_option
+@click.pass_context
+def runs_prune(ctx: click.Context, older_than: str, batch_size: int, as_json: bool) -> None:
+    """Delete finished runs (and queue archive messages) older than AGE, in small batches."""
+    from pgflow_kombu.durations import parse_duration
+
+    try:
+        age = parse_duration(older_than)
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    result = client_for(ctx).prune(older_than=age, batch_size=batch_size)
+    if as_json:
+        out.emit_json(result.model_dump())
+    else:
+        click.echo(f"pruned {result.runs} run(s), {result.archived_messages} archived message(s)")
 
 
 @cli.group()

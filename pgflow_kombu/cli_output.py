@@ -100,7 +100,9 @@ def progress_line(run: Run) -> str:
 
 
 def _symbol(status: str) -> str:
-    return {"created": "·", "started": "▸", "completed": "✓", "failed": "✗"}.get(status, "?")
+    return {"created": "·", "started": "▸", "completed": "✓", "failed": "✗", "cancelled": "⊘"}.get(
+        status, "?"
+    )
 
 
 class Progress:

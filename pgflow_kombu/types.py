@@ -9,7 +9,8 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict
 
 JSON = Any
-RunStatus = Literal["started", "completed", "failed"]
+RunStatus = Literal["started", "completed", "failed", "cancelled"]
+"""``cancelled`` is ours: pgflow's row of a cancelled run says ``failed`` (see 0040_control.sql)."""
 StepStatus = Literal["created", "started", "completed", "failed"]
 TaskStatus = Literal["queued", "started", "completed", "failed"]
 
@@ -67,6 +68,8 @@ class Run(_Row):
     started_at: datetime | None = None
     completed_at: datetime | None = None
     failed_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    cancel_reason: str | None = None
     step_states: tuple[StepState, ...] = ()
 
     @property
@@ -80,6 +83,14 @@ class Run(_Row):
             if state.status == "failed" and state.error_message:
                 return state.error_message
         return None
+
+
+class PruneResult(_Row):
+    """What ``prune`` deleted: finished runs (with their steps, tasks and messages) and
+    archived queue messages older than the cut-off."""
+
+    runs: int = 0
+    archived_messages: int = 0
 
 
 class WorkerInfo(_Row):

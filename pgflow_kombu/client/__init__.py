@@ -19,6 +19,7 @@ seeds                              here
 from __future__ import annotations
 
 from pgflow_kombu.client.base import CORE_VERSION, FlowRef, HasSlug, flow_slug_of
+from pgflow_kombu.client.control import ControlMixin
 from pgflow_kombu.client.flows import (
     FlowsMixin,
     create_flow_from_shape,
@@ -44,9 +45,9 @@ __all__ = [
 ]
 
 
-class Client(RunsMixin, FlowsMixin, WorkersMixin):
+class Client(RunsMixin, FlowsMixin, WorkersMixin, ControlMixin):
     """Talks to one database. Thread-safe; connections come from a pool opened on first use.
 
-    One mixin per concept (``client/runs.py``, ``flows.py``, ``workers.py``), all on the pool
-    and connection handling of ``client/base.py``.
+    One mixin per concept (``client/runs.py``, ``flows.py``, ``workers.py``, ``control.py``),
+    all on the pool and connection handling of ``client/base.py``.
     """

@@ -25,6 +25,7 @@ from pgflow_kombu.errors import (
     FlowNotFound,
     PermissionDenied,
     PgFlowError,
+    RunCancelled,
     RunFailed,
     RunNotFound,
     RunTimeout,
@@ -35,7 +36,7 @@ from pgflow_kombu.types import Run, StepState, StepTask
 
 __all__ = ["RUN_STATUSES", "RunsMixin"]
 
-RUN_STATUSES = ("started", "completed", "failed")
+RUN_STATUSES = ("started", "completed", "failed", "cancelled")
 
 
 class RunsMixin(ClientBase):
@@ -212,7 +213,8 @@ class RunsMixin(ClientBase):
         """Block until the run finishes; return it with its step states.
 
         Raises :class:`RunTimeout` after ``timeout`` seconds (None waits for ever), and
-        :class:`RunFailed` when it failed (unless ``raise_on_failure=False``).
+        :class:`RunFailed` when it failed (:class:`RunCancelled`, a kind of it, when it was
+        cancelled) unless ``raise_on_failure=False``.
         """
         check_timeout(timeout)
         uid = as_uuid(run_id)
@@ -226,6 +228,12 @@ class RunsMixin(ClientBase):
                 run = self.get_run(uid)
                 if run.finished:
                     run = self.get_run_with_states(uid)
+                    if run.status == "cancelled" and raise_on_failure:
+                        raise RunCancelled(
+                            f"run {uid} of flow {run.flow_slug!r} was cancelled: "
+                            f"{run.error_message}",
+                            run=run,
+                        )
                     if run.status == "failed" and raise_on_failure:
                         raise RunFailed(
                             f"run {uid} of flow {run.flow_slug!r} failed: {run.error_message}",

@@ -42,6 +42,17 @@ def _seconds(name: str, *, env: str, default: float, **kwargs: Any) -> Callable[
     )
 
 
+def _duration(_ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    from pgflow_kombu.durations import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc), param=param) from None
+
+
 def worker_options(fn: F) -> F:
     """The worker command's options, outermost first."""
     decorators = [
@@ -93,6 +104,15 @@ def worker_options(fn: F) -> F:
             env="STALLED_AFTER",
             default=30.0,
             help="Seconds without heartbeat after which a worker's tasks are requeued.",
+        ),
+        _opt(
+            "--retention",
+            env="RETENTION",
+            metavar="AGE",
+            default=None,
+            callback=_duration,
+            help="Prune runs finished longer ago than AGE (7d, 12h, 30m) and as old queue "
+            "archive messages, every few minutes (one worker at a time).",
         ),
         _opt(
             "-l",
@@ -176,6 +196,7 @@ def run_command(url: str, **options: Any) -> int:
             app_ref=app_ref,
             source=_source(options["source"], url),
             hooks=target.hooks if isinstance(getattr(target, "hooks", None), Hooks) else None,
+            retention=options.get("retention"),
         )
         stop_observing = observe(worker, url, options)
     except PgFlowError as exc:
@@ -263,6 +284,13 @@ def banner(worker: Worker, app_ref: str, source: str) -> str:
             "liveness",
             f"heartbeat every {worker.membership.heartbeat_interval:g} s, "
             f"stalled after {worker.membership.stalled_after:g} s",
+        ),
+        (
+            "retention",
+            "none (runs are kept)"
+            if worker.retention is None
+            else f"prune runs finished over {worker.retention.retention} ago, "
+            f"every {worker.retention.interval:g} s",
         ),
         (
             "shutdown",

@@ -69,6 +69,7 @@ def context_of(task: ClaimedTask) -> StepContext:
         attempt=task.attempt,
         msg_id=task.msg_id,
         worker_id=task.worker_id,
+        cancel_event=task.cancel,
     )
 
 

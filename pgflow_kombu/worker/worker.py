@@ -16,11 +16,14 @@ import queue
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 from pgflow_kombu.db.urls import check_url
+from pgflow_kombu.durations import parse_duration
 from pgflow_kombu.errors import ConfigurationError, PgFlowError
 from pgflow_kombu.observability.hooks import Hooks
+from pgflow_kombu.worker.cancellation import Cancellations
 from pgflow_kombu.worker.claims import Claims
 from pgflow_kombu.worker.events import WorkerEvents
 from pgflow_kombu.worker.execution import FlowLike
@@ -31,6 +34,7 @@ from pgflow_kombu.worker.options import check_options, select_flows
 from pgflow_kombu.worker.pools import Pool, make_pool
 from pgflow_kombu.worker.pools.base import SlotPool
 from pgflow_kombu.worker.reporter import DEFAULT_BATCH_SIZE, Reporter
+from pgflow_kombu.worker.retention import DEFAULT_RETENTION_INTERVAL, Retention
 from pgflow_kombu.worker.signals import install_stop_signals
 from pgflow_kombu.worker.source import MessageSource
 from pgflow_kombu.worker.status import ExitCode, WorkerStats
@@ -49,7 +53,9 @@ class Worker:
     handlers; ``heartbeat_interval``/``stalled_after`` drive liveness and stalled-task recovery.
     ``app_ref`` ("pkg.module:app") lets the process pool's children import the flows.
     ``hooks`` (an app's :class:`~pgflow_kombu.observability.Hooks`) are called along with the
-    worker's own ``worker.hooks``.
+    worker's own ``worker.hooks``. ``retention`` (``"7d"``, a timedelta or seconds) makes the
+    worker prune finished runs and queue archives older than that every ``retention_interval``
+    seconds (one worker at a time: see retention.py).
     """
 
     def __init__(
@@ -73,6 +79,8 @@ class Worker:
         function_name: str | None = None,
         synchronous_commit: bool = False,
         hooks: Hooks | None = None,
+        retention: timedelta | str | float | None = None,
+        retention_interval: float = DEFAULT_RETENTION_INTERVAL,
     ) -> None:
         self.url = check_url(url)
         served = select_flows(flows, queues)
@@ -97,6 +105,14 @@ class Worker:
         # This worker's callbacks, then those of ``hooks`` (its app's): see observability/hooks.py.
         self.hooks = Hooks(hooks)
         self._events = WorkerEvents(self.hooks)
+        if retention_interval is None or not retention_interval > 0:
+            raise ConfigurationError(f"retention_interval must be > 0, got {retention_interval}")
+        self.retention = (
+            None
+            if retention is None
+            else Retention(self.url, parse_duration(retention), interval=retention_interval)
+        )
+        self.cancellations = Cancellations()
 
         self.membership = Membership(
             self.url,
@@ -107,6 +123,7 @@ class Worker:
             function_name=function_name,
             on_deprecated=self._wake,
             on_connection_lost=self._on_connection_lost,
+            cancellations=self.cancellations,
         )
         self._source = source
         self._claims = Claims(
@@ -133,6 +150,9 @@ class Worker:
         )
         if isinstance(self._pool, SlotPool):
             self._pool.on_start = self._events.task_started
+        cancel_run = getattr(self._pool, "cancel_run", None)
+        if cancel_run is not None:  # the asyncio pool cancels the coroutines of a cancelled run
+            self.cancellations.listeners.append(cancel_run)
         self._reported: queue.SimpleQueue[list[tuple[Outcome, str]]] = queue.SimpleQueue()
         self._done_tasks: queue.SimpleQueue[ClaimedTask] = queue.SimpleQueue()
         self._wakeup = threading.Event()
@@ -250,6 +270,8 @@ class Worker:
         self._pool.start()
         self._reporter.start()
         self.membership.start()
+        if self.retention is not None:
+            self.retention.start()
         if self._source is None:
             self._source = default_source(self.url)
         self._source.read_visibility = self._claims.read_visibility(self.flows)
@@ -318,10 +340,20 @@ class Worker:
         self._held += len(tasks)
         self._events.claimed(tasks)
         for task in tasks:
+            self.cancellations.watch(task)
             self._pool.submit(task)
 
     def _on_outcome(self, outcome: Outcome) -> None:
         """Called by the pool (any thread) when an attempt ends."""
+        self.cancellations.forget(outcome.task)
+        if outcome.task.cancelled:
+            log.info(
+                "result of %s (run %s, attempt %d) discarded: its run was cancelled",
+                outcome.task.label,
+                outcome.task.run_id,
+                outcome.task.attempt,
+                extra={"event": "cancelled_result_discarded", "run_id": outcome.task.run_id},
+            )
         log_outcome(outcome)
         self._reporter.put(outcome)
         # Its slot is free: the loop may claim more while the report is being committed.
@@ -412,6 +444,7 @@ class Worker:
     def _teardown(self) -> None:
         for closer in (
             self._pool.terminate,
+            self.retention.stop if self.retention is not None else None,
             self.membership.stop,
             self._claims.close,
             self._source.close if self._source is not None else None,

@@ -10,7 +10,7 @@ SELECT pgflow_kombu.start_flow_delayed(
     delay_seconds => %(delay_seconds)s);
 
 -- name: get_run
-SELECT * FROM pgflow.runs WHERE run_id = %(run_id)s;
+SELECT * FROM pgflow_kombu.run_view WHERE run_id = %(run_id)s;
 
 -- name: get_step_states
 SELECT ss.* FROM pgflow.step_states AS ss
@@ -22,7 +22,7 @@ ORDER BY s.step_index;
 SELECT * FROM pgflow.step_tasks WHERE run_id = %(run_id)s ORDER BY step_slug, task_index;
 
 -- name: list_runs
-SELECT * FROM pgflow.runs
+SELECT * FROM pgflow_kombu.run_view
 WHERE (%(flow_slug)s::text IS NULL OR flow_slug = %(flow_slug)s)
   AND (%(status)s::text IS NULL OR status = %(status)s)
 ORDER BY started_at DESC
