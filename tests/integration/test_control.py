@@ -474,3 +474,90 @@ def test_a_typescript_client_reads_a_cancelled_run_as_failed(
     finally:
         client.close()
         db.close()
+
+
+def test_retry_from_where_it_failed_keeps_the_counters_exact(any_schema_url: str) -> None:
+    """The differential tests' exhausted-retries scenario, then retried: every task that did not
+    complete is queued afresh, the step the failure kept from starting starts when its
+    dependency completes, and the counters stay what pgflow's functions expect throughout."""
+    db = Db(any_schema_url, "db")
+    client = Client(any_schema_url)
+    try:
+        db.add_worker()
+        db.call("create_flow", flow_slug="doomed")
+        db.call("add_step", flow_slug="doomed", step_slug="bad", max_attempts=2, base_delay=0)
+        db.call("add_step", flow_slug="doomed", step_slug="good")
+        db.call(
+            "add_step", flow_slug="doomed", step_slug="queued_map", step_type="map", start_delay=60
+        )
+        db.call("add_step", flow_slug="doomed", step_slug="never", deps_slugs=["bad"])
+        (run,) = db.call("start_flow", flow_slug="doomed", input=[1, 2])
+        run_id = run["run_id"]
+
+        def claim() -> list[dict[str, Any]]:
+            ids = db.read("doomed")
+            return db.call("start_tasks", flow_slug="doomed", msg_ids=ids, worker_id=WORKER_ID)
+
+        def fail(task: dict[str, Any], error: str) -> None:
+            db.call(
+                "fail_task",
+                run_id=run_id,
+                step_slug=task["step_slug"],
+                task_index=task["task_index"],
+                error_message=error,
+            )
+
+        bad, _good = sorted(claim(), key=lambda t: t["step_slug"])
+        fail(bad, "first")
+        (bad,) = claim()
+        fail(bad, "second")
+        assert client.get_run(run_id).status == "failed"
+        assert_invariants(db.conn)
+        archived = sql.SQL(test_query("count_rows")).format(sql.Identifier("pgmq", "a_doomed"))
+        assert db.conn.execute(archived).fetchone() == {"n": 4}
+
+        # bad (failed), good (started when the run failed), the map's two queued tasks.
+        assert client.retry_run(run_id) == 4
+        assert_invariants(db.conn)
+        tasks = db.execute("run_tasks", {"run_id": run_id})
+        assert {
+            (t["step_slug"], t["task_index"], t["status"], t["attempts_count"]) for t in tasks
+        } == {
+            ("bad", 0, "queued", 0),
+            ("good", 0, "queued", 0),
+            ("queued_map", 0, "queued", 0),
+            ("queued_map", 1, "queued", 0),
+        }
+        assert all(t["error_message"] is None for t in tasks)
+        steps = {s["step_slug"]: s for s in db.execute("run_steps", {"run_id": run_id})}
+        assert steps["bad"]["status"] == "started" and steps["never"]["status"] == "created"
+
+        # Every fresh message is visible at once (the map's start delay applied to its first
+        # send only); the old ones left the archive.
+        assert db.conn.execute(archived).fetchone() == {"n": 0}
+        claimed = claim()
+        assert len(claimed) == 4
+        for task in claimed:
+            db.call(
+                "complete_task",
+                run_id=run_id,
+                step_slug=task["step_slug"],
+                task_index=task["task_index"],
+                output=f"{task['step_slug']}{task['task_index']}",
+            )
+        assert_invariants(db.conn)
+        (never,) = claim()
+        assert never["step_slug"] == "never"
+        assert never["input"] == {"run": [1, 2], "bad": "bad0"}
+        db.call("complete_task", run_id=run_id, step_slug="never", task_index=0, output="done")
+        run = client.get_run(run_id)
+        assert run.status == "completed"
+        assert run.output == {
+            "good": "good0",
+            "never": "done",
+            "queued_map": ["queued_map0", "queued_map1"],
+        }
+        assert_invariants(db.conn)
+    finally:
+        client.close()
+        db.close()

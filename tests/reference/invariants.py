@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from psycopg import sql
+from psycopg.rows import tuple_row
 
 from tests.support.sql import test_query
 
@@ -22,12 +23,13 @@ CHECKS = ("inv_remaining_steps", "inv_remaining_deps", "inv_remaining_tasks", "i
 def violations(conn: Any) -> list[tuple[str, Any]]:
     """Every broken invariant as (check, row); empty when the database is consistent."""
     found: list[tuple[str, Any]] = []
-    for name in CHECKS:
-        found += [(name, row) for row in conn.execute(test_query(name)).fetchall()]
-    for (slug,) in conn.execute(test_query("flow_slugs")).fetchall():
-        table = sql.Identifier(f"q_{slug.lower()}")
-        statement = sql.SQL(test_query("inv_messages")).format(table, table)
-        found += [("inv_messages", row) for row in conn.execute(statement, {"flow_slug": slug})]
+    with conn.cursor(row_factory=tuple_row) as cur:
+        for name in CHECKS:
+            found += [(name, row) for row in cur.execute(test_query(name)).fetchall()]
+        for (slug,) in cur.execute(test_query("flow_slugs")).fetchall():
+            table = sql.Identifier(f"q_{slug.lower()}")
+            statement = sql.SQL(test_query("inv_messages")).format(table, table)
+            found += [("inv_messages", r) for r in cur.execute(statement, {"flow_slug": slug})]
     return found
 
 
