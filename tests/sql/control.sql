@@ -147,3 +147,56 @@ RETURNING n;
 
 -- name: counter_table
 CREATE TABLE IF NOT EXISTS control_test_counters (key text PRIMARY KEY, n integer NOT NULL);
+
+-- name: bench_prune_fill
+-- %(n)s finished runs of flow bench_prune_old (steps a -> b) that completed 10 days ago, in one
+-- set-based statement: each step completed with one task whose message sits in the archive
+-- (message ids from %(first_msg)s on, clear of the queue's own sequence).
+WITH runs AS (
+    INSERT INTO pgflow.runs (run_id, flow_slug, status, input, output, remaining_steps,
+                             started_at, completed_at)
+    SELECT gen_random_uuid(), 'bench_prune_old', 'completed', jsonb_build_object('i', i),
+           '{"b": 1}', 0, now() - interval '10 days',
+           now() - interval '10 days' + interval '1 second'
+    FROM generate_series(1, %(n)s) AS i
+    RETURNING run_id, started_at, completed_at
+), numbered AS (
+    SELECT r.run_id, r.started_at, r.completed_at, s.slug,
+           %(first_msg)s::bigint + row_number() OVER () AS msg_id
+    FROM runs AS r CROSS JOIN (VALUES ('a'), ('b')) AS s(slug)
+), states AS (
+    INSERT INTO pgflow.step_states (flow_slug, run_id, step_slug, status, remaining_tasks,
+                                    remaining_deps, initial_tasks, created_at, started_at,
+                                    completed_at)
+    SELECT 'bench_prune_old', n.run_id, n.slug, 'completed', 0, 0, 1, n.started_at,
+           n.started_at, n.completed_at
+    FROM numbered AS n
+), tasks AS (
+    INSERT INTO pgflow.step_tasks (flow_slug, run_id, step_slug, message_id, status,
+                                   attempts_count, output, queued_at, started_at, completed_at)
+    SELECT 'bench_prune_old', n.run_id, n.slug, n.msg_id, 'completed', 1, '1', n.started_at,
+           n.started_at, n.completed_at
+    FROM numbered AS n
+)
+INSERT INTO pgmq.a_bench_prune_old (msg_id, read_ct, enqueued_at, archived_at, vt, message)
+SELECT n.msg_id, 1, n.started_at, n.completed_at, n.completed_at,
+       jsonb_build_object('flow_slug', 'bench_prune_old', 'run_id', n.run_id,
+                          'step_slug', n.slug, 'task_index', 0)
+FROM numbered AS n;
+
+-- name: bench_prune_analyze
+ANALYZE;
+
+-- name: bench_prune_completed
+-- Runs of the measured flow completed so far.
+SELECT count(*) FROM pgflow.runs WHERE flow_slug = 'bench_prune_job' AND status = 'completed';
+
+-- name: bench_prune_latencies
+-- Seconds from start_flow to the run's completion, of the given runs (the server's clock).
+SELECT extract(epoch FROM completed_at - started_at)::float8
+FROM pgflow.runs WHERE run_id = ANY (%(run_ids)s::uuid[]) AND status = 'completed';
+
+-- name: bench_prune_sizes
+SELECT (SELECT count(*) FROM pgflow.runs) AS runs,
+       (SELECT count(*) FROM pgflow.step_tasks) AS tasks,
+       (SELECT count(*) FROM pgmq.a_bench_prune_old) AS archived;
