@@ -1,0 +1,79 @@
+"""Durations as written on the command line, and the worker's per-run cancellation flags."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from pgflow_kombu.durations import parse_duration
+from pgflow_kombu.errors import ConfigurationError
+from pgflow_kombu.flows import StepContext
+from pgflow_kombu.worker.cancellation import Cancellations
+from pgflow_kombu.worker.execution import context_of
+from pgflow_kombu.worker.tasks import ClaimedTask
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("7d", timedelta(days=7)),
+        ("12h", timedelta(hours=12)),
+        ("30m", timedelta(minutes=30)),
+        ("45s", timedelta(seconds=45)),
+        ("1h30m", timedelta(hours=1, minutes=30)),
+        ("2w", timedelta(weeks=2)),
+        (" 1.5H ", timedelta(hours=1.5)),
+        ("90", timedelta(seconds=90)),
+        (0, timedelta(0)),
+        (timedelta(days=1), timedelta(days=1)),
+    ],
+)
+def test_durations(text: str | float | timedelta, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "7x", "d7", "7d junk", "-1d", "-5", "inf", True, None])
+def test_bad_durations(text: object) -> None:
+    with pytest.raises(ConfigurationError):
+        parse_duration(text)  # type: ignore[arg-type]
+
+
+def task(run_id: str, index: int = 0) -> ClaimedTask:
+    return ClaimedTask("f", run_id, "s", index, index + 1, None, 1, 60.0, "w")
+
+
+def test_tasks_of_one_run_share_a_flag_that_their_context_reads() -> None:
+    cancellations = Cancellations()
+    told: list[str] = []
+    cancellations.listeners.append(told.append)
+    a, b, other = task("r1", 0), task("r1", 1), task("r2")
+    for each in (a, b, other):
+        cancellations.watch(each)
+    assert a.cancel is b.cancel and a.cancel is not other.cancel
+    ctx = context_of(a)
+    assert isinstance(ctx, StepContext) and not ctx.cancelled
+    assert sorted(cancellations.held_runs()) == ["r1", "r2"]
+
+    cancellations.cancel(["r1"])
+    assert ctx.cancelled and b.cancelled and not other.cancelled
+    assert told == ["r1"]
+    assert cancellations.held_runs() == ["r2"]  # no need to ask again
+    cancellations.cancel(["r1"])
+    assert told == ["r1"]  # told once
+
+    cancellations.forget(a)
+    cancellations.forget(b)
+    cancellations.forget(other)
+    assert cancellations.held_runs() == []
+    cancellations.cancel(["r2"])  # no longer held: nothing to tell
+    assert told == ["r1"]
+
+
+def test_an_eager_context_is_never_cancelled() -> None:
+    assert StepContext("f", "s").cancelled is False
+    event = threading.Event()
+    ctx = StepContext("f", "s", cancel_event=event)
+    event.set()
+    assert ctx.cancelled
