@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from click.testing import CliRunner, Result
 
 from pgflow_kombu import PgFlow
 from pgflow_kombu.cli import EXIT_NOT_FOUND, EXIT_RUN_FAILED, cli
+from pgflow_kombu.errors import RunNotFound, RunNotRetryable
 from tests.support.sqlworker import drain
 
 
@@ -46,15 +49,36 @@ def test_cancel_retry_delete_prune(db_url: str) -> None:
     shown = json.loads(invoke(db_url, "runs", "show", run_id, "--json").output)
     assert shown["status"] == "completed"
     refused = invoke(db_url, "runs", "retry", run_id)
-    assert refused.exit_code == 1 and "is completed, not failed" in refused.output
+    assert isinstance(refused.exception, RunNotRetryable)
+    assert "is completed, not failed" in str(refused.exception)
 
     pruned = invoke(db_url, "runs", "prune", "--older-than", "0s", "--json")
     assert pruned.exit_code == 0, pruned.output
-    assert json.loads(pruned.output) == {"runs": 1, "archived_messages": 2}
-    assert invoke(db_url, "runs", "show", run_id).exit_code == EXIT_NOT_FOUND
+    # The run's archived messages went with it; no other message was archived.
+    assert json.loads(pruned.output) == {"runs": 1, "archived_messages": 0}
+    assert isinstance(invoke(db_url, "runs", "show", run_id).exception, RunNotFound)
 
     other = start(db_url)
     assert invoke(db_url, "runs", "delete", other, "--yes").output == f"deleted {other}\n"
-    assert invoke(db_url, "runs", "delete", other, "--yes").exit_code == EXIT_NOT_FOUND
+    # The entry point maps the library's errors to exit codes.
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pgflow_kombu",
+            "--database-url",
+            db_url,
+            "runs",
+            "delete",
+            other,
+            "--yes",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert missing.returncode == EXIT_NOT_FOUND, missing.stderr
+    assert f"no run with id {other}" in missing.stderr
     bad = invoke(db_url, "runs", "prune", "--older-than", "soon")
     assert bad.exit_code == 2 and "not a duration" in bad.output
