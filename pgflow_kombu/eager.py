@@ -12,6 +12,7 @@ from typing import Any
 
 from pgflow_kombu.errors import RunFailed, StepFailed
 from pgflow_kombu.flows import Flow
+from pgflow_kombu.flows.eager import eager_result
 from pgflow_kombu.flows.jsondata import Json
 from pgflow_kombu.types import Run, StepState
 
@@ -29,38 +30,34 @@ class EagerHandle:
     def run(cls, flow: Flow, input: Json) -> EagerHandle:
         now = datetime.now(timezone.utc)
         run_id = uuid.uuid4()
-        try:
-            output = flow.run_eager(input)
-        except StepFailed as exc:
-            failed = StepState(
+        result = eager_result(flow, input)
+        error = result.error
+        states = tuple(
+            StepState(
                 run_id=run_id,
                 flow_slug=flow.slug,
-                step_slug=exc.step_slug,
-                status="failed",
+                step_slug=slug,
+                status=status,
                 remaining_deps=0,
-                error_message=str(exc),
-                failed_at=now,
+                error_message=str(error) if error is not None and status == "failed" else None,
+                skip_reason=result.skip_reasons.get(slug),
+                completed_at=now if status in ("completed", "skipped") else None,
+                failed_at=now if status == "failed" else None,
             )
-            run = Run(
-                run_id=run_id,
-                flow_slug=flow.slug,
-                status="failed",
-                input=input,
-                started_at=now,
-                failed_at=now,
-                step_states=(failed,),
-            )
-            return cls(run, exc)
+            for slug, status in result.statuses.items()
+        )
         run = Run(
             run_id=run_id,
             flow_slug=flow.slug,
-            status="completed",
+            status="failed" if error is not None else "completed",
             input=input,
-            output=output,
+            output=None if error is not None else result.output,
             started_at=now,
-            completed_at=now,
+            completed_at=None if error is not None else now,
+            failed_at=now if error is not None else None,
+            step_states=states,
         )
-        return cls(run, None)
+        return cls(run, error)
 
     def __repr__(self) -> str:
         return f"<EagerHandle {self.flow_slug} {self.run_id} {self._run.status}>"

@@ -189,6 +189,11 @@ class StepFailed(StepError):
         self.attempts = attempts
 
 
+class ConditionNotMet(StepFailed):
+    """In an eager run, a step's condition did not hold and its ``when_unmet`` is ``"fail"``
+    (a worker's run fails with the step's error ``Condition not met``)."""
+
+
 class FlowInputError(PgFlowError):
     """A run input (or start option) is unusable: not JSON, not an array for a root map step,
     arguments that do not fit a task, a negative delay."""

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 JSON = Any
 RunStatus = Literal["started", "completed", "failed", "cancelled"]
 """``cancelled`` is ours: pgflow's row of a cancelled run says ``failed`` (see 0040_control.sql)."""
-StepStatus = Literal["created", "started", "completed", "failed"]
+StepStatus = Literal["created", "started", "completed", "failed", "skipped"]
 TaskStatus = Literal["queued", "started", "completed", "failed"]
 
 
@@ -39,7 +39,11 @@ class StepTask(_Row):
 
 
 class StepState(_Row):
-    """The state of one step within a run."""
+    """The state of one step within a run.
+
+    ``status`` ``"skipped"`` (with ``skip_reason``) is pgflow-kombu's view of a conditional step
+    that did not run: pgflow's own row reads ``completed`` (see sql/migrations/0070_conditions).
+    """
 
     run_id: UUID
     flow_slug: str
@@ -53,6 +57,7 @@ class StepState(_Row):
     started_at: datetime | None = None
     completed_at: datetime | None = None
     failed_at: datetime | None = None
+    skip_reason: str | None = None
     tasks: tuple[StepTask, ...] = ()
 
 

@@ -9,12 +9,13 @@ import psycopg
 from psycopg.rows import dict_row
 
 from pgflow_kombu.client.base import ClientBase
+from pgflow_kombu.client.conditions import read_conditions, write_conditions
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.errors import FlowDefinitionError, FlowNotFound
 from pgflow_kombu.flows.definitions import define_flow
 from pgflow_kombu.flows.flow import Flow
 from pgflow_kombu.flows.options import FlowOptions, StepOptions
-from pgflow_kombu.flows.shapes import FlowShape, compare_shapes
+from pgflow_kombu.flows.shapes import FlowShape, StepShape, compare_shapes
 from pgflow_kombu.types import FlowInfo
 
 __all__ = [
@@ -118,6 +119,7 @@ def read_flow_shape(conn: psycopg.Connection[Any], slug: str) -> FlowShape:
         if flow is None:
             raise FlowNotFound(f"no flow {slug!r} in the database")
         steps = cur.execute(query("client.get_flow_steps"), {"flow_slug": slug}).fetchall()
+    conditions = read_conditions(conn, slug)
     return {
         "flow_slug": slug,
         "options": {
@@ -125,20 +127,24 @@ def read_flow_shape(conn: psycopg.Connection[Any], slug: str) -> FlowShape:
             "base_delay": flow["opt_base_delay"],
             "timeout": flow["opt_timeout"],
         },
-        "steps": [
-            {
-                "slug": s["step_slug"],
-                "deps": list(s["deps"]),
-                "step_type": s["step_type"],
-                "options": {
-                    key: s[f"opt_{key}"]
-                    for key in ("max_attempts", "base_delay", "timeout", "start_delay")
-                    if s[f"opt_{key}"] is not None
-                },
-            }
-            for s in steps
-        ],
+        "steps": [_step_shape(s, conditions) for s in steps],
     }
+
+
+def _step_shape(row: Mapping[str, Any], conditions: Mapping[str, Any]) -> StepShape:
+    shape: StepShape = {
+        "slug": row["step_slug"],
+        "deps": list(row["deps"]),
+        "step_type": row["step_type"],
+        "options": {
+            key: row[f"opt_{key}"]
+            for key in ("max_attempts", "base_delay", "timeout", "start_delay")
+            if row[f"opt_{key}"] is not None
+        },
+    }
+    if row["step_slug"] in conditions:
+        shape["condition"] = conditions[row["step_slug"]]
+    return shape
 
 
 def lock_flow_slug(conn: psycopg.Connection[Any], slug: str) -> None:
@@ -181,6 +187,7 @@ def create_flow_from_shape(conn: psycopg.Connection[Any], shape: FlowShape) -> N
                 "step_type": step["step_type"],
             },
         )
+    write_conditions(conn, shape)
 
 
 def check_shape_options(shape: FlowShape) -> None:

@@ -78,11 +78,14 @@ class NamedBinder:
 
     ``positional`` lists the positional-only parameters in order (they cannot be passed by name);
     ``rest`` is the ``**kwargs`` parameter that receives every key no parameter took, if any.
+    ``optional`` names parameters with a default: when their key is absent (a dependency that
+    was skipped) they keep the default.
     """
 
     sources: Mapping[str, str]
     positional: tuple[str, ...] = ()
     rest: str | None = None
+    optional: frozenset[str] = frozenset()
 
     def bind(self, task_input: Any, where: StepWhere) -> Call:
         data = _require_object(task_input, where, "a single step's input")
@@ -90,6 +93,8 @@ class NamedBinder:
         kwargs: dict[str, Any] = {}
         for param, key in self.sources.items():
             if key not in data:
+                if param in self.optional:
+                    continue
                 what = "the flow input" if key == RUN_KEY else f"the output of step {key!r}"
                 raise where.error(f"input has no key {key!r} ({what}) for parameter {param!r}", key)
             if param in self.positional:

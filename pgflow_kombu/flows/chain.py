@@ -236,7 +236,7 @@ def _add(flow: Flow, sig: Signature, incoming: ResultSpec | None) -> str:
     else:
         binder = PipeBinder(incoming, sig.args, dict(sig.kwargs))
         _check_fits(flow, slug, handler, 1, sig)
-    options = {**sig.task.options.as_dict(), **sig.options.as_dict()}
+    options: dict[str, Any] = {**sig.task.options.as_dict(), **sig.options.as_dict()}
     flow.add_step(
         slug,
         handler,

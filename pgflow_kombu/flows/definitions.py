@@ -9,13 +9,24 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from pgflow_kombu.flows.conditions import ConditionShape
 from pgflow_kombu.flows.flow import Flow
 from pgflow_kombu.flows.options import STEP_OPTION_NAMES
 
 __all__ = ["define_flow"]
 
 _STEP_KEYS = frozenset(
-    {"slug", "deps", "step_type", "options", "max_attempts", "base_delay", "timeout", "start_delay"}
+    {
+        "slug",
+        "deps",
+        "step_type",
+        "options",
+        "condition",
+        "max_attempts",
+        "base_delay",
+        "timeout",
+        "start_delay",
+    }
 )
 
 
@@ -33,7 +44,9 @@ def define_flow(
     Each step is a mapping with ``slug`` (required), ``deps`` (default ``[]``), ``step_type``
     (``"single"``, the default, or ``"map"``) and optional ``max_attempts``, ``base_delay``,
     ``timeout``, ``start_delay`` (top-level or inside ``options``, as :meth:`Flow.shape` writes
-    them). Steps must come after their dependencies; a cycle is reported as such. ``handlers``
+    them) and an optional ``condition`` mapping (``if_``, ``if_not``, ``when_unmet``,
+    ``when_exhausted``: see :mod:`~pgflow_kombu.flows.conditions`). Steps must come after their
+    dependencies; a cycle is reported as such. ``handlers``
     optionally maps step slugs to functions (bound by parameter name as with ``@flow.step``);
     steps without one have a shape but cannot run.
     """
@@ -62,12 +75,19 @@ def define_flow(
         unknown_options = set(options) - set(STEP_OPTION_NAMES)
         if unknown_options:
             raise flow._error(str(step_slug), f"unknown options {sorted(unknown_options)}")
+        condition = data.get("condition") or {}
+        if not isinstance(condition, Mapping):
+            raise flow._error(str(step_slug), f"condition must be a mapping, got {condition!r}")
+        unknown_condition = set(condition) - set(ConditionShape.__annotations__)
+        if unknown_condition:
+            raise flow._error(str(step_slug), f"unknown condition keys {sorted(unknown_condition)}")
         flow.add_step(
             step_slug,
             handlers.pop(step_slug, None),
             depends_on=deps,
             step_type=data.get("step_type", "single"),
             **options,
+            **condition,
         )
     if handlers:
         raise flow._error(None, f"handlers given for unknown steps: {sorted(handlers)}")

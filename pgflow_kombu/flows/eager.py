@@ -8,26 +8,55 @@ output pgflow would store: ``{leaf_slug: output}``.
 What differs from a real run: tasks run sequentially, no delays or timeouts apply, and a failing
 handler raises :class:`StepFailed` at once unless ``retries=True``, which retries it (without
 waiting) up to the step's effective ``max_attempts``.
+
+Conditional steps behave as in the database (see :mod:`~pgflow_kombu.flows.conditions`): before
+each step runs, the conditions of every step whose dependencies are done are decided (an unmet
+``"fail"`` first, raising :class:`ConditionNotMet`; then skips, which may make more steps
+ready); ``when_exhausted`` turns a last failure into a skip.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from pgflow_kombu.compat import Runner
-from pgflow_kombu.errors import PgFlowError, StepFailed
+from pgflow_kombu.errors import ConditionNotMet, PgFlowError, StepFailed
+from pgflow_kombu.flows.conditions import dependents_closure
 from pgflow_kombu.flows.context import StepContext
-from pgflow_kombu.flows.inputs import aggregate_map_output, run_output, task_inputs
+from pgflow_kombu.flows.inputs import (
+    aggregate_map_output,
+    condition_document,
+    run_output,
+    task_inputs,
+)
 from pgflow_kombu.flows.jsondata import Json
 
 if TYPE_CHECKING:
     from pgflow_kombu.flows.flow import Flow
     from pgflow_kombu.flows.step import Step
 
-__all__ = ["arun_eager", "run_eager"]
+__all__ = ["EagerResult", "arun_eager", "eager_result", "run_eager"]
+
+EagerStatus = Literal["created", "completed", "skipped", "failed"]
+
+
+@dataclass
+class EagerResult:
+    """What an eager run did: its output, or the error that failed it, and each step's status
+    (``created`` for a step the run never reached) with the reason of each skip."""
+
+    output: Json = None
+    error: StepFailed | None = None
+    statuses: dict[str, EagerStatus] = field(default_factory=dict)
+    skip_reasons: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> frozenset[str]:
+        return frozenset(slug for slug, status in self.statuses.items() if status == "skipped")
 
 
 def _attempts(flow: Flow, step: Step, retries: bool) -> int:
@@ -63,28 +92,117 @@ def _store(step: Step, outputs: dict[str, Json], results: list[Json]) -> None:
 _Settle = Callable[["Step", Coroutine[Any, Any, Any]], Awaitable[Any]]
 
 
-async def _run(flow: Flow, input: Any, retries: bool, settle: _Settle) -> Json:
-    """The eager run, async handlers' coroutines run by ``settle``; returns the run output."""
-    run_input = flow.prepare_input(input)
-    outputs: dict[str, Json] = {}
-    for step in flow.steps:
-        results: list[Json] = []
-        for index, task_input in enumerate(task_inputs(flow, step.slug, run_input, outputs)):
-            attempts = _attempts(flow, step, retries)
-            for attempt in range(1, attempts + 1):
-                call = step.prepare(copy.deepcopy(task_input), _context(step, index, attempt))
-                try:
-                    value = call()
-                    if call.is_async:
-                        value = await settle(step, value)
-                except Exception as exc:
-                    if attempt == attempts:
-                        raise _failed(step, index, attempt, exc) from exc
-                    continue
-                results.append(step.finish(value))
+class _Eager:
+    """One eager run's state: outputs of completed steps, statuses, skip reasons."""
+
+    def __init__(self, flow: Flow, run_input: Json) -> None:
+        self.flow = flow
+        self.run_input = run_input
+        self.outputs: dict[str, Json] = {}
+        self.result = EagerResult(statuses={s.slug: "created" for s in flow.steps})
+        self.graph: Mapping[str, tuple[str, ...]] = {s.slug: s.deps for s in flow.steps}
+
+    def done(self, slug: str) -> bool:
+        return self.result.statuses[slug] in ("completed", "skipped")
+
+    def skip(self, step: Step, mode: str, reason: str) -> None:
+        slugs = dependents_closure(self.graph, step.slug) if mode == "skip-cascade" else {step.slug}
+        for slug in slugs:
+            if self.result.statuses[slug] == "created" or slug == step.slug:
+                self.result.statuses[slug] = "skipped"
+                self.result.skip_reasons[slug] = (
+                    reason if slug == step.slug else "dependency_skipped"
+                )
+
+    def ready(self) -> list[Step]:
+        return [
+            s
+            for s in self.flow.steps
+            if self.result.statuses[s.slug] == "created" and all(self.done(d) for d in s.deps)
+        ]
+
+    def resolve(self) -> bool:
+        """Decide the conditions of the ready steps; True when some step was skipped."""
+        unmet = [
+            s
+            for s in self.ready()
+            if s.condition.has_pattern
+            and not s.condition.holds(condition_document(s, self.run_input, self.outputs))
+        ]
+        for step in unmet:
+            if step.condition.when_unmet == "fail":
+                self.result.statuses[step.slug] = "failed"
+                raise ConditionNotMet(
+                    f"flow {step.flow_slug!r} step {step.slug!r}: Condition not met",
+                    flow_slug=step.flow_slug,
+                    step_slug=step.slug,
+                    task_index=0,
+                    attempts=0,
+                )
+        for step in unmet:
+            self.skip(step, step.condition.when_unmet, "condition_unmet")
+        return bool(unmet)
+
+
+async def _run(flow: Flow, input: Any, retries: bool, settle: _Settle) -> EagerResult:
+    """The eager run, async handlers' coroutines run by ``settle``; never raises StepFailed."""
+    state = _Eager(flow, flow.prepare_input(input))
+    try:
+        while True:
+            if state.resolve():
+                continue
+            ready = state.ready()
+            if not ready:
                 break
-        _store(step, outputs, results)
-    return run_output(flow, outputs)
+            # Definition order (a dependency order); conditions of every ready step are
+            # decided before each step runs, as the database decides them when they get ready.
+            await _run_step(state, ready[0], retries, settle)
+    except StepFailed as exc:
+        state.result.error = exc
+        return state.result
+    skipped = state.result.skipped
+    state.result.output = run_output(flow, state.outputs, skipped)
+    return state.result
+
+
+async def _run_step(state: _Eager, step: Step, retries: bool, settle: _Settle) -> None:
+    flow, outputs = state.flow, state.outputs
+    if step.is_map and not step.is_root and step.deps[0] not in outputs:
+        # A map over a skipped step has no task.
+        outputs[step.slug] = []
+        state.result.statuses[step.slug] = "completed"
+        return
+    results: list[Json] = []
+    for index, task_input in enumerate(task_inputs(flow, step.slug, state.run_input, outputs)):
+        attempts = _attempts(flow, step, retries)
+        for attempt in range(1, attempts + 1):
+            call = step.prepare(copy.deepcopy(task_input), _context(step, index, attempt))
+            try:
+                value = call()
+                if call.is_async:
+                    value = await settle(step, value)
+            except Exception as exc:
+                if attempt < attempts:
+                    continue
+                if step.condition.when_exhausted == "fail":
+                    state.result.statuses[step.slug] = "failed"
+                    raise _failed(step, index, attempt, exc) from exc
+                state.skip(step, step.condition.when_exhausted, "handler_failed")
+                return
+            results.append(step.finish(value))
+            break
+    _store(step, outputs, results)
+    state.result.statuses[step.slug] = "completed"
+
+
+def eager_result(flow: Flow, input: Any = None, *, retries: bool = False) -> EagerResult:
+    """Like :func:`run_eager`, returning what happened (a failure included) instead of raising
+    :class:`StepFailed`."""
+    settle = _SyncSettle()
+    try:
+        return _drive(_run(flow, input, retries, settle))
+    finally:
+        settle.close()
 
 
 def run_eager(flow: Flow, input: Any = None, *, retries: bool = False) -> Json:
@@ -93,31 +211,43 @@ def run_eager(flow: Flow, input: Any = None, *, retries: bool = False) -> Json:
     Async handlers run on one event loop created for the run; inside an already running loop use
     :func:`arun_eager`. Raises :class:`StepInputError`/:class:`StepOutputError` for data that
     does not fit, :class:`StepFailed` (the handler's exception as ``__cause__``) for a failing
-    handler, :class:`FlowInputError` for an unusable run input.
+    handler, :class:`ConditionNotMet` for an unmet condition that fails the run,
+    :class:`FlowInputError` for an unusable run input.
     """
-    runner: Runner | None = None
+    result = eager_result(flow, input, retries=retries)
+    if result.error is not None:
+        raise result.error
+    return result.output
 
-    async def settle(step: Step, pending: Coroutine[Any, Any, Any]) -> Any:
-        nonlocal runner
-        if runner is None:
+
+class _SyncSettle:
+    """Runs async handlers' coroutines on one event loop created for the run."""
+
+    def __init__(self) -> None:
+        self.runner: Runner | None = None
+
+    async def __call__(self, step: Step, pending: Coroutine[Any, Any, Any]) -> Any:
+        if self.runner is None:
             try:
-                runner = _new_runner(step)
+                self.runner = _new_runner(step)
             except PgFlowError:
                 pending.close()
                 raise
-        return runner.run(pending)
+        return self.runner.run(pending)
 
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.close()
+
+
+def _drive(run: Coroutine[Any, Any, EagerResult]) -> EagerResult:
     # ``settle`` never suspends, so neither does the run: one send() drives it to its end,
     # which StopIteration carries.
-    run = _run(flow, input, retries, settle)
     try:
         run.send(None)
     except StopIteration as done:
-        output: Json = done.value
-        return output
-    finally:
-        if runner is not None:
-            runner.close()
+        result: EagerResult = done.value
+        return result
     run.close()
     raise AssertionError("an eager run suspended outside an event loop")
 
@@ -135,7 +265,10 @@ def _new_runner(step: Step) -> Runner:
 
 async def arun_eager(flow: Flow, input: Any = None, *, retries: bool = False) -> Json:
     """Like :func:`run_eager`, awaiting async handlers on the running loop (sync ones inline)."""
-    return await _run(flow, input, retries, _on_running_loop)
+    result = await _run(flow, input, retries, _on_running_loop)
+    if result.error is not None:
+        raise result.error
+    return result.output
 
 
 async def _on_running_loop(step: Step, pending: Coroutine[Any, Any, Any]) -> Any:

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from pgflow_kombu.errors import FlowDefinitionError, FlowInputError, NotBoundError
 from pgflow_kombu.flows.binding import RUN_KEY, Binder
+from pgflow_kombu.flows.conditions import StepCondition
 from pgflow_kombu.flows.dispatch import Dispatcher, check_schedule
 from pgflow_kombu.flows.handler import Handler
 from pgflow_kombu.flows.inference import check_element_handler, infer_named_binder
@@ -43,6 +44,9 @@ from pgflow_kombu.flows.options import (
 from pgflow_kombu.flows.shapes import FlowShape
 from pgflow_kombu.flows.slugs import validate_flow_slug, validate_step_slug
 from pgflow_kombu.flows.step import STEP_TYPES, Step, StepType
+
+if TYPE_CHECKING:
+    from pgflow_kombu.flows.conditions import WhenExhausted, WhenUnmet
 
 __all__ = ["Flow", "define_flow"]
 
@@ -135,13 +139,18 @@ class Flow:
         base_delay: int | None = None,
         timeout: int | None = None,
         start_delay: int | None = None,
+        if_: Any = None,
+        if_not: Any = None,
+        when_unmet: str | None = None,
+        when_exhausted: str | None = None,
     ) -> Step:
         """Add a step; the general form behind the decorators and data-defined flows.
 
         ``handler`` is the function (or a prepared :class:`Handler`). With one and no ``binder`` the binder is inferred from the signature (see
         :mod:`pgflow_kombu.flows.inference`); for a single step given without ``depends_on``
         the dependencies are inferred too. A map step has at most one dependency (none: it maps
-        over the run input). Returns the new :class:`Step`.
+        over the run input). ``if_``, ``if_not``, ``when_unmet`` and ``when_exhausted`` make it
+        conditional (see :mod:`~pgflow_kombu.flows.conditions`). Returns the new :class:`Step`.
         """
         slug = validate_step_slug(slug, flow_slug=self.slug)
         if slug in self._steps:
@@ -172,7 +181,18 @@ class Flow:
             else:
                 binder, inferred = infer_named_binder(spec, list(self._steps), depends_on)
                 deps = inferred
-        step = Step(self.slug, slug, len(self._steps), deps, step_type, options, spec, binder)
+        condition = StepCondition.build(
+            flow_slug=self.slug,
+            step_slug=slug,
+            deps=deps,
+            if_=if_,
+            if_not=if_not,
+            when_unmet=when_unmet,
+            when_exhausted=when_exhausted,
+        )
+        step = Step(
+            self.slug, slug, len(self._steps), deps, step_type, options, spec, binder, condition
+        )
         self._steps[slug] = step
         return step
 
@@ -214,6 +234,10 @@ class Flow:
         base_delay: int | None = None,
         timeout: int | None = None,
         start_delay: int | None = None,
+        if_: Any = None,
+        if_not: Any = None,
+        when_unmet: WhenUnmet | None = None,
+        when_exhausted: WhenExhausted | None = None,
     ) -> Callable[[F], F]: ...
 
     def step(
@@ -227,11 +251,19 @@ class Flow:
         base_delay: int | None = None,
         timeout: int | None = None,
         start_delay: int | None = None,
+        if_: Any = None,
+        if_not: Any = None,
+        when_unmet: WhenUnmet | None = None,
+        when_exhausted: WhenExhausted | None = None,
     ) -> Any:
         """Decorator adding a single step; the slug is the function's name unless ``slug``.
 
         Without ``depends_on`` the dependencies are the parameters named after defined steps;
-        ``run`` receives the flow input. Returns the function unchanged.
+        ``run`` receives the flow input. ``if_`` / ``if_not`` / ``when_unmet`` /
+        ``when_exhausted`` make the step conditional (pgflow 0.14's ``if`` / ``ifNot`` /
+        ``whenUnmet`` / ``whenExhausted``; see :mod:`~pgflow_kombu.flows.conditions`). A parameter
+        for a dependency that may be skipped needs a default: the key is then absent. Returns the
+        function unchanged.
         """
 
         return self._decorate(
@@ -242,6 +274,10 @@ class Flow:
             base_delay=base_delay,
             timeout=timeout,
             start_delay=start_delay,
+            if_=if_,
+            if_not=if_not,
+            when_unmet=when_unmet,
+            when_exhausted=when_exhausted,
         )
 
     @overload
@@ -259,6 +295,10 @@ class Flow:
         base_delay: int | None = None,
         timeout: int | None = None,
         start_delay: int | None = None,
+        if_: Any = None,
+        if_not: Any = None,
+        when_unmet: WhenUnmet | None = None,
+        when_exhausted: WhenExhausted | None = None,
     ) -> Callable[[F], F]: ...
 
     def map(
@@ -272,6 +312,10 @@ class Flow:
         base_delay: int | None = None,
         timeout: int | None = None,
         start_delay: int | None = None,
+        if_: Any = None,
+        if_not: Any = None,
+        when_unmet: WhenUnmet | None = None,
+        when_exhausted: WhenExhausted | None = None,
     ) -> Any:
         """Decorator adding a map step: one task per element of an array.
 
@@ -289,6 +333,10 @@ class Flow:
             base_delay=base_delay,
             timeout=timeout,
             start_delay=start_delay,
+            if_=if_,
+            if_not=if_not,
+            when_unmet=when_unmet,
+            when_exhausted=when_exhausted,
         )
 
     def _decorate(self, fn: Callable[..., Any] | None, slug: str | None, **step: Any) -> Any:

@@ -58,6 +58,7 @@ def infer_named_binder(
     positional: list[str] = []
     rest: str | None = None
     unmatched: list[inspect.Parameter] = []
+    optional: set[str] = set()
 
     for p in handler.parameters:
         if p.kind is _P.VAR_KEYWORD:
@@ -87,6 +88,8 @@ def infer_named_binder(
         sources[p.name] = key
         if p.kind is _P.POSITIONAL_ONLY:
             positional.append(p.name)
+        elif p.default is not _P.empty:
+            optional.add(p.name)
 
     if unmatched:
         first = unmatched[0]
@@ -115,7 +118,7 @@ def infer_named_binder(
     # Positional-only parameters are passed in signature order.
     order = [p.name for p in handler.parameters]
     positional.sort(key=order.index)
-    return NamedBinder(dict(sources), tuple(positional), rest), tuple(deps)
+    return NamedBinder(dict(sources), tuple(positional), rest, frozenset(optional)), tuple(deps)
 
 
 def _refuse_near_miss(handler: Handler, name: str, known_steps: Collection[str]) -> None:

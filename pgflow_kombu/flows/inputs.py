@@ -10,11 +10,15 @@ pgflow 0.8.1's:
 * a map step's output is the array of its task outputs in ``task_index`` order (``[]`` for none);
 * the run's output is ``{leaf_slug: output}`` over steps no other step depends on (``None`` for
   a flow without steps).
+
+With conditional steps (pgflow 0.14's semantics): a skipped dependency's key is absent from a
+single step's input and from the condition document, and a skipped leaf is absent from the run
+output (``None`` when every leaf was skipped).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from pgflow_kombu.errors import FlowInputError, StepOutputError
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "aggregate_map_output",
     "check_root_map_input",
+    "condition_document",
     "run_output",
     "single_task_input",
     "task_inputs",
@@ -48,11 +53,18 @@ def check_root_map_input(flow: Flow, run_input: Json) -> None:
 
 
 def single_task_input(step: Step, run_input: Json, outputs: Mapping[str, Json]) -> dict[str, Json]:
-    """The input of a single step's task: the run input under ``run`` plus each dep's output."""
+    """The input of a single step's task: the run input under ``run`` plus each dep's output
+    (a dependency missing from ``outputs``, a skipped one, has no key)."""
     data: dict[str, Json] = {RUN_KEY: run_input}
     for dep in step.deps:
-        data[dep] = outputs[dep]
+        if dep in outputs:
+            data[dep] = outputs[dep]
     return data
+
+
+def condition_document(step: Step, run_input: Json, outputs: Mapping[str, Json]) -> Json:
+    """What a step's condition is matched against: its single-step input, for map steps too."""
+    return single_task_input(step, run_input, outputs)
 
 
 def task_inputs(
@@ -91,8 +103,8 @@ def aggregate_map_output(task_outputs: Mapping[int, Json] | Sequence[Json]) -> l
     return list(task_outputs)
 
 
-def run_output(flow: Flow, outputs: Mapping[str, Json]) -> Json:
-    """The run's output: ``{leaf: output}`` for every leaf step, ``None`` for an empty flow."""
-    if not flow.steps:
-        return None
-    return {slug: outputs[slug] for slug in flow.leaves}
+def run_output(flow: Flow, outputs: Mapping[str, Json], skipped: Collection[str] = ()) -> Json:
+    """The run's output: ``{leaf: output}`` for every leaf step that was not skipped; ``None``
+    for an empty flow or when every leaf was skipped."""
+    leaves = {slug: outputs[slug] for slug in flow.leaves if slug not in skipped}
+    return leaves or None

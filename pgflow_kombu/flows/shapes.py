@@ -2,7 +2,8 @@
 
 The shape carries what ``@pgflow/dsl`` compiles to ``pgflow.create_flow`` / ``pgflow.add_step``:
 the flow slug and the options that were set, then every step in definition order (its
-``step_index``) with slug, dependencies, type and the options that were set. Handlers are not
+``step_index``) with slug, dependencies, type, the options that were set and, for a conditional
+step only, its ``condition`` (see conditions.py; pgflow 0.14 compares these too). Handlers are not
 part of it. The app compares the shape of the code with the one read back from the database
 (``pgflow.flows``/``steps``/``deps``) to detect a flow whose definition changed.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, TypedDict
 
+from pgflow_kombu.flows.conditions import ConditionShape, StepCondition
 from pgflow_kombu.flows.options import CREATE_FLOW_DEFAULTS, FLOW_OPTION_NAMES, STEP_OPTION_NAMES
 
 __all__ = [
@@ -28,13 +30,18 @@ __all__ = [
 ]
 
 
-class StepShape(TypedDict):
-    """One step: ``options`` holds only the options that were set (possibly none)."""
-
+class _StepShapeKeys(TypedDict):
     slug: str
     deps: list[str]
     step_type: Literal["single", "map"]
     options: dict[str, int]
+
+
+class StepShape(_StepShapeKeys, total=False):
+    """One step: ``options`` holds only the options that were set (possibly none);
+    ``condition`` is there only for a conditional step."""
+
+    condition: ConditionShape
 
 
 class FlowShape(TypedDict):
@@ -134,6 +141,11 @@ def compare_shapes(first: FlowShape, second: FlowShape) -> list[ShapeDifference]
                 f"Step at index {idx}: dependencies differ [{', '.join(a_deps)}] vs "
                 f"[{', '.join(b_deps)}]"
             )
+        a_cond, b_cond = _condition(a), _condition(b)
+        if a_cond != b_cond:
+            structure(
+                f"Step at index {idx} ('{a['slug']}'): condition differs {a_cond} vs {b_cond}"
+            )
         for name in STEP_OPTION_NAMES:
             av, bv = a["options"].get(name), b["options"].get(name)
             if av != bv:
@@ -142,3 +154,12 @@ def compare_shapes(first: FlowShape, second: FlowShape) -> list[ShapeDifference]
                     f"{_fmt(av)} vs {_fmt(bv)}"
                 )
     return diffs
+
+
+def _condition(step: StepShape) -> ConditionShape | None:
+    """A step's condition for comparison: ``None`` for an unconditional step, however written."""
+    data = step.get("condition")
+    if not data:
+        return None
+    full: ConditionShape = {**StepCondition().as_dict(), **data}
+    return None if full == StepCondition().as_dict() else full

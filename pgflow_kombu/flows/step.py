@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from pgflow_kombu.errors import FlowDefinitionError, PgFlowError
 from pgflow_kombu.flows.binding import Binder, StepWhere
+from pgflow_kombu.flows.conditions import StepCondition
 from pgflow_kombu.flows.context import StepContext
 from pgflow_kombu.flows.handler import Handler
 from pgflow_kombu.flows.jsondata import Json
@@ -46,7 +47,7 @@ class Step:
 
     ``handler`` and ``binder`` are ``None`` for a step defined from plain data without code;
     such a step has a shape but cannot run. ``index`` is its position in the flow (pgflow's
-    ``step_index``).
+    ``step_index``). ``condition`` says when it runs (see :mod:`~pgflow_kombu.flows.conditions`).
     """
 
     flow_slug: str
@@ -57,6 +58,7 @@ class Step:
     options: StepOptions
     handler: Handler | None = None
     binder: Binder | None = None
+    condition: StepCondition = field(default_factory=StepCondition)
 
     @property
     def is_map(self) -> bool:
@@ -74,13 +76,17 @@ class Step:
         return self.handler is not None and self.handler.is_async
 
     def shape(self) -> StepShape:
-        """The step as plain data: slug, deps, step_type and the options that were set."""
-        return {
+        """The step as plain data: slug, deps, step_type, the options that were set and, for a
+        conditional step, its condition."""
+        shape: StepShape = {
             "slug": self.slug,
             "deps": list(self.deps),
             "step_type": self.step_type,
             "options": self.options.as_dict(),
         }
+        if self.condition.is_set:
+            shape["condition"] = self.condition.as_dict()
+        return shape
 
     def _runnable(self) -> tuple[Handler, Binder]:
         if self.handler is None or self.binder is None:

@@ -28,6 +28,11 @@
 -- * without Supabase's realtime.send the functions work (0.8.1 calls it unconditionally).
 -- Events of steps that start or complete together follow step_slug / step_index order by
 -- construction (0.8.1 asks for that order, but sends them in the order an UPDATE visits rows).
+-- Conditional steps (0070_conditions) hook in here: start_flow, start_ready_steps and the
+-- empty-map cascade evaluate the conditions of ready steps, fail_task applies when_exhausted,
+-- start_tasks and run_output leave skipped steps out. A flow without conditions pays index probes
+-- of (empty) pgflow_kombu tables: per start_flow, per completed task, per dependency start_tasks
+-- reads and per leaf of the run output (benchmarks/conditions.py measures it).
 
 DO $check$
 BEGIN
@@ -379,11 +384,20 @@ DECLARE
     v_event jsonb;
     v_passes integer := 0;
     v_max_passes constant integer := 50;
+    v_conditions boolean := EXISTS (
+        SELECT 1 FROM pgflow.runs r
+        JOIN pgflow_kombu.step_conditions c ON c.flow_slug = r.flow_slug
+        WHERE r.run_id = cascade_complete_taskless_steps.run_id);
 BEGIN
     LOOP
         v_passes := v_passes + 1;
         IF v_passes > v_max_passes THEN
             RAISE EXCEPTION 'Cascade loop exceeded safety limit of % iterations', v_max_passes;
+        END IF;
+        -- A conditional step is decided when it becomes ready, before a taskless one completes.
+        IF v_conditions
+           AND NOT pgflow_kombu.resolve_conditions(cascade_complete_taskless_steps.run_id) THEN
+            EXIT;
         END IF;
         WITH done AS (
             UPDATE pgflow.step_states ss
@@ -501,6 +515,7 @@ $$;
 
 -- The output of a completed run: each leaf step (one no step depends on) mapped to its output, a
 -- map leaf to the array of its task outputs ([] without tasks); NULL for a flow without steps.
+-- A skipped leaf is left out (NULL when every leaf was skipped), as in pgflow 0.14.
 -- PL/pgSQL rather than SQL: its plan is cached for the session, where a SQL function that cannot
 -- be inlined is parsed and planned again on every call (most of a run's completion cost).
 CREATE FUNCTION pgflow_kombu.run_output(run_id uuid) RETURNS jsonb
@@ -525,13 +540,19 @@ BEGIN
       AND ss.status = 'completed'
       AND NOT EXISTS (
           SELECT 1 FROM pgflow.deps d WHERE d.flow_slug = ss.flow_slug AND d.dep_slug = ss.step_slug
+      )
+      AND NOT EXISTS (
+          SELECT 1 FROM pgflow_kombu.skipped_steps k
+          WHERE k.run_id = ss.run_id AND k.step_slug = ss.step_slug
       ));
 END;
 $$;
 
 -- Starts every created step of the run whose dependencies are done and whose task count is known
 -- and positive: one step_task and one pgmq message per task, in step_slug then task_index order,
--- delayed by the step's start_delay (first send only; retries use the backoff).
+-- delayed by the step's start_delay (first send only; retries use the backoff). In a flow with
+-- conditions the ready steps' conditions are evaluated first (skipped steps can leave maps
+-- without tasks, which the cascade completes).
 CREATE FUNCTION pgflow.start_ready_steps(run_id uuid) RETURNS void
 LANGUAGE plpgsql SET search_path = '' AS $$
 #variable_conflict use_column
@@ -545,6 +566,16 @@ DECLARE
     v_events jsonb[];
     v_event jsonb;
 BEGIN
+    IF EXISTS (
+        SELECT 1 FROM pgflow.runs r
+        JOIN pgflow_kombu.step_conditions c ON c.flow_slug = r.flow_slug
+        WHERE r.run_id = start_ready_steps.run_id
+    ) THEN
+        IF NOT pgflow_kombu.resolve_conditions(start_ready_steps.run_id) THEN
+            RETURN;
+        END IF;
+        PERFORM pgflow.cascade_complete_taskless_steps(start_ready_steps.run_id);
+    END IF;
     WITH started AS (
         UPDATE pgflow.step_states ss
         SET status = 'started', started_at = now(), remaining_tasks = ss.initial_tasks
@@ -638,6 +669,7 @@ DECLARE
         AND to_regprocedure('realtime.send(jsonb,text,text,boolean)') IS NOT NULL;
     v_steps integer;
     v_root_maps integer;
+    v_conditions boolean;
     v_empty_map boolean := false;
     v_length integer;
     v_run pgflow.runs;
@@ -647,8 +679,10 @@ DECLARE
     v_started_at timestamptz;
     i integer;
 BEGIN
-    SELECT count(*), count(*) FILTER (WHERE s.step_type = 'map' AND s.deps_count = 0)
-    INTO v_steps, v_root_maps
+    SELECT count(*), count(*) FILTER (WHERE s.step_type = 'map' AND s.deps_count = 0),
+           EXISTS (SELECT 1 FROM pgflow_kombu.step_conditions c
+                   WHERE c.flow_slug = start_flow.flow_slug)
+    INTO v_steps, v_root_maps, v_conditions
     FROM pgflow.steps s
     WHERE s.flow_slug = start_flow.flow_slug;
 
@@ -673,7 +707,8 @@ BEGIN
 
     -- initial_tasks: 1 for a single step, the input's length for a root map, unknown (NULL) for a
     -- dependent map until its dependency completes. Unless some map has no task (the cascade
-    -- must run first), root steps are inserted already started: same rows, one write fewer.
+    -- must run first) or the flow has conditions (evaluated first), root steps are inserted
+    -- already started: same rows, one write fewer.
     WITH created AS (
         INSERT INTO pgflow.step_states (
             flow_slug, run_id, step_slug, remaining_deps, initial_tasks,
@@ -689,7 +724,7 @@ BEGIN
                        WHEN s.step_type <> 'map' THEN 1
                        WHEN s.deps_count = 0 THEN v_length
                    END AS tasks,
-                   s.deps_count = 0 AND NOT v_empty_map AS starts
+                   s.deps_count = 0 AND NOT v_empty_map AND NOT v_conditions AS starts
         ) n
         WHERE s.flow_slug = start_flow.flow_slug
         RETURNING step_slug, status, remaining_tasks, started_at
@@ -720,7 +755,7 @@ BEGIN
         );
     END IF;
 
-    IF v_empty_map THEN
+    IF v_empty_map OR v_conditions THEN
         PERFORM pgflow.cascade_complete_taskless_steps(v_run.run_id);
         PERFORM pgflow.start_ready_steps(v_run.run_id);
         PERFORM pgflow.maybe_complete_run(v_run.run_id);
@@ -848,6 +883,10 @@ BEGIN
                    FROM pgflow.deps d
                    JOIN pgflow.steps p ON p.flow_slug = d.flow_slug AND p.step_slug = d.dep_slug
                    WHERE d.flow_slug = start_tasks.flow_slug AND d.step_slug = c.step_slug
+                     -- A skipped dependency has no key (pgflow 0.14 leaves it out, not null).
+                     AND NOT EXISTS (
+                         SELECT 1 FROM pgflow_kombu.skipped_steps k
+                         WHERE k.run_id = c.run_id AND k.step_slug = d.dep_slug)
                ), '{}'::jsonb)
            END,
            c.message_id,
@@ -884,6 +923,7 @@ DECLARE
     v_run_completed_at timestamptz;
     v_child_tasks integer;
     v_start_here boolean;
+    v_conditions boolean;
     v_slugs text[];
     v_counts integer[];
     v_delays integer[];
@@ -1003,8 +1043,10 @@ BEGIN
     FROM pgflow.steps s
     WHERE ss.run_id = complete_task_core.run_id AND ss.step_slug = complete_task_core.step_slug
       AND s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
-    RETURNING ss.status, ss.completed_at, ss.initial_tasks, s.step_type
-    INTO v_step_status, v_step_completed_at, v_step_tasks, v_step_type;
+    RETURNING ss.status, ss.completed_at, ss.initial_tasks, s.step_type,
+              ss.status = 'completed' AND EXISTS (
+                  SELECT 1 FROM pgflow_kombu.step_conditions c WHERE c.flow_slug = ss.flow_slug)
+    INTO v_step_status, v_step_completed_at, v_step_tasks, v_step_type, v_conditions;
 
     IF v_step_status = 'completed' THEN
         -- A dependent map learns its task count from this step: a map parent's task count, or
@@ -1017,7 +1059,8 @@ BEGIN
         -- Only an empty array from a single step can leave a dependent map without tasks (for
         -- the cascade). Otherwise dependents that become ready start in the same write that
         -- counts their dependency done (one row version and one statement fewer per step).
-        v_start_here := v_child_tasks IS DISTINCT FROM 0;
+        -- In a flow with conditions they start in start_ready_steps, which evaluates them first.
+        v_start_here := v_child_tasks IS DISTINCT FROM 0 AND NOT v_conditions;
 
         -- Each dependent loses one pending dependency (and starts when it was the last; its task
         -- count is known, or it is a map waiting for this step, its only dependency); the run
@@ -1150,8 +1193,8 @@ BEGIN
                 false
             );
         END IF;
-    ELSIF v_remaining = 0 THEN
-        -- Taskless steps completed by the cascade were the last ones.
+    ELSIF v_remaining = 0 OR v_conditions THEN
+        -- Taskless steps completed by the cascade, or skipped steps, were the last ones.
         PERFORM pgflow.maybe_complete_run(complete_task_core.run_id);
     END IF;
     RETURN NEXT v_task;
@@ -1183,6 +1226,7 @@ DECLARE
     v_base_delay integer;
     v_task pgflow.step_tasks;
     v_rt boolean;
+    v_when_exhausted text;
 BEGIN
     SELECT r.flow_slug, r.status,
            coalesce(s.opt_max_attempts, f.opt_max_attempts),
@@ -1246,6 +1290,18 @@ BEGIN
             PERFORM pgflow_kombu.queue_set_vt(v_flow, ARRAY[v_task.message_id],
                 ARRAY[pgflow.calculate_retry_delay(v_base_delay, v_task.attempts_count)]);
         END IF;
+        RETURN NEXT v_task;
+        RETURN;
+    END IF;
+
+    -- Out of attempts. A step whose when_exhausted says so is skipped instead (0070_conditions).
+    SELECT c.when_exhausted INTO v_when_exhausted
+    FROM pgflow_kombu.step_conditions c
+    WHERE c.flow_slug = v_flow AND c.step_slug = fail_task.step_slug;
+    IF v_when_exhausted IN ('skip', 'skip-cascade') THEN
+        PERFORM pgflow_kombu.skip_exhausted(fail_task.run_id, v_flow, fail_task.step_slug,
+                                            v_when_exhausted, fail_task.error_message,
+                                            v_task.message_id);
         RETURN NEXT v_task;
         RETURN;
     END IF;

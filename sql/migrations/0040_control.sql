@@ -116,7 +116,10 @@ $$;
 -- Retry a failed (or cancelled) run from where it stopped. Every task that did not complete, of
 -- every step that had started, is queued again as a fresh task (attempts_count 0, no error, a new
 -- message, visible at once); the old message of each leaves the archive, superseded. Failed
--- steps are started again, the run is started again (failed_at cleared, no longer cancelled).
+-- steps are started again (one that failed before starting, on an unmet condition, goes back to
+-- created and is started, its condition judged again, by start_ready_steps), the run is started
+-- again (failed_at cleared, no longer cancelled). Skipped steps (completed in pgflow's row, see
+-- 0070_conditions.sql) stay skipped.
 -- Completed steps and tasks keep their outputs; steps that never started are still 'created'
 -- with their remaining_deps, and start when their dependencies complete. remaining_steps and
 -- remaining_tasks need no change: a failure never decremented them. Returns the number of tasks
@@ -136,6 +139,7 @@ DECLARE
     v_delays integer[];
     v_new bigint[];
     v_archive regclass;
+    v_unstarted boolean;
 BEGIN
     SELECT r.flow_slug, r.status INTO v_flow, v_status
     FROM pgflow.runs AS r WHERE r.run_id = retry_run.run_id
@@ -186,10 +190,18 @@ BEGIN
 
     UPDATE pgflow.step_states AS ss
     SET status = 'started', failed_at = NULL, error_message = NULL
+    WHERE ss.run_id = retry_run.run_id AND ss.status = 'failed' AND ss.started_at IS NOT NULL;
+    -- A step that failed without starting (an unmet condition) is judged again when started.
+    UPDATE pgflow.step_states AS ss
+    SET status = 'created', failed_at = NULL, error_message = NULL, remaining_tasks = NULL
     WHERE ss.run_id = retry_run.run_id AND ss.status = 'failed';
+    v_unstarted := FOUND;
     UPDATE pgflow.runs AS r SET status = 'started', failed_at = NULL
     WHERE r.run_id = retry_run.run_id;
     DELETE FROM pgflow_kombu.cancelled_runs AS c WHERE c.run_id = retry_run.run_id;
+    IF v_unstarted THEN
+        PERFORM pgflow.start_ready_steps(retry_run.run_id);
+    END IF;
     RETURN coalesce(cardinality(v_slugs), 0);
 END;
 $$;

@@ -13,8 +13,15 @@ SELECT pgflow_kombu.start_flow_delayed(
 SELECT * FROM pgflow_kombu.run_view WHERE run_id = %(run_id)s;
 
 -- name: get_step_states
-SELECT ss.* FROM pgflow.step_states AS ss
+-- A skipped step (pgflow_kombu.skipped_steps) reads 'skipped' here; pgflow's row says completed.
+SELECT ss.run_id, ss.flow_slug, ss.step_slug,
+       CASE WHEN k.run_id IS NULL THEN ss.status ELSE 'skipped' END AS status,
+       ss.remaining_tasks, ss.initial_tasks, ss.remaining_deps,
+       coalesce(ss.error_message, k.error_message) AS error_message,
+       ss.created_at, ss.started_at, ss.completed_at, ss.failed_at, k.skip_reason
+FROM pgflow.step_states AS ss
 JOIN pgflow.steps AS s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+LEFT JOIN pgflow_kombu.skipped_steps AS k ON k.run_id = ss.run_id AND k.step_slug = ss.step_slug
 WHERE ss.run_id = %(run_id)s
 ORDER BY s.step_index;
 
@@ -71,6 +78,23 @@ SELECT step_slug FROM pgflow.add_step(
     timeout => %(timeout)s::int,
     start_delay => %(start_delay)s::int,
     step_type => %(step_type)s);
+
+-- name: conditions_supported
+SELECT pgflow_kombu.conditions_supported();
+
+-- name: set_step_condition
+SELECT pgflow_kombu.set_step_condition(
+    flow_slug => %(flow_slug)s,
+    step_slug => %(step_slug)s,
+    if_pattern => %(if_pattern)s::jsonb,
+    if_not_pattern => %(if_not_pattern)s::jsonb,
+    when_unmet => %(when_unmet)s,
+    when_exhausted => %(when_exhausted)s);
+
+-- name: get_step_conditions
+SELECT step_slug, if_pattern, if_not_pattern, when_unmet, when_exhausted
+FROM pgflow_kombu.step_conditions
+WHERE flow_slug = %(flow_slug)s;
 
 -- name: delete_flow
 SELECT pgflow_kombu.delete_flow(%(flow_slug)s);

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import kombu
 import pytest
+from psycopg import sql
 
 from pgflow_kombu import PgFlow
 from pgflow_kombu.client import Client
@@ -153,8 +154,16 @@ def identity(n: int) -> int:
 
 
 def row_counts(url: str) -> dict[str, int]:
+    """Exact row counts of every table of ours and pgmq's (one statement)."""
     with connect(url) as conn:
-        return dict(conn.execute(test_query("bad_input_row_counts")).fetchall())
+        tables = conn.execute(test_query("bad_input_tables")).fetchall()
+        counts = sql.SQL(" UNION ALL ").join(
+            sql.SQL("SELECT {}, count(*) FROM {}").format(
+                sql.Literal(f"{schema}.{table}"), sql.Identifier(schema, table)
+            )
+            for schema, table in tables
+        )
+        return dict(conn.execute(counts).fetchall())
 
 
 def good_run(env: Env) -> None:

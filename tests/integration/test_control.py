@@ -111,6 +111,24 @@ def last(flaky: int) -> int:
     return flaky + 1
 
 
+guarded = Flow("guarded", max_attempts=1, base_delay=0)
+
+
+@guarded.step(when_exhausted="skip")
+def optional(run: dict[str, Any]) -> str:
+    raise RuntimeError("never works")
+
+
+@guarded.step
+def check(run: dict[str, Any], optional: str | None = None) -> dict[str, bool]:
+    return {"ok": run["ok"]}
+
+
+@guarded.step(if_={"check": {"ok": True}}, when_unmet="fail")
+def act(check: dict[str, bool]) -> str:
+    return "acted"
+
+
 quick = Flow("quick", base_delay=0)
 
 
@@ -321,6 +339,27 @@ def test_retry_after_a_failure_completes_with_the_right_outputs(
     assert_invariants(conn)
 
 
+def test_retry_judges_an_unmet_condition_again_and_keeps_skipped_steps(
+    client: Client, conn: Any, run_worker: Callable[..., Worker]
+) -> None:
+    run_worker({"guarded": guarded})
+    run_id = client.start_flow(guarded, {"ok": False})
+    with pytest.raises(RunFailed, match="Condition not met"):
+        client.wait(run_id, timeout=30)
+    wait_for(
+        lambda: any(s.status == "skipped" for s in client.get_run_with_states(run_id).step_states)
+    )
+    assert_invariants(conn)
+
+    # Nothing to requeue: the unmet step goes back to created, is judged again and fails again.
+    assert client.retry_run(run_id) == 0
+    run = client.get_run_with_states(run_id)
+    assert run.status == "failed"
+    states = {s.step_slug: s.status for s in run.step_states}
+    assert states == {"check": "completed", "act": "failed", "optional": "skipped"}
+    assert_invariants(conn)
+
+
 # -- delete and prune --------------------------------------------------------------------------
 
 
@@ -414,13 +453,13 @@ def test_worker_retention_prunes_once_across_workers_while_they_serve(
 
     workers = [
         run_worker({"quick": quick}, retention="7d", retention_interval=0.2, concurrency=2)
-        for _ in range(3)
+        for _ in range(2)
     ]
     fresh = [client.start_flow(quick, i) for i in range(20)]
     for run_id in fresh:
         assert client.wait(run_id, timeout=30).output == {"double": 2 * (fresh.index(run_id))}
     wait_for(lambda: count(conn, "pgflow", "runs") == 20, what="the old runs to be pruned")
-    wait_for(lambda: sum(w.retention.rounds for w in workers if w.retention) >= 3)
+    wait_for(lambda: sum(w.retention.rounds for w in workers if w.retention) >= 2)
     # Each old run was deleted by exactly one worker.
     assert sum(w.retention.pruned_runs for w in workers if w.retention) == 40
     assert {r.run_id for r in client.list_runs(limit=100)} == set(fresh)

@@ -24,8 +24,14 @@ def violations(conn: Any) -> list[tuple[str, Any]]:
     """Every broken invariant as (check, row); empty when the database is consistent."""
     found: list[tuple[str, Any]] = []
     with conn.cursor(row_factory=tuple_row) as cur:
+        # A skipped step reads completed in pgflow's row while its tasks failed (see
+        # 0070_conditions.sql): its tasks are not counted against it.
+        skipped = set()
+        if cur.execute(test_query("has_skipped_steps")).fetchone() == (True,):
+            skipped = {tuple(r) for r in cur.execute(test_query("skipped_steps")).fetchall()}
         for name in CHECKS:
-            found += [(name, row) for row in cur.execute(test_query(name)).fetchall()]
+            rows = cur.execute(test_query(name)).fetchall()
+            found += [(name, row) for row in rows if tuple(row[:2]) not in skipped]
         for (slug,) in cur.execute(test_query("flow_slugs")).fetchall():
             table = sql.Identifier(f"q_{slug.lower()}")
             statement = sql.SQL(test_query("inv_messages")).format(table, table)

@@ -26,32 +26,38 @@ WHERE ss.remaining_deps <> (SELECT count(*) FROM pgflow.deps AS d
 
 -- name: inv_remaining_tasks
 -- A step that started has initial_tasks tasks and remaining_tasks = those not completed; a step
--- that never started has no tasks and no remaining_tasks.
+-- that never started (created, or failed before starting on an unmet condition) has no tasks
+-- and no remaining_tasks.
 SELECT ss.run_id, ss.step_slug, ss.status, ss.initial_tasks, ss.remaining_tasks,
        count(t.*) AS tasks, count(t.*) FILTER (WHERE t.status = 'completed') AS completed
 FROM pgflow.step_states AS ss
 LEFT JOIN pgflow.step_tasks AS t ON t.run_id = ss.run_id AND t.step_slug = ss.step_slug
-GROUP BY ss.run_id, ss.step_slug, ss.status, ss.initial_tasks, ss.remaining_tasks
-HAVING (ss.status = 'created' AND (ss.remaining_tasks IS NOT NULL OR count(t.*) > 0))
-    OR (ss.status <> 'created' AND ss.remaining_tasks IS DISTINCT FROM
-        ss.initial_tasks - count(t.*) FILTER (WHERE t.status = 'completed'))
+GROUP BY ss.run_id, ss.step_slug, ss.status, ss.initial_tasks, ss.remaining_tasks, ss.started_at
+HAVING ((ss.status = 'created' OR (ss.status = 'failed' AND ss.started_at IS NULL))
+        AND (ss.remaining_tasks IS NOT NULL OR count(t.*) > 0))
+    OR (ss.status <> 'created' AND NOT (ss.status = 'failed' AND ss.started_at IS NULL)
+        AND ss.remaining_tasks IS DISTINCT FROM
+            ss.initial_tasks - count(t.*) FILTER (WHERE t.status = 'completed'))
     OR (ss.status = 'started' AND count(t.*) <> ss.initial_tasks);
 
 -- name: inv_statuses
 -- Statuses agree: a started run has no failure recorded; a failed run has failed_at; a
 -- completed run has every step completed; a completed step every task completed.
-SELECT r.run_id, r.status, 'run' AS what FROM pgflow.runs AS r
+SELECT r.run_id, NULL::text AS step_slug, r.status FROM pgflow.runs AS r
 WHERE (r.status = 'started' AND (r.failed_at IS NOT NULL OR r.completed_at IS NOT NULL
        OR EXISTS (SELECT 1 FROM pgflow.step_states AS ss
                   WHERE ss.run_id = r.run_id AND ss.status = 'failed')
        OR EXISTS (SELECT 1 FROM pgflow.step_tasks AS t
-                  WHERE t.run_id = r.run_id AND t.status = 'failed')))
+                  JOIN pgflow.step_states AS ss
+                    ON ss.run_id = t.run_id AND ss.step_slug = t.step_slug
+                  WHERE t.run_id = r.run_id AND t.status = 'failed'
+                    AND ss.status <> 'completed')))
    OR (r.status = 'failed' AND r.failed_at IS NULL)
    OR (r.status = 'completed' AND (r.remaining_steps <> 0 OR EXISTS (
        SELECT 1 FROM pgflow.step_states AS ss
        WHERE ss.run_id = r.run_id AND ss.status <> 'completed')))
 UNION ALL
-SELECT ss.run_id, ss.status, 'step ' || ss.step_slug FROM pgflow.step_states AS ss
+SELECT ss.run_id, ss.step_slug, ss.status FROM pgflow.step_states AS ss
 WHERE ss.status = 'completed' AND EXISTS (
     SELECT 1 FROM pgflow.step_tasks AS t
     WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug AND t.status <> 'completed');
@@ -71,6 +77,12 @@ FROM pgmq.{} AS q
 WHERE NOT EXISTS (
     SELECT 1 FROM pgflow.step_tasks AS t JOIN pgflow.runs AS r ON r.run_id = t.run_id
     WHERE t.message_id = q.msg_id AND t.status IN ('queued', 'started') AND r.status = 'started');
+
+-- name: has_skipped_steps
+SELECT to_regclass('pgflow_kombu.skipped_steps') IS NOT NULL;
+
+-- name: skipped_steps
+SELECT run_id, step_slug FROM pgflow_kombu.skipped_steps;
 
 -- name: flow_slugs
 SELECT flow_slug FROM pgflow.flows ORDER BY flow_slug;

@@ -30,16 +30,14 @@ SELECT pg_terminate_backend(pg_backend_pid());
 -- name: err_raise_with_detail
 DO $$ BEGIN RAISE EXCEPTION 'first line' USING DETAIL = 'some detail', HINT = 'a hint'; END $$;
 
--- name: bad_input_row_counts
--- Exact row counts of every table of ours and pgmq's, but the heartbeat-like ones.
-SELECT t.schemaname || '.' || t.tablename AS name,
-       (xpath('/row/n/text()', query_to_xml(
-           format('SELECT count(*) AS n FROM %I.%I', t.schemaname, t.tablename),
-           false, true, '')))[1]::text::bigint AS n
+-- name: bad_input_tables
+-- Every table of ours and pgmq's, but the heartbeat-like ones (their rows are counted one by one:
+-- query_to_xml would need a server built with libxml, which the embedded one is not).
+SELECT t.schemaname, t.tablename
 FROM pg_tables AS t
 WHERE t.schemaname IN ('pgflow', 'pgmq', 'pgflow_kombu')
   AND (t.schemaname, t.tablename) NOT IN (('pgflow', 'workers'), ('pgflow_kombu', 'consumers'))
-ORDER BY 1;
+ORDER BY 1, 2;
 
 -- name: bad_input_start_flow
 SELECT run_id FROM pgflow.start_flow(%(flow_slug)s, %(input)s::jsonb, %(run_id)s::uuid);
