@@ -23,6 +23,7 @@ from pgflow_kombu.db.connect import connect
 from pgflow_kombu.errors import RunCancelled, RunFailed, RunNotFound, RunNotRetryable
 from pgflow_kombu.flows import Flow, StepContext
 from pgflow_kombu.worker import PgmqSource, Worker
+from tests.reference import install_realtime
 from tests.reference.driver import WORKER_ID, Db
 from tests.reference.invariants import assert_invariants
 from tests.support.sql import test_query
@@ -188,6 +189,11 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = ""
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or condition}")
         time.sleep(0.05)
+
+
+def rows_of(url: str, name: str) -> list[Any]:
+    with connect(url) as c:
+        return list(c.execute(test_query(name)).fetchall())
 
 
 def rows(conn: Any, name: str, **params: Any) -> list[Any]:
@@ -473,6 +479,8 @@ def test_worker_retention_prunes_once_across_workers_while_they_serve(
 def test_a_typescript_client_reads_a_cancelled_run_as_failed(
     any_schema_url: str,
 ) -> None:
+    if rows_of(any_schema_url, "has_realtime_log") == [(False,)]:
+        install_realtime(any_schema_url, "log")
     db = Db(any_schema_url, "db")
     client = Client(any_schema_url)
     try:
@@ -486,6 +494,11 @@ def test_a_typescript_client_reads_a_cancelled_run_as_failed(
         (task,) = db.call("start_tasks", flow_slug="ts", msg_ids=[msg_id], worker_id=WORKER_ID)
 
         assert client.cancel_run(run_id, reason="stop")
+        # The events a 0.8.1 client subscribes to, as a final fail_task sends them.
+        events = db.events()
+        assert [e["event"] for e in events[-2:]] == ["step:a:failed", "run:failed"]
+        assert events[-1]["payload"]["error_message"] == "[CANCELLED] stop"
+        assert events[-1]["payload"]["status"] == "failed"
         # pgflow.get_run_with_states is what PgflowSqlClient.getRunWithStates calls.
         (row,) = db.execute("get_run_with_states", {"run_id": run_id})
         payload = row["data"]

@@ -84,6 +84,9 @@ SELECT to_regclass('pgflow_kombu.skipped_steps') IS NOT NULL;
 -- name: skipped_steps
 SELECT run_id, step_slug FROM pgflow_kombu.skipped_steps;
 
+-- name: has_realtime_log
+SELECT to_regclass('realtime.sent_events') IS NOT NULL;
+
 -- name: flow_slugs
 SELECT flow_slug FROM pgflow.flows ORDER BY flow_slug;
 
