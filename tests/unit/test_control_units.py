@@ -77,3 +77,49 @@ def test_an_eager_context_is_never_cancelled() -> None:
     ctx = StepContext("f", "s", cancel_event=event)
     event.set()
     assert ctx.cancelled
+
+
+def _retention_of(args: list[str], env: dict[str, str] | None = None) -> object:
+    import click
+    from click.testing import CliRunner
+
+    from pgflow_kombu.worker.command import worker_options
+
+    seen: dict[str, object] = {}
+
+    @click.command()
+    @worker_options
+    def command(**options: object) -> None:
+        seen.update(options)
+
+    result = CliRunner().invoke(command, ["-A", "x:app", *args], env=env)
+    return seen.get("retention") if result.exit_code == 0 else result.output
+
+
+def test_the_worker_takes_a_retention_option_or_its_environment_variable() -> None:
+    assert _retention_of([]) is None
+    assert _retention_of(["--retention", "7d"]) == timedelta(days=7)
+    assert _retention_of([], {"PGFLOW_WORKER_RETENTION": "12h"}) == timedelta(hours=12)
+    refused = _retention_of(["--retention", "a week"])
+    assert isinstance(refused, str) and "not a duration" in refused
+
+
+def test_a_worker_with_retention_checks_it_before_touching_the_database() -> None:
+    from pgflow_kombu.flows import Flow
+    from pgflow_kombu.worker import Worker
+
+    flow = Flow("f")
+
+    @flow.step
+    def s(run: int) -> int:
+        return run
+
+    url = "postgresql://nobody@127.0.0.1:1/none"
+    worker = Worker({"f": flow}, url, retention="30m", retention_interval=60)
+    assert worker.retention is not None
+    assert (worker.retention.retention, worker.retention.interval) == (timedelta(minutes=30), 60)
+    assert Worker({"f": flow}, url).retention is None
+    with pytest.raises(ConfigurationError, match="not a duration"):
+        Worker({"f": flow}, url, retention="soon")
+    with pytest.raises(ConfigurationError, match="retention_interval"):
+        Worker({"f": flow}, url, retention="1d", retention_interval=0)
