@@ -158,10 +158,13 @@ def conn(db_url: str) -> Iterator[Any]:
 def run_worker(db_url: str) -> Iterator[Callable[..., Worker]]:
     started: list[Worker] = []
 
-    def start(flows: dict[str, Flow], **options: Any) -> Worker:
+    def start(flows: dict[str, Flow], *, kombu: bool = False, **options: Any) -> Worker:
+        """A worker reading with pgmq directly, or through the pgflow:// transport (default of
+        the command)."""
         options.setdefault("heartbeat_interval", 0.3)
         options.setdefault("stalled_after", 5.0)
-        worker = Worker(flows, db_url, source=PgmqSource(db_url, poll_interval=0.05), **options)
+        source = None if kombu else PgmqSource(db_url, poll_interval=0.05)
+        worker = Worker(flows, db_url, source=source, **options)
         worker.start()
         started.append(worker)
         return worker
@@ -208,11 +211,12 @@ def live_messages(conn: Any, flow: str) -> int:
 # -- cancel ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("kombu", [False, True], ids=["pgmq", "kombu"])
 def test_cancel_while_tasks_run_stops_the_run_everywhere(
-    client: Client, conn: Any, run_worker: Callable[..., Worker]
+    client: Client, conn: Any, run_worker: Callable[..., Worker], kombu: bool
 ) -> None:
     flows = {"cancellable": cancellable}
-    workers = [run_worker(flows, concurrency=2, prefetch=2) for _ in range(2)]
+    workers = [run_worker(flows, concurrency=2, prefetch=2, kombu=kombu) for _ in range(2)]
     run_id = client.start_flow(cancellable, [1, 2, 3, 4, 5, 6])
     wait_for(lambda: len(STARTED) == 4, what="four handlers running")
 
