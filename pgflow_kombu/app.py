@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from uuid import UUID
@@ -23,11 +23,20 @@ from pgflow_kombu.errors import ConfigurationError, FlowMismatch, FlowNotFound, 
 from pgflow_kombu.flows import Flow
 from pgflow_kombu.flows.dispatch import check_schedule
 from pgflow_kombu.flows.jsondata import Json
+from pgflow_kombu.flows.schedules import CatchUp, ScheduleSpec
 from pgflow_kombu.flows.shapes import FlowShape, compare_shapes
 from pgflow_kombu.handles import RunHandle
 from pgflow_kombu.observability.hooks import Hooks
 from pgflow_kombu.settings import Settings
-from pgflow_kombu.types import FlowInfo, PruneResult, Run, WorkerInfo
+from pgflow_kombu.types import (
+    FlowInfo,
+    PruneResult,
+    Run,
+    RunEvent,
+    RunPage,
+    ScheduleInfo,
+    WorkerInfo,
+)
 
 if TYPE_CHECKING:
     from pgflow_kombu.flows import Task
@@ -110,9 +119,19 @@ class PgFlow:
         max_attempts: int | None = None,
         base_delay: int | None = None,
         timeout: int | None = None,
+        schedule: str | None = None,
     ) -> Flow:
-        """Create and register a flow; add steps with ``@flow.step`` and ``@flow.map``."""
-        flow = Flow(slug, max_attempts=max_attempts, base_delay=base_delay, timeout=timeout)
+        """Create and register a flow; add steps with ``@flow.step`` and ``@flow.map``.
+
+        ``schedule`` (a cron expression) starts it with input ``{}`` at every tick (more
+        options: :meth:`schedule`)."""
+        flow = Flow(
+            slug,
+            max_attempts=max_attempts,
+            base_delay=base_delay,
+            timeout=timeout,
+            schedule=schedule,
+        )
         return self.register(flow)
 
     @overload
@@ -155,6 +174,7 @@ class PgFlow:
         base_delay: int | None = None,
         timeout: int | None = None,
         start_delay: int | None = None,
+        schedule: str | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -167,8 +187,12 @@ class PgFlow:
         base_delay: int | None = None,
         timeout: int | None = None,
         start_delay: int | None = None,
+        schedule: str | None = None,
     ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
-        """Make a function a job: a single-step flow. ``task(...)`` still calls the function."""
+        """Make a function a job: a single-step flow. ``task(...)`` still calls the function.
+
+        ``schedule`` (a cron expression, e.g. ``"*/5 * * * *"``) starts it with no arguments at
+        every tick; see :meth:`schedule` for input, time zone and catch-up."""
         from pgflow_kombu.flows import Task
 
         def decorate(func: Callable[P, R]) -> Task[P, R]:
@@ -179,6 +203,7 @@ class PgFlow:
                 base_delay=base_delay,
                 timeout=timeout,
                 start_delay=start_delay,
+                schedule=schedule,
             )
             return self.register(task)
 
@@ -287,9 +312,16 @@ class PgFlow:
         *,
         delay_seconds: float | None = None,
         scheduled_at: datetime | None = None,
+        idempotency_key: str | None = None,
     ) -> RunHandle:
         """The dispatcher flows call (``flow.start``, ``task.delay``); see :meth:`start_flow`."""
-        return self.start_flow(flow, input, delay_seconds=delay_seconds, scheduled_at=scheduled_at)
+        return self.start_flow(
+            flow,
+            input,
+            delay_seconds=delay_seconds,
+            scheduled_at=scheduled_at,
+            idempotency_key=idempotency_key,
+        )
 
     def start_flow(
         self,
@@ -300,12 +332,18 @@ class PgFlow:
         connection: psycopg.Connection[Any] | None = None,
         delay_seconds: float | None = None,
         scheduled_at: datetime | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: float | None = None,
     ) -> RunHandle:
         """Start a run; with ``connection=`` it commits or rolls back with the caller's transaction.
 
         A registered flow is checked against (or compiled into) the database first, and its input
         validated (JSON; an array for a root map). A slug of a flow only the database knows (e.g.
         defined by a TypeScript app) is started as is.
+
+        ``idempotency_key``: a second start of the flow with the same key returns the first
+        run's handle and starts nothing, also when both run at once (see
+        :meth:`Client.start_flow`; an eager app ignores the key).
         """
         check_schedule(delay_seconds, scheduled_at)  # before anything is written
         slug = flow_slug_of(flow)
@@ -322,6 +360,8 @@ class PgFlow:
             connection=connection,
             delay_seconds=delay_seconds,
             scheduled_at=scheduled_at,
+            idempotency_key=idempotency_key,
+            idempotency_ttl=idempotency_ttl,
         )
         return RunHandle(self.client, run, slug)
 
@@ -432,6 +472,122 @@ class PgFlow:
         """Delete runs finished more than ``older_than`` ago (``"7d"``, a timedelta, seconds)
         and as old queue archive messages, ``batch_size`` rows per transaction."""
         return self.client.prune(older_than=older_than, batch_size=batch_size)
+
+    # -- runs API and live events (see Client.find_runs, Client.events) --------------------------
+
+    def count_runs(
+        self,
+        *,
+        flow_slug: FlowRef | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> dict[str, int]:
+        """Runs per status (started, completed, failed, cancelled)."""
+        return self.client.count_runs(flow_slug=flow_slug, since=since, until=until)
+
+    def find_runs(
+        self,
+        *,
+        flow_slug: FlowRef | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        input_contains: Any = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> RunPage:
+        """A page of runs, newest first; ``after`` is the previous page's ``next``."""
+        return self.client.find_runs(
+            flow_slug=flow_slug,
+            status=status,
+            since=since,
+            until=until,
+            input_contains=input_contains,
+            after=after,
+            limit=limit,
+        )
+
+    def list_runs(
+        self, *, flow_slug: FlowRef | None = None, status: str | None = None, limit: int = 50
+    ) -> list[Run]:
+        """The newest runs, at most ``limit``."""
+        return self.client.list_runs(flow_slug=flow_slug, status=status, limit=limit)
+
+    def flow_history(self, flow: FlowRef, *, limit: int = 50) -> list[Run]:
+        """The most recent runs of one flow, newest first."""
+        return self.client.flow_history(flow, limit=limit)
+
+    def events(self, run_id: UUID | str, *, timeout: float | None = None) -> Iterator[RunEvent]:
+        """A run's live events until it finishes (see :meth:`Client.events`)."""
+        return self.client.events(run_id, timeout=timeout)
+
+    def aevents(
+        self, run_id: UUID | str, *, timeout: float | None = None
+    ) -> AsyncIterator[RunEvent]:
+        """:meth:`events` as an async iterator."""
+        return self.client.aevents(run_id, timeout=timeout)
+
+    # -- schedules ---------------------------------------------------------------------------------
+
+    def schedule(
+        self,
+        flow: FlowRef,
+        *,
+        cron: str,
+        input: Any = None,
+        timezone: str = "UTC",
+        name: str | None = None,
+        catch_up: CatchUp = "none",
+        catch_up_limit: int = 100,
+        misfire_grace: float = 30.0,
+    ) -> ScheduleSpec:
+        """Start a run of a registered flow (or task) with ``input`` at every tick of ``cron``.
+
+        The schedule belongs to the code: workers serving the flow write it to the database when
+        they start (or call :meth:`sync_schedules`), and disable it once the code drops it. For
+        a flow this app does not define, use ``app.client.create_schedule``. See
+        :mod:`pgflow_kombu.flows.schedules` for the cron syntax (seconds as a sixth field),
+        time zones and the catch-up policies.
+        """
+        registered = self.get_flow(flow)
+        data = registered.prepare_input({} if input is None else input)
+        return registered.add_schedule(
+            cron,
+            input=data,
+            timezone=timezone,
+            name=name,
+            catch_up=catch_up,
+            catch_up_limit=catch_up_limit,
+            misfire_grace=misfire_grace,
+        )
+
+    @property
+    def schedules(self) -> list[ScheduleSpec]:
+        """The schedules of the registered flows, as defined in code."""
+        return [s for f in self._flows.values() for s in f.schedules]
+
+    def sync_schedules(self) -> list[str]:
+        """Write this app's schedules to the database now (workers do it when they start);
+        returns the names of code schedules of its flows that were disabled."""
+        from pgflow_kombu.worker.schedulesync import check_schedules
+
+        specs = check_schedules(self._flows, None)
+        return self.client.sync_schedules(specs, flows=list(self._flows))
+
+    def list_schedules(self, *, flow_slug: str | None = None) -> list[ScheduleInfo]:
+        """The schedules in the database."""
+        return self.client.list_schedules(flow_slug=flow_slug)
+
+    def pause_schedule(self, name: str) -> None:
+        self.client.pause_schedule(name)
+
+    def resume_schedule(self, name: str) -> ScheduleInfo:
+        return self.client.resume_schedule(name)
+
+    def trigger_schedule(self, name: str) -> RunHandle:
+        """Start a run of the schedule now, paused or not."""
+        schedule = self.client.get_schedule(name)
+        return RunHandle(self.client, self.client.trigger_schedule(name), schedule.flow_slug)
 
     # -- workers and health ----------------------------------------------------------------------
 

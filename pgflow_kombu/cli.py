@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -20,6 +21,7 @@ from pgflow_kombu.errors import (
     RunFailed,
     RunNotFound,
     RunTimeout,
+    ScheduleNotFound,
 )
 from pgflow_kombu.flows.dispatch import MAX_DELAY
 from pgflow_kombu.flows.options import FLOW_OPTION_NAMES
@@ -43,7 +45,7 @@ SECONDS = click.FloatRange(min=0)
 ERROR_EXIT_CODES: tuple[tuple[type[PgFlowError] | tuple[type[PgFlowError], ...], int], ...] = (
     (RunFailed, EXIT_RUN_FAILED),
     (RunTimeout, EXIT_TIMEOUT),
-    ((RunNotFound, FlowNotFound), EXIT_NOT_FOUND),
+    ((RunNotFound, FlowNotFound, ScheduleNotFound), EXIT_NOT_FOUND),
 )
 
 
@@ -312,6 +314,11 @@ def runs() -> None:
     default=None,
     help="Seconds before its tasks are visible.",
 )
+@click.option(
+    "--idempotency-key",
+    default=None,
+    help="A start with a key already used for SLUG prints that run instead of starting one.",
+)
 @json_option
 @click.pass_context
 def runs_start(
@@ -321,12 +328,13 @@ def runs_start(
     wait_: bool,
     timeout: float,
     delay: float | None,
+    idempotency_key: str | None,
     as_json: bool,
 ) -> None:
     """Start a run of SLUG with INPUT_JSON (exit 3 failed, 4 timed out when waiting)."""
     payload = _json_argument(input_json, "INPUT_JSON")
     client = client_for(ctx)
-    run_id = client.start_flow(slug, payload, delay_seconds=delay)
+    run_id = client.start_flow(slug, payload, delay_seconds=delay, idempotency_key=idempotency_key)
     if not wait_:
         out.emit_json({"run_id": str(run_id)}) if as_json else click.echo(str(run_id))
         return
@@ -357,22 +365,94 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
     out.emit_run(client_for(ctx).get_run_with_states(run_id), as_json)
 
 
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class Moment(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic from click 8.3
+    """A point in time: ISO 8601 (UTC when no offset is given), or an age such as 30m, 2h, 7d."""
+
+    name = "moment"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        text = str(value).strip()
+        unit = AGE_UNITS.get(text[-1:].lower())
+        if unit is not None and text[:-1].isdigit():
+            return datetime.now(timezone.utc) - timedelta(seconds=int(text[:-1]) * unit)
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            self.fail(f"{text!r} is neither an ISO 8601 time nor an age like 30m, 2h, 7d", param)
+        return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 @runs.command("list")
 @click.option("--flow", "flow_slug", help="Only runs of this flow.")
 @click.option("--status", type=click.Choice(["started", "completed", "failed", "cancelled"]))
-@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True)
+@click.option("--since", type=Moment(), help="Started at or after (ISO time, or an age: 7d).")
+@click.option("--until", type=Moment(), help="Started before (ISO time, or an age: 1h).")
+@click.option(
+    "--input-contains",
+    "input_json",
+    help="Input contains this JSON (jsonb @>), e.g. '{\"user\": 7}'.",
+)
+@click.option("--after", help="The cursor printed after the previous page.")
+@click.option("--limit", type=click.IntRange(min=0, max=1000), default=20, show_default=True)
 @json_option
 @click.pass_context
 def runs_list(
-    ctx: click.Context, flow_slug: str | None, status: str | None, limit: int, as_json: bool
+    ctx: click.Context,
+    flow_slug: str | None,
+    status: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    input_json: str | None,
+    after: str | None,
+    limit: int,
+    as_json: bool,
 ) -> None:
-    """Recent runs, newest first."""
+    """Runs, newest first, a page at a time: the next page's cursor is printed after the table
+    (on stderr with --json), pass it to --after."""
+    contains = None if input_json is None else _json_argument(input_json, "--input-contains")
+    page = client_for(ctx).find_runs(
+        flow_slug=flow_slug,
+        status=status,
+        since=since,
+        until=until,
+        input_contains=contains,
+        after=after,
+        limit=limit,
+    )
     out.listing(
-        client_for(ctx).list_runs(flow_slug=flow_slug, status=status, limit=limit),
+        page.runs,
         as_json,
         ["run", "flow", "status", "started", "remaining"],
         lambda r: (r.run_id, r.flow_slug, r.status, out.when(r.started_at), r.remaining_steps),
     )
+    if page.next is not None:
+        click.echo(f"next: {page.next}", err=as_json)
+
+
+@runs.command("count")
+@click.option("--flow", "flow_slug", help="Only runs of this flow.")
+@click.option("--since", type=Moment(), help="Started at or after (ISO time, or an age: 7d).")
+@click.option("--until", type=Moment(), help="Started before (ISO time, or an age: 1h).")
+@json_option
+@click.pass_context
+def runs_count(
+    ctx: click.Context,
+    flow_slug: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    as_json: bool,
+) -> None:
+    """Runs per status."""
+    counts = client_for(ctx).count_runs(flow_slug=flow_slug, since=since, until=until)
+    if as_json:
+        out.emit_json(counts)
+    else:
+        out.table(["status", "runs"], list(counts.items()))
 
 
 @runs.command("wait")
@@ -486,6 +566,73 @@ def workers_list(ctx: click.Context, include_stale: bool, as_json: bool) -> None
             out.when(w.deprecated_at),
         ),
     )
+
+
+@cli.group()
+def schedules() -> None:
+    """Cron schedules in the database (workers fire them; see 'worker --no-scheduler')."""
+
+
+@schedules.command("list")
+@click.option("--flow", "flow_slug", help="Only schedules of this flow.")
+@json_option
+@click.pass_context
+def schedules_list(ctx: click.Context, flow_slug: str | None, as_json: bool) -> None:
+    """Every schedule with its status (active, paused, removed) and next tick."""
+    out.listing(
+        [
+            {**s.model_dump(mode="json"), "status": s.status}
+            for s in client_for(ctx).list_schedules(flow_slug=flow_slug)
+        ],
+        as_json,
+        ["schedule", "flow", "cron", "timezone", "status", "next tick", "last tick"],
+        lambda s: (
+            s["name"],
+            s["flow_slug"],
+            s["cron"],
+            s["timezone"],
+            s["status"],
+            s["next_tick_at"] if s["status"] == "active" else "-",
+            s["last_tick_at"] or "-",
+        ),
+    )
+
+
+@schedules.command("pause")
+@click.argument("name")
+@click.pass_context
+def schedules_pause(ctx: click.Context, name: str) -> None:
+    """Stop starting NAME's ticks (exit 5 when there is no such schedule)."""
+    client_for(ctx).pause_schedule(name)
+    click.echo(f"paused {name}")
+
+
+@schedules.command("resume")
+@click.argument("name")
+@click.pass_context
+def schedules_resume(ctx: click.Context, name: str) -> None:
+    """Start NAME's ticks again from its next tick (ticks in the pause are not caught up)."""
+    schedule = client_for(ctx).resume_schedule(name)
+    click.echo(f"resumed {name}: next tick {out.when(schedule.next_tick_at)}")
+
+
+@schedules.command("trigger")
+@click.argument("name")
+@json_option
+@click.pass_context
+def schedules_trigger(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Start a run of NAME now (paused or not); prints its run id."""
+    run_id = client_for(ctx).trigger_schedule(name)
+    out.emit_json({"run_id": str(run_id)}) if as_json else click.echo(str(run_id))
+
+
+@schedules.command("delete")
+@click.argument("name")
+@click.pass_context
+def schedules_delete(ctx: click.Context, name: str) -> None:
+    """Delete NAME and its tick history (a worker whose code defines it writes it again)."""
+    client_for(ctx).delete_schedule(name)
+    click.echo(f"deleted {name}")
 
 
 @cli.command()

@@ -105,6 +105,10 @@ class RunNotFound(PgFlowError):
     """No run has that id."""
 
 
+class ScheduleNotFound(PgFlowError):
+    """No schedule has that name."""
+
+
 class WorkerNotFound(PgFlowError):
     """No worker of this app serves that flow (``stop_worker(flow)``; the seeds' ``:not_found``)."""
 

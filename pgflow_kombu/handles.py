@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 if TYPE_CHECKING:
     from pgflow_kombu.client import Client
-    from pgflow_kombu.types import Run
+    from pgflow_kombu.types import Run, RunEvent
 
 
 class RunHandle:
@@ -68,3 +69,12 @@ class RunHandle:
     def get(self, timeout: float | None = 60.0) -> Any:
         """Wait and return the output, Celery style: raises RunFailed / RunTimeout."""
         return self.wait(timeout).output
+
+    def events(self, timeout: float | None = None) -> Iterator[RunEvent]:
+        """The run's events (``run:started``, ``step:completed``...) as they happen, those that
+        already happened first; ends after the run finishes. See :meth:`Client.events`."""
+        return self._client.events(self.run_id, timeout=timeout)
+
+    def aevents(self, timeout: float | None = None) -> AsyncIterator[RunEvent]:
+        """:meth:`events` as an async iterator (``async for event in handle.aevents()``)."""
+        return self._client.aevents(self.run_id, timeout=timeout)

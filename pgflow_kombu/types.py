@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict
 
 JSON = Any
 RunStatus = Literal["started", "completed", "failed", "cancelled"]
-"""``cancelled`` is ours: pgflow's row of a cancelled run says ``failed`` (see 0040_control.sql)."""
+"""pgflow's run statuses, plus ``cancelled``: a run cancelled through this package (pgflow's row
+says ``failed``; see ``pgflow_kombu.cancelled_runs``)."""
 StepStatus = Literal["created", "started", "completed", "failed", "skipped"]
 TaskStatus = Literal["queued", "started", "completed", "failed"]
 
@@ -98,6 +99,44 @@ class PruneResult(_Row):
     archived_messages: int = 0
 
 
+class RunPage(_Row):
+    """One page of :meth:`~pgflow_kombu.client.Client.find_runs`: newest first, and ``next``, the
+    opaque cursor of the following page (``None`` on the last page)."""
+
+    runs: list[Run]
+    next: str | None = None
+
+
+RunEventType = Literal[
+    "run:started",
+    "run:completed",
+    "run:failed",
+    "run:cancelled",
+    "step:started",
+    "step:completed",
+    "step:failed",
+    "step:skipped",
+]
+
+
+class RunEvent(_Row):
+    """A change of a run or of one of its steps, as :meth:`~pgflow_kombu.client.Client.events`
+    yields it. ``output`` is set on ``*:completed`` events when it is at most
+    ``MAX_EVENT_OUTPUT`` bytes, else ``None`` with ``output_omitted`` true (read it with
+    ``get_run_with_states``). ``step_slug`` is ``None`` on run events. A conditional step that
+    was skipped gives ``step:skipped`` with its ``skip_reason``."""
+
+    event_type: RunEventType
+    run_id: UUID
+    step_slug: str | None = None
+    status: str
+    output: JSON = None
+    output_omitted: bool = False
+    error_message: str | None = None
+    skip_reason: str | None = None
+    at: datetime | None = None
+
+
 class WorkerInfo(_Row):
     worker_id: UUID
     queue_name: str
@@ -115,3 +154,42 @@ class FlowInfo(_Row):
     opt_base_delay: int
     opt_timeout: int
     created_at: datetime | None = None
+
+
+class ScheduleInfo(_Row):
+    """A schedule as the database holds it (see :mod:`pgflow_kombu.flows.schedules`)."""
+
+    name: str
+    flow_slug: str
+    cron: str
+    timezone: str
+    input: JSON = None
+    catch_up: str = "none"
+    catch_up_limit: int = 100
+    misfire_grace: float = 30.0
+    source: str = "api"
+    paused: bool = False
+    removed_at: datetime | None = None
+    next_tick_at: datetime
+    last_tick_at: datetime | None = None
+    last_run_id: UUID | None = None
+    last_error: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def status(self) -> str:
+        """``active``, ``paused``, or ``removed`` (a code schedule the code no longer defines)."""
+        if self.removed_at is not None:
+            return "removed"
+        return "paused" if self.paused else "active"
+
+
+class ScheduleTick(_Row):
+    """A tick of a schedule that was started (``manual``: triggered by hand)."""
+
+    schedule_name: str
+    tick_at: datetime
+    manual: bool = False
+    run_id: UUID | None = None
+    started_at: datetime | None = None

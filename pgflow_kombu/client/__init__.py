@@ -20,14 +20,17 @@ from __future__ import annotations
 
 from pgflow_kombu.client.base import CORE_VERSION, FlowRef, HasSlug, flow_slug_of
 from pgflow_kombu.client.control import ControlMixin
+from pgflow_kombu.client.events import EventsMixin
 from pgflow_kombu.client.flows import (
     FlowsMixin,
     create_flow_from_shape,
     lock_flow_slug,
     read_flow_shape,
 )
+from pgflow_kombu.client.history import HistoryMixin
 from pgflow_kombu.client.inputs import check_timeout, run_id_text, run_input
 from pgflow_kombu.client.runs import RunsMixin
+from pgflow_kombu.client.schedules import SchedulesMixin
 from pgflow_kombu.client.workers import WorkersMixin
 
 __all__ = [
@@ -45,9 +48,12 @@ __all__ = [
 ]
 
 
-class Client(RunsMixin, FlowsMixin, WorkersMixin, ControlMixin):
+class Client(
+    RunsMixin, HistoryMixin, EventsMixin, FlowsMixin, SchedulesMixin, WorkersMixin, ControlMixin
+):
     """Talks to one database. Thread-safe; connections come from a pool opened on first use.
 
-    One mixin per concept (``client/runs.py``, ``flows.py``, ``workers.py``, ``control.py``),
-    all on the pool and connection handling of ``client/base.py``.
+    One mixin per concept (``client/runs.py``, ``history.py``, ``events.py``, ``flows.py``,
+    ``schedules.py``, ``workers.py``, ``control.py``), all on the pool and connection handling
+    of ``client/base.py``.
     """

@@ -11,7 +11,14 @@ from pgflow_kombu.errors import ConfigurationError, FlowInputError, RunNotFound
 from pgflow_kombu.flows.dispatch import schedule_delay
 from pgflow_kombu.flows.jsondata import Json, NotJsonError, to_json
 
-__all__ = ["as_uuid", "check_timeout", "delay_from", "run_id_text", "run_input"]
+__all__ = [
+    "as_uuid",
+    "check_idempotency",
+    "check_timeout",
+    "delay_from",
+    "run_id_text",
+    "run_input",
+]
 
 
 def delay_from(delay_seconds: float | None, scheduled_at: datetime | None) -> int:
@@ -42,6 +49,18 @@ def run_id_text(value: UUID | str | None) -> str | None:
         return str(UUID(str(value)))
     except ValueError:
         raise FlowInputError(f"run_id {value!r} is not a UUID") from None
+
+
+def check_idempotency(key: str | None, ttl: float | None) -> str | None:
+    """An idempotency key (a non-empty string, or None) and its time to live (seconds > 0)."""
+    if key is not None and (not isinstance(key, str) or not key or "\x00" in key):
+        raise FlowInputError(f"idempotency_key must be a non-empty string, got {key!r}")
+    if ttl is not None:
+        if key is None:
+            raise FlowInputError("idempotency_ttl needs an idempotency_key")
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+            raise FlowInputError(f"idempotency_ttl must be a number of seconds > 0, got {ttl!r}")
+    return key
 
 
 def check_timeout(timeout: float | None) -> None:

@@ -3,6 +3,7 @@ for them."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -14,10 +15,16 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from pgflow_kombu.client.base import ClientBase, FlowRef, flow_slug_of
-from pgflow_kombu.client.inputs import as_uuid, check_timeout, delay_from, run_id_text, run_input
+from pgflow_kombu.client.inputs import (
+    as_uuid,
+    check_idempotency,
+    check_timeout,
+    delay_from,
+    run_id_text,
+    run_input,
+)
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.errors import (
-    ConfigurationError,
     ConnectionFailed,
     ConstraintViolation,
     DatabaseError,
@@ -34,9 +41,7 @@ from pgflow_kombu.flows.dispatch import check_schedule
 from pgflow_kombu.observability.runspan import run_start_span
 from pgflow_kombu.types import Run, StepState, StepTask
 
-__all__ = ["RUN_STATUSES", "RunsMixin"]
-
-RUN_STATUSES = ("started", "completed", "failed", "cancelled")
+__all__ = ["RunsMixin"]
 
 
 class RunsMixin(ClientBase):
@@ -49,33 +54,64 @@ class RunsMixin(ClientBase):
         connection: psycopg.Connection[Any] | None = None,
         delay_seconds: float | None = None,
         scheduled_at: datetime | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: float | None = None,
     ) -> UUID:
         """Start a run of ``flow`` and return its id.
 
         With ``connection=`` the run is started inside the caller's transaction: it exists (and its
         tasks become visible to workers) only if that transaction commits. ``delay_seconds`` or
         ``scheduled_at`` (timezone-aware; past times run now) keep its first tasks invisible until then.
+
+        ``idempotency_key``: a start of the same flow with a key already used returns the run
+        that key started, and starts nothing (the input is not compared). A concurrent start
+        with the same key waits for the first one's transaction and returns its run. The key
+        lives as long as its run (deleting or pruning the run frees it), or
+        ``idempotency_ttl`` seconds when given.
         """
         delay = delay_from(delay_seconds, scheduled_at)
         slug = flow_slug_of(flow)
+        key = check_idempotency(idempotency_key, idempotency_ttl)
         params = {
             "flow_slug": slug,
             "input": Jsonb(run_input(input)),
             "run_id": run_id_text(run_id),
         }
         try:
-            with self.connection(connection) as conn, run_start_span(slug) as span:
-                name = "client.start_flow_delayed" if delay else "client.start_flow"
-                if delay:
-                    params["delay_seconds"] = delay
-                if span is not None:  # the run keeps the start span's trace context
-                    params.update(span.params)
-                    name = name.replace("client.", "observability.") + "_traced"
-                row = conn.execute(query(name), params).fetchone()
-                if span is not None and row is not None:
-                    span.started(row[0])
+            with self.connection(connection) as conn:
+                if key is None:
+                    return self._start_one(conn, slug, params, delay)
+                # The key's reservation and its run commit together: in a transaction of their
+                # own, or in the caller's (where psycopg's transaction() would commit it early).
+                together = conn.transaction() if conn.autocommit else contextlib.nullcontext()
+                with together:
+                    reserved = conn.execute(
+                        query("idempotency.reserve_idempotency_key"),
+                        {**params, "key": key, "ttl_seconds": idempotency_ttl},
+                    ).fetchone()
+                    assert reserved is not None
+                    if not reserved[1]:
+                        existing: UUID = reserved[0]
+                        return existing
+                    params["run_id"] = str(reserved[0])
+                    return self._start_one(conn, slug, params, delay)
         except DatabaseError as exc:
             raise self._start_failure(slug, exc, run_id=run_id) from exc
+
+    @staticmethod
+    def _start_one(
+        conn: psycopg.Connection[Any], slug: str, params: dict[str, Any], delay: int
+    ) -> UUID:
+        with run_start_span(slug) as span:
+            name = "client.start_flow_delayed" if delay else "client.start_flow"
+            if delay:
+                params["delay_seconds"] = delay
+            if span is not None:  # the run keeps the start span's trace context
+                params.update(span.params)
+                name = name.replace("client.", "observability.") + "_traced"
+            row = conn.execute(query(name), params).fetchone()
+            if span is not None and row is not None:
+                span.started(row[0])
         assert row is not None
         started: UUID = row[0]
         return started
@@ -186,21 +222,6 @@ class RunsMixin(ClientBase):
             for s in states
         )
         return Run.model_validate({**row, "step_states": step_states})
-
-    def list_runs(
-        self, *, flow_slug: str | None = None, status: str | None = None, limit: int = 50
-    ) -> list[Run]:
-        """The newest runs first, at most ``limit``; optionally of one flow or status."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise ConfigurationError(f"limit must be an integer >= 0, got {limit!r}")
-        if status is not None and status not in RUN_STATUSES:
-            raise ConfigurationError(
-                f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r}"
-            )
-        params = {"flow_slug": flow_slug, "status": status, "limit": limit}
-        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(query("client.list_runs"), params).fetchall()
-        return [Run.model_validate(r) for r in rows]
 
     def wait(
         self,

@@ -25,6 +25,7 @@ from pgflow_kombu.flows.inputs import (
 )
 from pgflow_kombu.flows.jsondata import Json, NotJsonError, json_type_name, to_json
 from pgflow_kombu.flows.options import CREATE_FLOW_DEFAULTS, FlowOptions, StepOptions
+from pgflow_kombu.flows.schedules import ScheduleSpec
 from pgflow_kombu.flows.shapes import (
     FlowShape,
     ShapeDifference,
@@ -62,6 +63,7 @@ __all__ = [
     "Json",
     "NotJsonError",
     "PreparedCall",
+    "ScheduleSpec",
     "ShapeDifference",
     "Signature",
     "Step",

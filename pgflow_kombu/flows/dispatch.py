@@ -27,7 +27,8 @@ class Dispatcher(Protocol):
     ``input`` is already plain JSON. At most one of ``delay_seconds`` (>= 0) and
     ``scheduled_at`` (a timezone-aware datetime, compared as an instant; past means now) is
     given, both checked by :func:`check_schedule`; both ask that the run's first tasks become
-    visible later. Returns the app's run handle (``run_id``, ``wait()``, ...).
+    visible later. ``idempotency_key`` deduplicates starts (the first run's handle comes back
+    for a key already used). Returns the app's run handle (``run_id``, ``wait()``, ...).
     """
 
     def start(
@@ -37,6 +38,7 @@ class Dispatcher(Protocol):
         *,
         delay_seconds: float | None = None,
         scheduled_at: datetime | None = None,
+        idempotency_key: str | None = None,
     ) -> Any: ...
 
 

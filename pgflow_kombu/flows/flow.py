@@ -28,7 +28,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from pgflow_kombu.errors import FlowDefinitionError, FlowInputError, NotBoundError
+from pgflow_kombu.errors import (
+    ConfigurationError,
+    FlowDefinitionError,
+    FlowInputError,
+    NotBoundError,
+)
 from pgflow_kombu.flows.binding import RUN_KEY, Binder
 from pgflow_kombu.flows.conditions import StepCondition
 from pgflow_kombu.flows.dispatch import Dispatcher, check_schedule
@@ -41,6 +46,7 @@ from pgflow_kombu.flows.options import (
     FlowOptions,
     StepOptions,
 )
+from pgflow_kombu.flows.schedules import CatchUp, ScheduleSpec
 from pgflow_kombu.flows.shapes import FlowShape
 from pgflow_kombu.flows.slugs import validate_flow_slug, validate_step_slug
 from pgflow_kombu.flows.step import STEP_TYPES, Step, StepType
@@ -57,7 +63,8 @@ class Flow:
     """A flow definition: slug, options and steps in definition order.
 
     Options not given are not set: ``pgflow.create_flow`` applies its defaults (3 attempts,
-    5 s base delay, 60 s timeout) and steps inherit the flow's values.
+    5 s base delay, 60 s timeout) and steps inherit the flow's values. ``schedule`` (a cron
+    expression) starts a run with input ``{}`` at every tick; see :meth:`add_schedule`.
     """
 
     def __init__(
@@ -67,10 +74,15 @@ class Flow:
         max_attempts: int | None = None,
         base_delay: int | None = None,
         timeout: int | None = None,
+        schedule: str | None = None,
     ) -> None:
         self.slug: str = validate_flow_slug(slug)
         self.options = FlowOptions(max_attempts, base_delay, timeout).validate(self.slug)
         self._steps: dict[str, Step] = {}
+        # Cron schedules of this flow, written to the database by the workers that serve it.
+        self.schedules: list[ScheduleSpec] = []
+        if schedule is not None:
+            self.add_schedule(schedule)
         self._dispatcher: Dispatcher | None = None
         # Turns delay(*args, **kwargs) into the run input; set for task and chain flows.
         self._input_builder: Callable[..., Json] | None = None
@@ -377,6 +389,39 @@ class Flow:
             shape["flow_slug"], steps=shape.get("steps", []), handlers=handlers, **options
         )
 
+    # -- schedules -----------------------------------------------------------------------------
+
+    def add_schedule(
+        self,
+        cron: str,
+        *,
+        input: Any = None,
+        timezone: str = "UTC",
+        name: str | None = None,
+        catch_up: CatchUp = "none",
+        catch_up_limit: int = 100,
+        misfire_grace: float = 30.0,
+    ) -> ScheduleSpec:
+        """Start a run with ``input`` (default ``{}``) at every tick of ``cron`` (see
+        :mod:`pgflow_kombu.flows.schedules`); ``name`` (default: the flow slug) must be unique
+        among all schedules. Workers serving the flow write it to the database."""
+        spec = ScheduleSpec(
+            flow_slug=self.slug,
+            cron=cron,
+            name=name or "",
+            input={} if input is None else input,
+            timezone=timezone,
+            catch_up=catch_up,
+            catch_up_limit=catch_up_limit,
+            misfire_grace=misfire_grace,
+        )
+        if any(s.name == spec.name for s in self.schedules):
+            raise ConfigurationError(
+                f"flow {self.slug!r} already has a schedule named {spec.name!r}: pass name=..."
+            )
+        self.schedules.append(spec)
+        return spec
+
     # -- starting runs -------------------------------------------------------------------------
 
     def bind(self, dispatcher: Dispatcher | None) -> None:
@@ -403,10 +448,12 @@ class Flow:
         *,
         delay_seconds: float | None = None,
         scheduled_at: datetime | None = None,
+        idempotency_key: str | None = None,
     ) -> Any:
         """Start a run through the bound dispatcher; returns its run handle.
 
-        ``input`` may hold models and dataclasses (they become JSON objects).
+        ``input`` may hold models and dataclasses (they become JSON objects). With
+        ``idempotency_key`` a second start with the same key returns the first run's handle.
         """
         if self._dispatcher is None:
             raise NotBoundError(
@@ -414,11 +461,14 @@ class Flow:
                 "or register it, or use run_eager() in tests"
             )
         check_schedule(delay_seconds, scheduled_at)
+        # The key is passed only when given: dispatchers written before it keep working.
+        extra = {} if idempotency_key is None else {"idempotency_key": idempotency_key}
         return self._dispatcher.start(
             self,
             self.prepare_input(input),
             delay_seconds=delay_seconds,
             scheduled_at=scheduled_at,
+            **extra,
         )
 
     def build_input(self, *args: Any, **kwargs: Any) -> Json:

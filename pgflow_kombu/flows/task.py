@@ -71,6 +71,7 @@ class Task(Generic[P, R]):
         base_delay: int | None = None,
         timeout: int | None = None,
         start_delay: int | None = None,
+        schedule: str | None = None,
     ) -> None:
         if name is None:
             fn_name = getattr(fn, "__name__", None)
@@ -94,6 +95,19 @@ class Task(Generic[P, R]):
             start_delay=start_delay,
         )
         self.flow._input_builder = self.build_input
+        if schedule is not None:
+            self._check_no_arguments("schedule=")
+            self.flow.add_schedule(schedule)
+
+    def _check_no_arguments(self, what: str) -> None:
+        try:
+            self.build_input()
+        except StepInputError as exc:
+            raise FlowDefinitionError(
+                f"task {self.name!r}: {what} starts it with no arguments, but {exc}; use "
+                f"app.schedule({self.name}, cron=..., input={{...}}) to give them",
+                flow_slug=self.name,
+            ) from None
 
     def __repr__(self) -> str:
         return f"<Task {self.name!r}>"
@@ -157,11 +171,18 @@ class Task(Generic[P, R]):
         *,
         countdown: float | None = None,
         eta: datetime | None = None,
+        idempotency_key: str | None = None,
     ) -> Any:
-        """Start a run, optionally ``countdown`` seconds from now or at ``eta`` (not both)."""
+        """Start a run, optionally ``countdown`` seconds from now or at ``eta`` (not both).
+
+        With ``idempotency_key`` a second call with the same key returns the first run's handle
+        and starts nothing (see :meth:`Client.start_flow`).
+        """
         check_schedule(countdown, eta)
         data = self.build_input(*(args or ()), **dict(kwargs or {}))
-        return self.flow.start(data, delay_seconds=countdown, scheduled_at=eta)
+        return self.flow.start(
+            data, delay_seconds=countdown, scheduled_at=eta, idempotency_key=idempotency_key
+        )
 
     def output_of(self, run_output: Json) -> Json:
         """The task's return value (as JSON) inside its run's output ``{name: value}``."""
@@ -215,6 +236,7 @@ def task(
     base_delay: int | None = None,
     timeout: int | None = None,
     start_delay: int | None = None,
+    schedule: str | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -227,8 +249,11 @@ def task(
     base_delay: int | None = None,
     timeout: int | None = None,
     start_delay: int | None = None,
+    schedule: str | None = None,
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
-    """Decorator making a :class:`Task` (unbound; the app's ``app.task`` also binds it)."""
+    """Decorator making a :class:`Task` (unbound; the app's ``app.task`` also binds it).
+
+    ``schedule`` (a cron expression) starts the task with no arguments at every tick."""
 
     def decorate(func: Callable[P, R]) -> Task[P, R]:
         return Task(
@@ -238,6 +263,7 @@ def task(
             base_delay=base_delay,
             timeout=timeout,
             start_delay=start_delay,
+            schedule=schedule,
         )
 
     return decorate(fn) if fn is not None else decorate

@@ -159,6 +159,14 @@ def worker_options(fn: F) -> F:
             help="A span per task attempt through OpenTelemetry's configured tracer provider, "
             "in the trace that started the run (needs pgflow-kombu[otel]).",
         ),
+        _opt(
+            "--scheduler/--no-scheduler",
+            env="SCHEDULER",
+            default=True,
+            show_default=True,
+            help="Fire due ticks of the database's schedules (each tick starts once however "
+            "many workers do).",
+        ),
     ]
     for decorator in reversed(decorators):
         fn = decorator(fn)
@@ -197,6 +205,7 @@ def run_command(url: str, **options: Any) -> int:
             source=_source(options["source"], url),
             hooks=target.hooks if isinstance(getattr(target, "hooks", None), Hooks) else None,
             retention=options.get("retention"),
+            scheduler=options.get("scheduler", True),
         )
         stop_observing = observe(worker, url, options)
     except PgFlowError as exc:
@@ -280,6 +289,11 @@ def banner(worker: Worker, app_ref: str, source: str) -> str:
         ("pool", f"{worker.pool_kind} x {worker.concurrency}, prefetch {worker.prefetch}"),
         ("messages", "pgflow:// kombu transport" if source == "kombu" else "pgmq reads"),
         ("flows", flows),
+        (
+            "schedules",
+            ", ".join(f"{s.name} ({s.cron})" for s in worker.schedules) or "none in code",
+        ),
+        ("scheduler", "fires due ticks" if worker.scheduler is not None else "off"),
         (
             "liveness",
             f"heartbeat every {worker.membership.heartbeat_interval:g} s, "

@@ -22,6 +22,7 @@ from typing import Any
 from pgflow_kombu.db.urls import check_url
 from pgflow_kombu.durations import parse_duration
 from pgflow_kombu.errors import ConfigurationError, PgFlowError
+from pgflow_kombu.flows.schedules import ScheduleSpec
 from pgflow_kombu.observability.hooks import Hooks
 from pgflow_kombu.worker.cancellation import Cancellations
 from pgflow_kombu.worker.claims import Claims
@@ -35,6 +36,8 @@ from pgflow_kombu.worker.pools import Pool, make_pool
 from pgflow_kombu.worker.pools.base import SlotPool
 from pgflow_kombu.worker.reporter import DEFAULT_BATCH_SIZE, Reporter
 from pgflow_kombu.worker.retention import DEFAULT_RETENTION_INTERVAL, Retention
+from pgflow_kombu.worker.scheduler import Scheduler
+from pgflow_kombu.worker.schedulesync import check_schedules, sync_schedules
 from pgflow_kombu.worker.signals import install_stop_signals
 from pgflow_kombu.worker.source import MessageSource
 from pgflow_kombu.worker.status import ExitCode, WorkerStats
@@ -53,9 +56,16 @@ class Worker:
     handlers; ``heartbeat_interval``/``stalled_after`` drive liveness and stalled-task recovery.
     ``app_ref`` ("pkg.module:app") lets the process pool's children import the flows.
     ``hooks`` (an app's :class:`~pgflow_kombu.observability.Hooks`) are called along with the
-    worker's own ``worker.hooks``. ``retention`` (``"7d"``, a timedelta or seconds) makes the
-    worker prune finished runs and queue archives older than that every ``retention_interval``
-    seconds (one worker at a time: see retention.py).
+    worker's own ``worker.hooks``.
+
+    Schedules: on start the worker writes ``schedules`` (default: those of the served flows,
+    ``flow.schedules``) to the database and disables the code schedules of its flows that are
+    gone; with ``scheduler`` (default) a thread fires the due ticks of every schedule in the
+    database (each tick starts once however many workers run; see worker/scheduler.py).
+
+    ``retention`` (``"7d"``, a timedelta or seconds) makes the worker prune finished runs and
+    queue archives older than that every ``retention_interval`` seconds (one worker at a time:
+    see retention.py).
     """
 
     def __init__(
@@ -81,6 +91,9 @@ class Worker:
         hooks: Hooks | None = None,
         retention: timedelta | str | float | None = None,
         retention_interval: float = DEFAULT_RETENTION_INTERVAL,
+        schedules: Sequence[ScheduleSpec] | None = None,
+        scheduler: bool = True,
+        scheduler_poll_interval: float = 5.0,
     ) -> None:
         self.url = check_url(url)
         served = select_flows(flows, queues)
@@ -101,6 +114,10 @@ class Worker:
         self.ensure_flows = ensure_flows
         self.fetch_timeout = fetch_timeout
         self.stats = WorkerStats()
+        self.schedules = check_schedules(served, schedules)
+        self.scheduler: Scheduler | None = (
+            Scheduler(self.url, poll_interval=scheduler_poll_interval) if scheduler else None
+        )
         self.exit_code: int | None = None
         # This worker's callbacks, then those of ``hooks`` (its app's): see observability/hooks.py.
         self.hooks = Hooks(hooks)
@@ -266,6 +283,7 @@ class Worker:
                 slug: flow.shape() for slug, flow in self.flows.items() if hasattr(flow, "shape")
             }
             ensure_flows(self.url, shapes)
+        sync_schedules(self.url, self.schedules, list(self.flows))
         self.membership.register()
         self._pool.start()
         self._reporter.start()
@@ -276,6 +294,8 @@ class Worker:
             self._source = default_source(self.url)
         self._source.read_visibility = self._claims.read_visibility(self.flows)
         self._source.open(list(self.flows), self.prefetch)
+        if self.scheduler is not None:
+            self.scheduler.start()
         log.info(
             "worker ready: %s pool x %d, prefetch %d, flows %s",
             self.pool_kind,
@@ -408,6 +428,8 @@ class Worker:
     def _shutdown(self) -> int:
         """Graceful stop; returns how many tasks were left for stalled-task recovery."""
         deadline = time.monotonic() + self.shutdown_timeout
+        if self.scheduler is not None:  # no new runs from a worker that is going away
+            self.scheduler.stop()
         if self._source is not None:
             with contextlib.suppress(Exception):
                 self._source.stop_consuming()
@@ -443,6 +465,7 @@ class Worker:
 
     def _teardown(self) -> None:
         for closer in (
+            self.scheduler.stop if self.scheduler is not None else None,
             self._pool.terminate,
             self.retention.stop if self.retention is not None else None,
             self.membership.stop,

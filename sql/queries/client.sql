@@ -28,13 +28,6 @@ ORDER BY s.step_index;
 -- name: get_step_tasks
 SELECT * FROM pgflow.step_tasks WHERE run_id = %(run_id)s ORDER BY step_slug, task_index;
 
--- name: list_runs
-SELECT * FROM pgflow_kombu.run_view
-WHERE (%(flow_slug)s::text IS NULL OR flow_slug = %(flow_slug)s)
-  AND (%(status)s::text IS NULL OR status = %(status)s)
-ORDER BY started_at DESC
-LIMIT %(limit)s;
-
 -- name: flow_exists
 SELECT EXISTS (SELECT 1 FROM pgflow.flows WHERE flow_slug = %(flow_slug)s);
 

@@ -72,7 +72,11 @@ WHERE rel.relnamespace = 'pgflow'::regnamespace
 ORDER BY 1, 2;
 
 -- name: sqlcore_schema_indexes
-SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'pgflow' ORDER BY 1, 2;
+-- Indexes named pgflow_kombu_* are ours (the runs API's, sql/migrations/0045_runs_api.sql): an
+-- index must live in its table's schema, so the prefix is what marks them as not pgflow's.
+SELECT tablename, indexname, indexdef FROM pg_indexes
+WHERE schemaname = 'pgflow' AND NOT starts_with(indexname, 'pgflow_kombu_')
+ORDER BY 1, 2;
 
 -- name: sqlcore_schema_functions
 SELECT p.proname, pg_get_function_arguments(p.oid), pg_get_function_result(p.oid),
