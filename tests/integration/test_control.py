@@ -257,6 +257,24 @@ def test_cancel_while_tasks_run_stops_the_run_everywhere(
     assert_invariants(conn)
 
 
+def test_a_watcher_of_the_run_sees_it_cancelled(client: Client, conn: Any) -> None:
+    client.compile_flow(quick.shape())
+    run_id = client.start_flow(quick, 1)  # no worker: it waits
+    seen: list[Any] = []
+    watching = threading.Thread(target=lambda: seen.extend(client.events(run_id, timeout=30)))
+    watching.start()
+    wait_for(lambda: seen, what="the first events")
+    assert client.cancel_run(run_id, reason="bye")
+    watching.join(30)
+    assert not watching.is_alive()
+    assert [(e.event_type, e.step_slug, e.error_message) for e in seen] == [
+        ("run:started", None, None),
+        ("step:started", "double", None),
+        ("step:failed", "double", "[CANCELLED] bye"),
+        ("run:cancelled", None, "[CANCELLED] bye"),
+    ]
+
+
 def test_the_asyncio_pool_cancels_the_coroutine(
     client: Client, conn: Any, run_worker: Callable[..., Worker]
 ) -> None:
