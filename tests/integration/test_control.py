@@ -216,9 +216,11 @@ def test_cancel_while_tasks_run_stops_the_run_everywhere(
     client: Client, conn: Any, run_worker: Callable[..., Worker], kombu: bool
 ) -> None:
     flows = {"cancellable": cancellable}
-    workers = [run_worker(flows, concurrency=2, prefetch=2, kombu=kombu) for _ in range(2)]
-    run_id = client.start_flow(cancellable, [1, 2, 3, 4, 5, 6])
+    # Each worker holds 3 tasks, 2 running and 1 waiting for a slot; 2 more stay queued.
+    workers = [run_worker(flows, concurrency=2, prefetch=3, kombu=kombu) for _ in range(2)]
+    run_id = client.start_flow(cancellable, [1, 2, 3, 4, 5, 6, 7, 8])
     wait_for(lambda: len(STARTED) == 4, what="four handlers running")
+    wait_for(lambda: sum(w.held for w in workers) == 6, what="two tasks waiting for a slot")
 
     assert client.cancel_run(run_id, reason="operator said so") is True
     assert client.cancel_run(run_id) is False  # already finished
@@ -227,10 +229,11 @@ def test_cancel_while_tasks_run_stops_the_run_everywhere(
     wait_for(lambda: len(SAW) == 4, what="the handlers to notice")
     assert all(cancelled for _run, _item, cancelled in SAW)
     wait_for(lambda: all(w.held == 0 for w in workers), what="the workers to settle")
-    wait_for(lambda: sum(w.stats.stale for w in workers) == 4, what="four stale reports")
+    wait_for(lambda: sum(w.stats.stale for w in workers) == 6, what="six stale reports")
     time.sleep(1.0)  # anything that would still start would start now
 
-    assert len(STARTED) == 4  # the two queued tasks never started
+    # The tasks waiting for a slot were never run, the queued ones never claimed.
+    assert len(STARTED) == 4
     assert AFTER_CALLS == []
     run = client.get_run_with_states(run_id)
     assert run.status == "cancelled"
@@ -246,9 +249,9 @@ def test_cancel_while_tasks_run_stops_the_run_everywhere(
     assert rows(conn, "pgflow_run_row", run_id=run_id) == [("failed", True)]
     tasks = rows(conn, "run_tasks", run_id=run_id)
     assert [(t[0], t[1], t[2], t[4], t[5]) for t in tasks] == [
-        ("long", i, "failed", None, "[CANCELLED] operator said so") for i in range(6)
+        ("long", i, "failed", None, "[CANCELLED] operator said so") for i in range(8)
     ]
-    assert sorted(t[3] for t in tasks) == [0, 0, 1, 1, 1, 1]
+    assert sorted(t[3] for t in tasks) == [0, 0, 1, 1, 1, 1, 1, 1]
     steps = {s[0]: s for s in rows(conn, "run_steps", run_id=run_id)}
     assert steps["long"][1] == "failed"
     assert steps["after"][1] == "created"

@@ -123,3 +123,32 @@ def test_a_worker_with_retention_checks_it_before_touching_the_database() -> Non
         Worker({"f": flow}, url, retention="soon")
     with pytest.raises(ConfigurationError, match="retention_interval"):
         Worker({"f": flow}, url, retention="1d", retention_interval=0)
+
+
+def test_a_task_of_a_cancelled_run_that_waited_for_a_slot_is_not_run() -> None:
+    import asyncio
+
+    from pgflow_kombu.flows import Flow
+    from pgflow_kombu.worker.execution import aexecute, execute
+
+    calls: list[int] = []
+    flow = Flow("f")
+
+    @flow.step
+    def s(run: int) -> int:
+        calls.append(run)
+        return run
+
+    waiting = ClaimedTask("f", "r1", "s", 0, 1, {"run": 5}, 1, 60.0, "w")
+    assert execute({"f": flow}, waiting).output == 5
+    cancellations = Cancellations()
+    cancellations.watch(waiting)
+    cancellations.cancel(["r1"])
+    assert execute({"f": flow}, waiting).error == "CancelledError: run r1 was cancelled"
+
+    async def run_sync(call: object) -> object:
+        raise AssertionError("not called")
+
+    result = asyncio.run(aexecute({"f": flow}, waiting, run_sync))  # type: ignore[arg-type]
+    assert result.error == "CancelledError: run r1 was cancelled"
+    assert calls == [5]
