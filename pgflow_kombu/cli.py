@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -365,9 +365,6 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
     out.emit_run(client_for(ctx).get_run_with_states(run_id), as_json)
 
 
-AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 class Moment(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic from click 8.3
     """A point in time: ISO 8601 (UTC when no offset is given), or an age such as 30m, 2h, 7d."""
 
@@ -376,10 +373,14 @@ class Moment(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generi
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, datetime):
             return value
+        from pgflow_kombu.durations import parse_duration
+
         text = str(value).strip()
-        unit = AGE_UNITS.get(text[-1:].lower())
-        if unit is not None and text[:-1].isdigit():
-            return datetime.now(timezone.utc) - timedelta(seconds=int(text[:-1]) * unit)
+        if text[-1:].lower() in ("s", "m", "h", "d", "w") and text[:1].isdigit():
+            try:
+                return datetime.now(timezone.utc) - parse_duration(text)
+            except ConfigurationError:
+                pass
         try:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:

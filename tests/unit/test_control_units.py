@@ -152,3 +152,14 @@ def test_a_task_of_a_cancelled_run_that_waited_for_a_slot_is_not_run() -> None:
     result = asyncio.run(aexecute({"f": flow}, waiting, run_sync))  # type: ignore[arg-type]
     assert result.error == "CancelledError: run r1 was cancelled"
     assert calls == [5]
+
+
+def test_the_cli_reads_ages_as_durations_before_now() -> None:
+    from datetime import datetime, timezone
+
+    from pgflow_kombu.cli import Moment
+
+    before = datetime.now(timezone.utc)
+    moment = Moment().convert("1h30m", None, None)
+    assert before - timedelta(hours=1, minutes=31) < moment <= before - timedelta(minutes=89)
+    assert Moment().convert("2026-01-02", None, None) == datetime(2026, 1, 2, tzinfo=timezone.utc)
