@@ -10,12 +10,14 @@ pgflow:// transport) serves a one-step job. Two phases, each measuring:
 * latency: jobs started one at a time at ``--rate`` per second for ``--seconds`` s; each job's
   start-to-completion time from the server's timestamps (p50, p99).
 
-Phase 1 without pruning; phase 2 while ``client.prune(older_than="7d", batch_size=500)`` runs
-in a thread (the phase starts once pruning is under way; the prune's own duration and whether it
-outlasted the phase are printed). Then the ratios, with prune / without.
+Phase 1 without pruning; phase 2 while the worker's retention code (``--retention 7d``: a
+try-lock, then batches of ``--batch`` runs, ``--pause`` s apart) prunes in a thread (the phase
+starts once pruning is under way; the prune's own duration and whether it outlasted the phase
+are printed). Then the ratios, with prune / without.
 
     python benchmarks/prune.py [--url postgresql://...] [--runs 200000] [--jobs 3000]
                                [--rate 50] [--seconds 20] [--concurrency 4] [--batch 500]
+                               [--pause 0.05]
 
 Without --url: PGFLOW_TEST_DATABASE_URL, else the embedded server of the checkout (.pgdata).
 """
@@ -29,6 +31,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,7 @@ from pgflow_kombu.db.connect import connect  # noqa: E402
 from pgflow_kombu.db.urls import with_database  # noqa: E402
 from pgflow_kombu.flows import Flow  # noqa: E402
 from pgflow_kombu.worker import Worker  # noqa: E402
+from pgflow_kombu.worker.retention import Retention  # noqa: E402
 from tests.support.sql import test_query  # noqa: E402
 
 job = Flow("bench_prune_job")
@@ -131,13 +135,14 @@ def measure(client: Client, conn: Any, args: argparse.Namespace) -> dict[str, fl
 def measure_while_pruning(
     url: str, client: Client, conn: Any, args: argparse.Namespace
 ) -> dict[str, float]:
-    """Phase 2: the same measurement while another client prunes every old run."""
-    pruner = Client(url, pool_max_size=1)
+    """Phase 2: the same measurement while the worker's retention code (advisory lock, batches
+    of ``--batch``, ``--pause`` s between them) prunes every old run from another thread."""
+    retention = Retention(url, timedelta(days=7), batch_size=args.batch, pause=args.pause)
     outcome: dict[str, Any] = {}
 
     def prune() -> None:
         begin = time.perf_counter()
-        outcome["result"] = pruner.prune(older_than="7d", batch_size=args.batch)
+        outcome["pruned"] = retention.prune_once()
         outcome["seconds"] = time.perf_counter() - begin
 
     thread = threading.Thread(target=prune)
@@ -147,19 +152,18 @@ def measure_while_pruning(
     outlasted = thread.is_alive()
     print(f"with prune:    {busy}", flush=True)
     thread.join()
-    pruner.close()
-    result = outcome["result"]
+    retention.stop()
+    assert outcome["pruned"], "another process held the retention lock"
+    seconds = outcome["seconds"]
     print(
-        f"prune: {result.runs} runs and {result.archived_messages} archived "
-        f"messages in {outcome['seconds']:.1f} s "
-        f"({result.runs / outcome['seconds']:.0f} runs/s, batches of {args.batch}); "
+        f"prune: {retention.pruned_runs} runs and {retention.pruned_messages} archived "
+        f"messages in {seconds:.1f} s ({retention.pruned_runs / seconds:.0f} runs/s, batches of "
+        f"{args.batch}, {args.pause:g} s apart); "
         f"{'still running when' if outlasted else 'done before'} the phase ended",
         flush=True,
     )
-    print(
-        "rows left: runs, tasks, archived =",
-        conn.execute(test_query("bench_prune_sizes")).fetchone(),
-    )
+    sizes = conn.execute(test_query("bench_prune_sizes")).fetchone()
+    print("rows left: runs, tasks, archived =", sizes)
     return busy
 
 
@@ -172,6 +176,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the latency part")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--batch", type=int, default=500, help="prune batch size")
+    parser.add_argument(
+        "--pause", type=float, default=0.05, help="seconds between batches (the worker's: 0.05)"
+    )
     args = parser.parse_args()
 
     admin = admin_url(args.url)
