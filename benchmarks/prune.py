@@ -3,7 +3,7 @@
 A scratch database (created and dropped here) is filled with many finished runs, set-based
 (``--runs``, default 200k: each run 2 step states, 2 tasks and 2 archived messages, so about 7
 rows per run), all finished 10 days ago. A worker (threads, ``--concurrency`` slots, the
-pgflow:// transport) serves a one-step job. Two phases, each measuring:
+pgflow:// transport) serves a one-step job. Three phases, each measuring:
 
 * drain: ``--jobs`` jobs started at once (start_many), then time until all completed
   (throughput, jobs/s);
@@ -13,7 +13,8 @@ pgflow:// transport) serves a one-step job. Two phases, each measuring:
 Phase 1 without pruning; phase 2 while the worker's retention code (``--retention 7d``: a
 try-lock, then batches of ``--batch`` runs, ``--pause`` s apart) prunes in a thread (the phase
 starts once pruning is under way; the prune's own duration and whether it outlasted the phase
-are printed). Then the ratios, with prune / without.
+are printed); phase 3 without pruning again. Then the ratios of phase 2 to phases 1 and 3 (the
+shared machine's speed drifts between phases).
 
     python benchmarks/prune.py [--url postgresql://...] [--runs 200000] [--jobs 3000]
                                [--rate 50] [--seconds 20] [--concurrency 4] [--batch 500]
@@ -207,18 +208,22 @@ def main() -> None:
                 measure(
                     client, conn, argparse.Namespace(**{**vars(args), "jobs": 200, "seconds": 2.0})
                 )  # warm-up
-                base = measure(client, conn, args)
-                print(f"without prune: {base}", flush=True)
-
+                before = measure(client, conn, args)
+                print(f"without prune: {before}", flush=True)
                 busy = measure_while_pruning(url, client, conn, args)
+                after = measure(client, conn, args)
+                print(f"without prune, after it: {after}", flush=True)
         finally:
             worker.stop(10)
             client.close()
-        print(
-            "ratio with/without prune: throughput "
-            f"{busy['throughput'] / base['throughput']:.2f}, "
-            f"p50 {busy['p50_ms'] / base['p50_ms']:.2f}, p99 {busy['p99_ms'] / base['p99_ms']:.2f}"
-        )
+        # The machine's speed drifts: the prune phase against the phases before and after it.
+        for label, base in (("before", before), ("after", after)):
+            print(
+                f"ratio with prune / without ({label}): throughput "
+                f"{busy['throughput'] / base['throughput']:.2f}, "
+                f"p50 {busy['p50_ms'] / base['p50_ms']:.2f}, "
+                f"p99 {busy['p99_ms'] / base['p99_ms']:.2f}"
+            )
     finally:
         with connect(admin) as conn:
             drop_database(conn, name)
