@@ -231,6 +231,18 @@ BEGIN
 END;
 $$;
 
+-- Our rows of some runs that do not go with the run row by themselves (no foreign key to it:
+-- they are written beside pgflow's functions, see 0045_runs_api.sql and 0060_limits.sql). The
+-- tables of later migrations are named when the function runs, not when it is created.
+CREATE OR REPLACE FUNCTION pgflow_kombu.delete_run_rows(run_ids uuid[])
+RETURNS void
+LANGUAGE plpgsql SET search_path = '' AS $$
+BEGIN
+    DELETE FROM pgflow_kombu.run_controls AS c WHERE c.run_id = ANY (delete_run_rows.run_ids);
+    DELETE FROM pgflow_kombu.watched_runs AS w WHERE w.run_id = ANY (delete_run_rows.run_ids);
+END;
+$$;
+
 -- Delete one run, whatever its status: its tasks, step states, queue and archived messages and
 -- our rows of it (they reference the run ON DELETE CASCADE). A worker still running one of its
 -- tasks finds its report stale. Returns false when there is no such run.
@@ -243,6 +255,7 @@ BEGIN
         RETURN false;
     END IF;
     PERFORM pgflow_kombu.delete_run_messages(ARRAY[delete_run.run_id]);
+    PERFORM pgflow_kombu.delete_run_rows(ARRAY[delete_run.run_id]);
     DELETE FROM pgflow.step_tasks AS t WHERE t.run_id = delete_run.run_id;
     DELETE FROM pgflow.step_states AS ss WHERE ss.run_id = delete_run.run_id;
     DELETE FROM pgflow.runs AS r WHERE r.run_id = delete_run.run_id;
@@ -284,6 +297,7 @@ BEGIN
         RETURN 0;
     END IF;
     PERFORM pgflow_kombu.delete_run_messages(v_ids);
+    PERFORM pgflow_kombu.delete_run_rows(v_ids);
     DELETE FROM pgflow.step_tasks AS t WHERE t.run_id = ANY (v_ids);
     DELETE FROM pgflow.step_states AS ss WHERE ss.run_id = ANY (v_ids);
     DELETE FROM pgflow.runs AS r WHERE r.run_id = ANY (v_ids);

@@ -438,7 +438,8 @@ def test_prune_deletes_old_finished_runs_in_batches_and_leaves_no_orphans(
     for run_id in completed:
         client.wait(run_id, timeout=30)
     worker.stop(5)
-    started = [client.start_flow(quick, i) for i in range(5)]
+    # With a priority, each run also has a row in pgflow_kombu.run_controls (no foreign key).
+    started = [client.start_flow(quick, i, priority=i) for i in range(5)]
     for run_id in started[:3]:
         assert client.cancel_run(run_id)
     failed_map = client.start_flow(cancellable, [1, 2])
@@ -452,6 +453,7 @@ def test_prune_deletes_old_finished_runs_in_batches_and_leaves_no_orphans(
     assert remaining == set(completed[15:]) | set(started[3:])
     assert live_messages(conn, "quick") == 2  # the two runs still waiting for a worker
     assert count(conn, "pgflow_kombu", "cancelled_runs") == 0
+    assert count(conn, "pgflow_kombu", "run_controls") == 2
     assert all(n == 0 for n in orphans(conn).values()), orphans(conn)
     assert_invariants(conn)
 

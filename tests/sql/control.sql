@@ -102,7 +102,8 @@ ORDER BY 1, 2;
 -- name: orphans_of
 -- Rows of a table (placeholder) whose run is gone.
 SELECT count(*) AS n FROM {} AS x
-WHERE NOT EXISTS (SELECT 1 FROM pgflow.runs AS r WHERE r.run_id = x.run_id);
+WHERE x.run_id IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM pgflow.runs AS r WHERE r.run_id = x.run_id);
 
 -- name: queue_tables
 SELECT table_name FROM information_schema.tables
