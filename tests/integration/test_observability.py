@@ -396,8 +396,9 @@ def test_worker_command_serves_metrics_and_logs_outcomes_as_json(
         assert worker.stop() == 0
     assert m[("pgflow_kombu_live_workers", (("flow", "linear"),))] == 1
     assert m[("pgflow_kombu_runs_completed_total", (("flow", "linear"),))] == 1
-    assert f"metrics   http://127.0.0.1:{port}/metrics" in worker.log
     lines = [json.loads(line) for line in worker.log.splitlines() if line.startswith("{")]
+    banner = [e for e in lines if e.get("event") == "worker_banner"]
+    assert banner[0]["metrics"] == f"http://127.0.0.1:{port}/metrics"
     succeeded = [e for e in lines if e.get("event") == "task_succeeded"]
     assert sorted(e["step_slug"] for e in succeeded) == ["first", "second", "third"]
     assert all(e["run_id"] == str(run_id) and e["duration"] >= 0 for e in succeeded)

@@ -88,7 +88,7 @@ def _retention_of(args: list[str], env: dict[str, str] | None = None) -> object:
     seen: dict[str, object] = {}
 
     @click.command()
-    @worker_options
+    @worker_options()
     def command(**options: object) -> None:
         seen.update(options)
 
