@@ -7,7 +7,7 @@ thumbs = app.flow("thumbnails")
 
 
 @thumbs.map  # a root map: the run input is the array, one task per element
-async def resize(url: str) -> str:  # async handlers run on the worker's event loop
+async def resize(url: str) -> str:  # async handlers: awaited in any pool, natively in asyncio
     await asyncio.sleep(0)
     return url.replace(".png", "_small.png")
 
