@@ -1,7 +1,6 @@
 from datetime import datetime, timedelta, timezone
 
-from pgflow_kombu import PgFlow
-from pgflow_kombu.flows import StepContext
+from pgflow_kombu import PgFlow, StepContext
 
 app = PgFlow()
 

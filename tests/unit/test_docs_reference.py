@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+import pgflow_kombu
 from pgflow_kombu.cli import cli
 from pgflow_kombu.settings import ENV_PREFIX, Settings
 from pgflow_kombu.worker import Worker
@@ -64,3 +65,13 @@ def test_every_worker_option_is_in_the_configuration_page() -> None:
     options = set(inspect.signature(Worker.__init__).parameters) - WORKER_WIRING
     missing = sorted(name for name in options if f"`{name}`" not in page)
     assert not missing, f"docs/configuration.md does not list worker options: {missing}"
+
+
+def test_every_public_name_is_in_the_api_reference() -> None:
+    page = (DOCS / "api.md").read_text()
+    missing = [
+        name
+        for name in pgflow_kombu.__all__
+        if f"::: pgflow_kombu.{name}\n" not in page and f"`{name}`" not in page
+    ]
+    assert not missing, f"docs/api.md does not document: {missing}"
