@@ -9,7 +9,13 @@ from typing import Any, Protocol
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pgflow_kombu.db.connect import DEFAULT_CONNECT_TIMEOUT, connect
+from pgflow_kombu.db.connect import (
+    DEFAULT_CONNECT_TIMEOUT,
+    check_client_connection,
+    connect,
+    connection_params,
+    liveness,
+)
 from pgflow_kombu.db.errors import translate
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.db.urls import check_url, redact, to_libpq
@@ -55,7 +61,12 @@ class ClientBase:
             to_libpq(url),
             min_size=pool_min_size,
             max_size=pool_max_size,
-            kwargs={"autocommit": True, "connect_timeout": DEFAULT_CONNECT_TIMEOUT},
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": DEFAULT_CONNECT_TIMEOUT,
+                **connection_params(url, statement_timeout=liveness().statement_timeout or None),
+            },
+            configure=check_client_connection,
             open=False,
             name="pgflow-client",
         )

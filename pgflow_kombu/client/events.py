@@ -30,7 +30,12 @@ from psycopg.rows import dict_row
 
 from pgflow_kombu.client.base import ClientBase
 from pgflow_kombu.client.inputs import as_uuid, check_timeout
-from pgflow_kombu.db.connect import DEFAULT_CONNECT_TIMEOUT, connect, translated_errors
+from pgflow_kombu.db.connect import (
+    DEFAULT_CONNECT_TIMEOUT,
+    connect,
+    connection_params,
+    translated_errors,
+)
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.db.urls import to_libpq
 from pgflow_kombu.errors import RunNotFound, RunTimeout
@@ -271,7 +276,10 @@ class EventsMixin(ClientBase):
         watch = {"run_id": tracker.run_id, "watcher_id": uuid4(), "ttl": WATCH_TTL}
         with translated_errors():
             conn = await psycopg.AsyncConnection.connect(
-                to_libpq(self.url), autocommit=True, connect_timeout=DEFAULT_CONNECT_TIMEOUT
+                to_libpq(self.url),
+                autocommit=True,
+                connect_timeout=DEFAULT_CONNECT_TIMEOUT,
+                **connection_params(self.url),
             )
         try:
             with translated_errors():

@@ -83,6 +83,12 @@ it). kombu refuses query parameters there: a URL with libpq parameters after ``?
 A URL that cannot be used, or a server that cannot be reached, fails at connect time with an
 error naming the URL (password hidden).
 
+Every connection has TCP keepalives and ``tcp_user_timeout`` on both ends (``PGFLOW_KEEPALIVES_*``,
+``PGFLOW_TCP_USER_TIMEOUT``; the URL's ``keepalives_idle=``... win) and a ``statement_timeout``
+(``PGFLOW_STATEMENT_TIMEOUT``, default 60 s): a cut link fails within seconds as a connection
+error, on which kombu (and Celery) reconnect, and the server ends the backend of a consumer that
+vanished without closing its connection, so a sweep stops counting it within seconds.
+
 Transport Options
 =================
 * ``visibility_timeout``: seconds a read message stays invisible to other consumers while

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from pgflow_kombu.db.connect import connect
+from pgflow_kombu.db.connect import connect, liveness
 
 Connection = psycopg.Connection[Any]
 
@@ -42,6 +42,9 @@ class Pool:
         self._kwargs: dict[str, Any] = {
             "connect_timeout": max(1, round(connect_timeout)),
             "application_name": application_name,
+            # A lost server fails statements within seconds (keepalives, tcp_user_timeout: see
+            # db/connect.py), which kombu's connection_errors path turns into a reconnection.
+            "statement_timeout": liveness().statement_timeout or None,
         }
         if consumer:
             # Only queue statements run here; they want an index whatever the table looked like

@@ -32,6 +32,13 @@ Guarantees
   report leaves it started by this worker, which, after any lost connection, hands back the
   tasks the database says it started but that it no longer holds. Pass
   ``Worker(..., synchronous_commit=True)`` to wait for the disk on every claim and report.
+* Network faults: never a second start by a worker that could know it had lost the task. The
+  others may requeue a worker's tasks once its heartbeat is ``stalled_after`` old, so a worker
+  claims, and starts a claimed task, only while its last heartbeat that went through was sent
+  less than 0.9 x ``stalled_after`` ago; a claimed task past that is handed back (if still its
+  own), never started. Every connection has keepalives and ``tcp_user_timeout`` (see
+  :class:`~pgflow_kombu.settings.Liveness`), so a cut link is noticed, and logged once
+  (``db_unreachable``, then ``db_reconnected``), within seconds.
 
 Threads and processes: :class:`Worker` documents the loop; ``claims.py``, ``reporter.py``,
 ``membership.py`` and ``pools/`` one concern each.

@@ -8,38 +8,50 @@ alone. Knowing what it holds lets the worker repair the two ways a claim can go 
   tasks the database says we started but that we do not hold are handed back
   (:meth:`Claims.reconcile`), and the messages not yet claimed are claimed again;
 * a stop: claimed tasks that never started are handed back (:meth:`Claims.release`), as if
-  never claimed (the attempt is not counted), instead of waiting for stalled-task recovery.
+  never claimed (the attempt is not counted), instead of waiting for stalled-task recovery;
+* a claimed task that may no longer be ours (no heartbeat went through for nearly
+  ``stalled_after``, so recovery may have given it to another worker) is never started: it is
+  handed back if it still is ours (:meth:`Claims.hand_back`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.errors import PgFlowError
+from pgflow_kombu.worker.connectivity import Connectivity
 from pgflow_kombu.worker.link import Link, is_connection_error
 from pgflow_kombu.worker.source import Delivery, MessageSource
 from pgflow_kombu.worker.status import WorkerStats
 from pgflow_kombu.worker.tasks import ClaimedTask
 
-__all__ = ["MAX_READ_VISIBILITY", "MIN_READ_VISIBILITY", "Claims"]
+__all__ = ["MIN_READ_VISIBILITY", "Claims", "read_visibility"]
 
 log = logging.getLogger("pgflow_kombu.worker")
 
-MIN_READ_VISIBILITY = 30
-MAX_READ_VISIBILITY = 300
+MIN_READ_VISIBILITY = 2
 
 TaskKey = tuple[str, str, int]
 
 
 def _key(task: ClaimedTask) -> TaskKey:
     return (task.run_id, task.step_slug, task.task_index)
+
+
+def read_visibility(stalled_after: float) -> int:
+    """Seconds a read message stays hidden before it is claimed: about ``stalled_after``, so that
+    a worker cut off between its read and its claim delays those tasks no longer than a dead
+    worker delays its claimed ones (the claim extends the visibility of a step that may run
+    longer to its timeout + 2 s)."""
+    return max(MIN_READ_VISIBILITY, math.ceil(stalled_after))
 
 
 class Claims:
@@ -52,11 +64,17 @@ class Claims:
         stats: WorkerStats,
         *,
         synchronous_commit: bool = False,
+        statement_timeout: float | None = None,
+        connectivity: Connectivity | None = None,
     ) -> None:
         self.worker_ids = worker_ids
         self.stats = stats
         self.link = Link(
-            url, application_name="pgflow-kombu-claims", synchronous_commit=synchronous_commit
+            url,
+            application_name="pgflow-kombu-claims",
+            synchronous_commit=synchronous_commit,
+            statement_timeout=statement_timeout,
+            connectivity=connectivity,
         )
         self.needs_reconcile = False
         self._unclaimed: list[Delivery] = []
@@ -65,15 +83,21 @@ class Claims:
     def close(self) -> None:
         self.link.close()
 
-    def read_visibility(self, flow_slugs: Iterable[str]) -> int:
-        """Longest step timeout + 2 s of the flows, within [30, 300] s: reads hide messages that
-        long, so most claims need no second visibility update, and a message read but never
-        claimed (the worker died in between) is back within minutes at most."""
-        rows = self.link.fetch(query("worker.flow_timeouts"), {"flow_slugs": list(flow_slugs)})
-        longest = max((int(timeout) for _flow, _step, timeout in rows), default=0)
-        return min(max(longest + 2, MIN_READ_VISIBILITY), MAX_READ_VISIBILITY)
-
     # -- claiming ------------------------------------------------------------------------------
+
+    def hand_back(self, tasks: list[ClaimedTask]) -> None:
+        """Tasks that will not start (their claim may be lost): hand back those still ours,
+        or, when the database cannot be reached, leave them to :meth:`reconcile` once it is."""
+        for task in tasks:
+            self.forget(task)
+        try:
+            released = self._release([t.identity() for t in tasks])
+        except PgFlowError as exc:
+            if not is_connection_error(exc):
+                raise
+            self.needs_reconcile = True
+            return
+        self.stats.released += released
 
     def pending_retry(self) -> list[Delivery]:
         """Messages read before a connection broke and not claimed: still hidden for us."""

@@ -8,6 +8,11 @@ holds), re-inserts rows that disappeared, and every ``recovery_interval`` second
 can no longer be running them, so no external cron is needed. Registration also lists the ids
 in ``pgflow_kombu.known_workers``: workers that heartbeat while they work, whose tasks recovery
 may take as soon as their heartbeat is stale (other workers' only after the step timeout).
+
+It also knows until when the worker surely still counts as alive for the others: a heartbeat
+that went through was committed after it was sent, so no recovery can take this worker's tasks
+before ``stalled_after`` seconds after that (:meth:`Membership.alive_until`). The worker claims and
+starts tasks only before then.
 """
 
 from __future__ import annotations
@@ -24,9 +29,13 @@ from collections.abc import Callable, Sequence
 from pgflow_kombu.db.errors import UNDEFINED_FUNCTION
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.errors import DatabaseError, PgFlowError
+from pgflow_kombu.worker.connectivity import Connectivity
 from pgflow_kombu.worker.link import Link, is_connection_error
 
-__all__ = ["Membership", "default_function_name"]
+__all__ = ["STALL_MARGIN", "Membership", "default_function_name"]
+
+# The part of stalled_after kept as a safety margin when deciding the worker is still alive.
+STALL_MARGIN = 0.1
 
 log = logging.getLogger("pgflow_kombu.worker")
 
@@ -48,6 +57,8 @@ class Membership:
         function_name: str | None = None,
         on_deprecated: Callable[[], None] | None = None,
         on_connection_lost: Callable[[], None] | None = None,
+        connectivity: Connectivity | None = None,
+        statement_timeout: float | None = None,
     ) -> None:
         self.queues = list(queues)
         self.worker_ids: dict[str, str] = {q: str(uuid.uuid4()) for q in self.queues}
@@ -63,14 +74,33 @@ class Membership:
         self.recovered_total = 0
         self._on_deprecated = on_deprecated
         self._on_connection_lost = on_connection_lost
-        self._link = Link(url, application_name="pgflow-kombu-heartbeat")
+        self._link = Link(
+            url,
+            application_name="pgflow-kombu-heartbeat",
+            statement_timeout=statement_timeout,
+            connectivity=connectivity,
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pgflow-heartbeat", daemon=True)
         self._recovery_missing = False
         self._healthy = True
+        self._beat_sent_at: float | None = None  # monotonic send time of the last good beat
+
+    def alive_until(self) -> float:
+        """Monotonic time until which no recovery can take this worker's tasks (minus a margin),
+        by the last heartbeat that went through (-inf before the first)."""
+        if self._beat_sent_at is None:
+            return float("-inf")
+        return self._beat_sent_at + self.stalled_after * (1 - STALL_MARGIN)
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the last heartbeat went through."""
+        return self._healthy
 
     def register(self) -> None:
         """Insert the rows (raises when the database cannot be reached)."""
+        sent_at = time.monotonic()
         self._link.fetch(
             query("worker.register"),
             {
@@ -79,6 +109,7 @@ class Membership:
                 "function_name": self.function_name,
             },
         )
+        self._beat_sent_at = sent_at
 
     def start(self) -> None:
         self._thread.start()
@@ -91,11 +122,14 @@ class Membership:
 
     def beat(self) -> None:
         """One heartbeat: refresh the rows, re-insert lost ones, notice deprecation."""
+        sent_at = time.monotonic()
         rows = self._link.fetch(
             query("worker.heartbeat"), {"worker_ids": list(self.worker_ids.values())}
         )
         if len(rows) < len(self.worker_ids):
             self.register()
+        else:
+            self._beat_sent_at = sent_at
         if any(deprecated for _id, _queue, deprecated in rows) and not self.deprecated:
             self.deprecated = True
             log.warning(
@@ -141,14 +175,14 @@ class Membership:
                 if time.monotonic() >= next_recovery:
                     next_recovery = time.monotonic() + self.recovery_interval
                     self.recover()
-                if not self._healthy:
-                    log.info("heartbeats resumed", extra={"event": "db_reconnected"})
                 self._healthy = True
             except PgFlowError as exc:
-                if is_connection_error(exc) and self._on_connection_lost is not None:
+                lost = is_connection_error(exc)
+                if lost and self._on_connection_lost is not None:
                     self._on_connection_lost()
                 if self._healthy:
-                    level = logging.WARNING if is_connection_error(exc) else logging.ERROR
+                    # A lost connection is logged once for the whole worker (connectivity.py).
+                    level = logging.DEBUG if lost else logging.ERROR
                     log.log(level, "heartbeat failed: %s", exc, extra={"event": "heartbeat_failed"})
                 self._healthy = False
             except Exception:

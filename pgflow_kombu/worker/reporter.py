@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.errors import PgFlowError
+from pgflow_kombu.worker.connectivity import Connectivity
 from pgflow_kombu.worker.link import Link, is_connection_error
 from pgflow_kombu.worker.tasks import Outcome
 
@@ -49,6 +50,8 @@ class Reporter:
         synchronous_commit: bool = True,
         on_connection_lost: Callable[[], None] | None = None,
         on_settled: Settled | None = None,
+        statement_timeout: float | None = None,
+        connectivity: Connectivity | None = None,
     ) -> None:
         self.batch_size = batch_size
         self.batches = 0
@@ -62,6 +65,8 @@ class Reporter:
                 url,
                 application_name="pgflow-kombu-reporter",
                 synchronous_commit=synchronous_commit,
+                statement_timeout=statement_timeout,
+                connectivity=connectivity,
             )
             for _ in range(max(1, connections))
         ]
@@ -139,7 +144,8 @@ class Reporter:
                     self._on_connection_lost()
                 if self._abandoned():
                     return
-                level = logging.WARNING if is_connection_error(exc) else logging.ERROR
+                # A lost connection is logged once for the whole worker (connectivity.py).
+                level = logging.DEBUG if is_connection_error(exc) else logging.ERROR
                 log.log(
                     level if delay == 0.05 else logging.DEBUG,
                     "could not report %d outcome(s), retrying: %s",

@@ -27,6 +27,7 @@ class WorkerStats:
     stale: int = 0  # reports the database ignored: the attempt was no longer ours
     released: int = 0  # claimed tasks handed back unstarted (shutdown, reconciliation)
     unclaimed: int = 0  # delivered messages with no queued task (another worker holds it)
+    not_started: int = 0  # claimed tasks never started: their claim may have been lost
     claim_batches: int = 0
 
     def as_dict(self) -> dict[str, int]:

@@ -6,6 +6,13 @@ delivers (at most the free prefetch), claims it with one ``pgflow_kombu.claim_ta
 (see claims.py), and hands the claimed tasks to the pool. A finished task frees its slot at once
 (its message is acknowledged, which returns room to the QoS prefetch) and its outcome goes to
 the reporter, which reports outcomes in grouped transactions while the loop claims more.
+
+Network faults: every connection has keepalives and timeouts (``db/connect.py``), so a cut link
+fails within seconds and is logged once (``connectivity.py``). The worker claims only while its
+last heartbeat that went through is recent enough that no other worker can have taken its tasks
+(:meth:`Membership.alive_until`), and a slot starts a claimed task only under the same condition;
+a task that fails it is handed back, never started (at-least-once, and never a second start by a
+worker that could know it lost the task).
 """
 
 from __future__ import annotations
@@ -18,11 +25,13 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pgflow_kombu.db.connect import liveness
 from pgflow_kombu.db.urls import check_url
 from pgflow_kombu.errors import ConfigurationError, PgFlowError
 from pgflow_kombu.flows.schedules import ScheduleSpec
 from pgflow_kombu.observability.hooks import Hooks
-from pgflow_kombu.worker.claims import Claims
+from pgflow_kombu.worker.claims import Claims, read_visibility
+from pgflow_kombu.worker.connectivity import Connectivity
 from pgflow_kombu.worker.events import WorkerEvents
 from pgflow_kombu.worker.execution import FlowLike
 from pgflow_kombu.worker.link import is_connection_error
@@ -112,6 +121,11 @@ class Worker:
         # This worker's callbacks, then those of ``hooks`` (its app's): see observability/hooks.py.
         self.hooks = Hooks(hooks)
         self._events = WorkerEvents(self.hooks)
+        self.connectivity = Connectivity()
+        # Statements are cancelled after the configured statement_timeout; claims and heartbeats
+        # are pointless beyond stalled_after (the others may have taken the worker's tasks).
+        timeout = liveness().statement_timeout or None
+        short_timeout = min(timeout or stalled_after, stalled_after)
 
         self.membership = Membership(
             self.url,
@@ -122,6 +136,8 @@ class Worker:
             function_name=function_name,
             on_deprecated=self._wake,
             on_connection_lost=self._on_connection_lost,
+            connectivity=self.connectivity,
+            statement_timeout=short_timeout,
         )
         self._source = source
         self._claims = Claims(
@@ -129,6 +145,8 @@ class Worker:
             self.membership.worker_ids,
             self.stats,
             synchronous_commit=synchronous_commit,
+            statement_timeout=short_timeout,
+            connectivity=self.connectivity,
         )
         self._reporter = Reporter(
             self.url,
@@ -137,6 +155,8 @@ class Worker:
             synchronous_commit=synchronous_commit,
             on_connection_lost=self._on_connection_lost,
             on_settled=self._events.settled,
+            statement_timeout=timeout,
+            connectivity=self.connectivity,
         )
         self._pool: Pool = make_pool(
             pool,
@@ -148,6 +168,8 @@ class Worker:
         )
         if isinstance(self._pool, SlotPool):
             self._pool.on_start = self._events.task_started
+        self._pool.gate = self._may_start
+        self._not_started: queue.SimpleQueue[ClaimedTask] = queue.SimpleQueue()
         self._reported: queue.SimpleQueue[list[tuple[Outcome, str]]] = queue.SimpleQueue()
         self._done_tasks: queue.SimpleQueue[ClaimedTask] = queue.SimpleQueue()
         self._wakeup = threading.Event()
@@ -268,7 +290,7 @@ class Worker:
         self.membership.start()
         if self._source is None:
             self._source = default_source(self.url)
-        self._source.read_visibility = self._claims.read_visibility(self.flows)
+        self._source.read_visibility = read_visibility(self.membership.stalled_after)
         self._source.open(list(self.flows), self.prefetch)
         if self.scheduler is not None:
             self.scheduler.start()
@@ -285,6 +307,9 @@ class Worker:
         source = self._source
         assert source is not None
         backoff = 0.1
+        # When the message connection last worked: a connection idle through an outage fails
+        # when next used, which belongs to that outage, not to a new one.
+        worked_at = time.monotonic()
         while not self._stopping.is_set():
             self._drain_reported()
             if self.membership.deprecated:
@@ -293,7 +318,7 @@ class Worker:
             # two batches (a slow database slows claiming down too).
             backlog = max(0, self._reporter.backlog - 2 * self._reporter.batch_size)
             free = self.prefetch - self._held - backlog
-            if free <= 0:
+            if free <= 0 or not self._may_claim():
                 self._wakeup.wait(0.5)
                 self._wakeup.clear()
                 continue
@@ -306,8 +331,8 @@ class Worker:
                 deliveries = source.fetch(free, self.fetch_timeout)
                 if deliveries:
                     self._claims.claim(source, deliveries, self._submit)
-                if backoff > 0.1:
-                    log.info("database reachable again", extra={"event": "db_reconnected"})
+                self.connectivity.succeeded()
+                worked_at = time.monotonic()
                 backoff = 0.1
             except PgFlowError as exc:
                 if not is_connection_error(exc):
@@ -323,14 +348,34 @@ class Worker:
                     backoff = min(backoff * 2, 5.0)
                     continue
                 self._claims.needs_reconcile = True
-                log.log(
-                    logging.WARNING if backoff == 0.1 else logging.DEBUG,
-                    "database unreachable (%s); retrying every few seconds",
-                    exc,
-                    extra={"event": "db_unreachable"},
-                )
+                self.connectivity.failed(worked_at, exc)
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    def _may_claim(self) -> bool:
+        """Claim only while the last heartbeat went through and no other worker can take what
+        is claimed now before it starts."""
+        return self.membership.healthy and time.monotonic() < self.membership.alive_until()
+
+    def _may_start(self, task: ClaimedTask) -> bool:
+        """The pool's gate (a slot's thread): start ``task`` only if no recovery can have given
+        it to another worker yet, judged by the last heartbeat that went through. Otherwise the
+        loop hands it back (if it is still ours) and it is never started here."""
+        late = time.monotonic() - self.membership.alive_until()
+        if late < 0:
+            return True
+        log.warning(
+            "not starting %s (run %s, attempt %d): no heartbeat went through for nearly %g s, "
+            "another worker may have it; handing it back",
+            task.label,
+            task.run_id,
+            task.attempt,
+            self.membership.stalled_after,
+            extra={"event": "task_not_started", "run_id": task.run_id, "attempt": task.attempt},
+        )
+        self._not_started.put(task)
+        self._wake()
+        return False
 
     def _submit(self, tasks: list[ClaimedTask]) -> None:
         self._held += len(tasks)
@@ -359,6 +404,7 @@ class Worker:
         self._claims.needs_reconcile = True
 
     def _drain_reported(self) -> None:
+        self._hand_back_not_started()
         handles: list[Any] = []
         while True:
             try:
@@ -382,6 +428,24 @@ class Worker:
                     self.stats.failed += 1
                 else:
                     self.stats.stale += 1
+
+    def _hand_back_not_started(self) -> None:
+        tasks: list[ClaimedTask] = []
+        while True:
+            try:
+                tasks.append(self._not_started.get_nowait())
+            except queue.Empty:
+                break
+        if not tasks:
+            return
+        self._held -= len(tasks)
+        self.stats.not_started += len(tasks)
+        if self._source is not None:
+            self._source.ack([t.delivery for t in tasks])
+        try:
+            self._claims.hand_back(tasks)
+        except PgFlowError as exc:
+            log.error("could not hand back %d task(s): %s", len(tasks), exc)
 
     def _wake(self) -> None:
         self._wakeup.set()

@@ -6,11 +6,11 @@ CREATE SCHEMA IF NOT EXISTS pgflow_kombu;
 -- Claim the queued tasks behind a batch of messages of one flow queue, in one round trip:
 -- pgflow.start_tasks, then the visibility of the claimed messages extended to (step or flow
 -- timeout) + 2 s, which 0.8.1's start_tasks computes but never applies. The worker reads messages
--- hidden for read_visibility seconds (its longest step timeout + 2 s, within bounds), so only
--- the messages of steps whose timeout outlasts that need the second update. Returns what the
--- worker needs to run and report each task: its input, the attempt it starts (attempts_count
--- after the claim) and its timeout in seconds. Messages whose task is not queued (another worker
--- holds it, the run failed) are left alone.
+-- hidden for read_visibility seconds (about its stalled-after: a message read and never claimed
+-- is back that soon), so only the messages of steps whose timeout outlasts that are updated.
+-- Returns what the worker needs to run and report each task: its input, the attempt it starts
+-- (attempts_count after the claim) and its timeout in seconds. Messages whose task is not queued
+-- (another worker holds it, the run failed) are left alone.
 CREATE OR REPLACE FUNCTION pgflow_kombu.claim_tasks(
     flow_slug text,
     msg_ids bigint[],

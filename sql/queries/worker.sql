@@ -43,12 +43,6 @@ SELECT pgflow_kombu.release_tasks(tasks => %(tasks)s::jsonb);
 SELECT pgflow_kombu.recover_stalled_tasks(
     heartbeat_timeout => make_interval(secs => %(stalled_after)s::float8));
 
--- name: flow_timeouts
--- Effective timeout (seconds) of every step of the given flows, as pgflow applies it.
-SELECT s.flow_slug, s.step_slug, coalesce(s.opt_timeout, f.opt_timeout) AS timeout
-FROM pgflow.steps AS s JOIN pgflow.flows AS f ON f.flow_slug = s.flow_slug
-WHERE s.flow_slug = ANY(%(flow_slugs)s::text[]);
-
 -- name: held_tasks
 -- Tasks started by these worker rows, to find claims whose result never reached us.
 SELECT run_id, step_slug, task_index, attempts_count, last_worker_id

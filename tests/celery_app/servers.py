@@ -7,6 +7,7 @@ import subprocess
 import time
 from contextlib import suppress
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 class ThrowawayServer:
@@ -20,6 +21,19 @@ class ThrowawayServer:
         self.pgdata = directory
         info = self.server.get_postmaster_info()
         self.socket_dir = info.socket_dir
+        self.listen_addresses = ""
+
+    @property
+    def port(self) -> int:
+        return int(urlsplit(self.url()).port or 5432)
+
+    def listen_on(self, address: str, network: str) -> None:
+        """Restart, listening on TCP ``address`` too, with trust for clients from ``network``."""
+        with (self.pgdata / "pg_hba.conf").open("a", encoding="utf-8") as hba:
+            hba.write(f"host all all {network} trust\n")
+        self.stop()
+        self.listen_addresses = address
+        self.start()
 
     def url(self, database: str = "postgres") -> str:
         return str(self.server.get_uri(database))
@@ -34,7 +48,9 @@ class ThrowawayServer:
             [
                 "-w",
                 "-o",
-                '-h ""',
+                f'-h "{self.listen_addresses}"',
+                "-o",
+                f"-p {self.port}",
                 "-o",
                 f"-k {self.socket_dir}",
                 "-l",

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ class Worker:
         queues: str = "celery",
         concurrency: int = 2,
         control: Celery | None = None,
+        prefix: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.env = env
@@ -35,6 +37,7 @@ class Worker:
         self.concurrency = concurrency
         self.process: subprocess.Popen[bytes] | None = None
         self.control = control or app  # the app whose broker the readiness ping goes through
+        self.prefix = list(prefix)  # e.g. ip netns exec NAME
 
     @property
     def hostname(self) -> str:
@@ -44,6 +47,7 @@ class Worker:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [
+                    *self.prefix,
                     sys.executable,
                     "-m",
                     "celery",

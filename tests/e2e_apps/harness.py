@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,21 @@ APP = "tests.e2e_apps.basic:app"
 class WorkerProcess:
     """``python -m pgflow_kombu worker -A <app> ...`` with its log in a temporary file."""
 
-    def __init__(self, url: str, *args: str, app: str = APP, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        url: str,
+        *args: str,
+        app: str = APP,
+        env: dict[str, str] | None = None,
+        prefix: Sequence[str] = (),
+    ):
         self.log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept open for the process
             "w+", prefix="pgflow-worker-", suffix=".log", delete=False
         )
         environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         environment.pop("PGFLOW_APP", None)
         self.command = [
+            *prefix,  # e.g. ip netns exec NAME
             sys.executable,
             "-m",
             "pgflow_kombu",

@@ -239,3 +239,23 @@ def test_join_returns_only_once_every_outcome_was_handed_over(
     pool.close()
     assert pool.join(10)
     assert [collector.outcomes.get_nowait().output for _ in range(2)] == ["woke", "woke"]
+
+
+def test_the_gate_decides_which_claimed_tasks_start(pool: Pool, collector: Collector) -> None:
+    refused: list[int] = []
+
+    def gate(task: ClaimedTask) -> bool:
+        if task.task_index % 2:
+            refused.append(task.task_index)
+            return False
+        return True
+
+    pool.gate = gate
+    for index in range(6):
+        pool.submit(make_task("double", index, index=index))
+    outcomes = collector.take(3)
+    assert sorted(o.task.task_index for o in outcomes) == [0, 2, 4]
+    assert sorted(refused) == [1, 3, 5]
+    assert pool.join(5)
+    assert pool.stats.started == 3
+    assert collector.outcomes.empty()

@@ -80,6 +80,11 @@ class AsyncioPool(SlotPool):
                 task = self._pending.popleft()
                 self._running += 1
                 self.stats.started += 1
+            if not self._may_start(task):
+                with self._cond:
+                    self._running -= 1
+                    self.stats.started -= 1
+                continue
             self._started(task)
             attempt = Attempt(task)
             self._tasks[attempt] = self._loop.create_task(self._run(attempt))

@@ -20,11 +20,22 @@ from typing import Protocol
 from pgflow_kombu.worker.execution import Result
 from pgflow_kombu.worker.tasks import ClaimedTask, Outcome
 
-__all__ = ["Attempt", "OutcomeSink", "PendingQueue", "Pool", "PoolStats", "SlotPool", "Watchdog"]
+__all__ = [
+    "Attempt",
+    "OutcomeSink",
+    "PendingQueue",
+    "Pool",
+    "PoolStats",
+    "SlotPool",
+    "StartGate",
+    "Watchdog",
+]
 
 log = logging.getLogger("pgflow_kombu.worker")
 
 OutcomeSink = Callable[[Outcome], None]
+# Asked just before a claimed task starts; False: the pool drops the task (the gate took it over).
+StartGate = Callable[[ClaimedTask], bool]
 
 _RUNNING, _DONE, _EXPIRED = 0, 1, 2
 
@@ -207,6 +218,7 @@ class SlotPool:
     def __init__(self, concurrency: int, sink: OutcomeSink) -> None:
         self.concurrency = concurrency
         self.stats = PoolStats()
+        self.gate: StartGate | None = None
         self._sink = sink
         self._cond = threading.Condition()
         self._running = 0
@@ -220,6 +232,10 @@ class SlotPool:
     def join(self, timeout: float) -> bool:
         with self._cond:
             return self._cond.wait_for(lambda: self._running == 0, timeout)
+
+    def _may_start(self, task: ClaimedTask) -> bool:
+        """Whether ``task`` may start now (the worker's gate says so, if it set one)."""
+        return self.gate is None or self.gate(task)
 
     def _take_slot(self, task: ClaimedTask) -> None:
         with self._cond:
@@ -285,6 +301,7 @@ class Pool(Protocol):
     kind: str
     concurrency: int
     stats: PoolStats
+    gate: StartGate | None
 
     def start(self) -> None: ...
 

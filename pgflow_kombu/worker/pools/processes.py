@@ -176,6 +176,8 @@ class ProcessPool(SlotPool):
                 task = self._pending.get()
                 if task is None:
                     return
+                if not self._may_start(task):
+                    continue
                 self._take_slot(task)
                 self._finish_slot(self._run(index, task))
         finally:

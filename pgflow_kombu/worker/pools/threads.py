@@ -62,6 +62,8 @@ class ThreadPool(SlotPool):
             task = self._pending.get()
             if task is None:
                 return
+            if not self._may_start(task):
+                continue
             attempt = Attempt(task)
             self._take_slot(task)
             self._watchdog.watch(attempt)
