@@ -1,7 +1,7 @@
 """The reference pages name every command, option and setting that exists.
 
 docs/cli.md must mention each command path (``runs start``) and each option of the worker
-command; docs/configuration.md each ``Settings`` field with its environment variable, and each
+command; docs/configuration.md each ``Settings`` and ``Liveness`` field with its environment variable, and each
 ``Worker`` option. A command or setting added without its documentation fails here.
 """
 
@@ -15,7 +15,7 @@ import click
 
 import pgflow_kombu
 from pgflow_kombu.cli import cli
-from pgflow_kombu.settings import ENV_PREFIX, Settings
+from pgflow_kombu.settings import ENV_PREFIX, Liveness, Settings
 from pgflow_kombu.worker import Worker
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -54,7 +54,8 @@ def test_every_setting_is_in_the_configuration_page() -> None:
     page = (DOCS / "configuration.md").read_text()
     missing = [
         name
-        for name in Settings.model_fields
+        for model in (Settings, Liveness)
+        for name in model.model_fields
         if f"`{name}`" not in page or f"`{ENV_PREFIX}{name.upper()}`" not in page
     ]
     assert not missing, f"docs/configuration.md does not list: {missing}"
