@@ -22,6 +22,7 @@ from pgflow_kombu.errors import ConfigurationError, FlowMismatch, FlowNotFound, 
 from pgflow_kombu.flows import Flow
 from pgflow_kombu.flows.dispatch import check_schedule
 from pgflow_kombu.flows.jsondata import Json
+from pgflow_kombu.flows.options import ConcurrencyKey
 from pgflow_kombu.flows.schedules import CatchUp, ScheduleSpec
 from pgflow_kombu.flows.shapes import FlowShape, compare_shapes
 from pgflow_kombu.handles import RunHandle
@@ -110,17 +111,27 @@ class PgFlow:
         max_attempts: int | None = None,
         base_delay: int | None = None,
         timeout: int | None = None,
+        max_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        concurrency_key: ConcurrencyKey | None = None,
+        priority: int | None = None,
         schedule: str | None = None,
     ) -> Flow:
         """Create and register a flow; add steps with ``@flow.step`` and ``@flow.map``.
 
-        ``schedule`` (a cron expression) starts it with input ``{}`` at every tick (more
-        options: :meth:`schedule`)."""
+        ``max_concurrency``, ``rate_limit`` (``"100/m"``), ``concurrency_key`` and ``priority``
+        (the default of its runs) are enforced when our workers claim tasks (README: flow
+        control). ``schedule`` (a cron expression) starts it with input ``{}`` at every tick
+        (more options: :meth:`schedule`)."""
         flow = Flow(
             slug,
             max_attempts=max_attempts,
             base_delay=base_delay,
             timeout=timeout,
+            max_concurrency=max_concurrency,
+            rate_limit=rate_limit,
+            concurrency_key=concurrency_key,
+            priority=priority,
             schedule=schedule,
         )
         return self.register(flow)
@@ -165,6 +176,10 @@ class PgFlow:
         base_delay: int | None = None,
         timeout: int | None = None,
         start_delay: int | None = None,
+        max_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        concurrency_key: ConcurrencyKey | None = None,
+        priority: int | None = None,
         schedule: str | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
@@ -178,6 +193,10 @@ class PgFlow:
         base_delay: int | None = None,
         timeout: int | None = None,
         start_delay: int | None = None,
+        max_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        concurrency_key: ConcurrencyKey | None = None,
+        priority: int | None = None,
         schedule: str | None = None,
     ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
         """Make a function a job: a single-step flow. ``task(...)`` still calls the function.
@@ -194,6 +213,10 @@ class PgFlow:
                 base_delay=base_delay,
                 timeout=timeout,
                 start_delay=start_delay,
+                max_concurrency=max_concurrency,
+                rate_limit=rate_limit,
+                concurrency_key=concurrency_key,
+                priority=priority,
                 schedule=schedule,
             )
             return self.register(task)
@@ -243,6 +266,7 @@ class PgFlow:
             stored = self.client.get_flow_shape(flow.slug)
         except FlowNotFound:
             if self.client.compile_flow(shape):
+                self.client.store_limits(flow)
                 self._verified.add(flow.slug)
                 return
             stored = self.client.get_flow_shape(flow.slug)  # created meanwhile elsewhere
@@ -259,6 +283,7 @@ class PgFlow:
             )
         if differences:
             self.client.replace_flow(shape)
+        self.client.store_limits(flow)
         self._verified.add(flow.slug)
 
     def upsert_flow(
@@ -303,6 +328,7 @@ class PgFlow:
         *,
         delay_seconds: float | None = None,
         scheduled_at: datetime | None = None,
+        priority: int | None = None,
         idempotency_key: str | None = None,
     ) -> RunHandle:
         """The dispatcher flows call (``flow.start``, ``task.delay``); see :meth:`start_flow`."""
@@ -311,6 +337,7 @@ class PgFlow:
             input,
             delay_seconds=delay_seconds,
             scheduled_at=scheduled_at,
+            priority=priority,
             idempotency_key=idempotency_key,
         )
 
@@ -323,10 +350,14 @@ class PgFlow:
         connection: psycopg.Connection[Any] | None = None,
         delay_seconds: float | None = None,
         scheduled_at: datetime | None = None,
+        priority: int | None = None,
         idempotency_key: str | None = None,
         idempotency_ttl: float | None = None,
     ) -> RunHandle:
         """Start a run; with ``connection=`` it commits or rolls back with the caller's transaction.
+
+        ``priority`` (an integer, higher first; default: the flow's ``priority``) orders the
+        claims of the flow's waiting tasks.
 
         A registered flow is checked against (or compiled into) the database first, and its input
         validated (JSON; an array for a root map). A slug of a flow only the database knows (e.g.
@@ -339,11 +370,13 @@ class PgFlow:
         check_schedule(delay_seconds, scheduled_at)  # before anything is written
         slug = flow_slug_of(flow)
         registered = self._registered_or_eager(slug)
+        keys = None
         if registered is not None:
             input = registered.prepare_input(input)
             if self.eager:
                 return self._start_eager(registered, input)
             self.ensure_flow(registered)
+            keys = registered.run_keys(input)
         run = self.client.start_flow(
             slug,
             input,
@@ -351,6 +384,8 @@ class PgFlow:
             connection=connection,
             delay_seconds=delay_seconds,
             scheduled_at=scheduled_at,
+            priority=priority,
+            keys=keys,
             idempotency_key=idempotency_key,
             idempotency_ttl=idempotency_ttl,
         )
@@ -362,6 +397,7 @@ class PgFlow:
         inputs: Sequence[Any],
         *,
         connection: psycopg.Connection[Any] | None = None,
+        priority: int | None = None,
     ) -> list[RunHandle]:
         """Start one run per input in one transaction: much faster than a loop for bulk work."""
         slug = flow_slug_of(flow)
@@ -371,7 +407,12 @@ class PgFlow:
             if self.eager:
                 return [self._start_eager(registered, i) for i in inputs]
             self.ensure_flow(registered)
-        run_ids = self.client.start_many(slug, inputs, connection=connection)
+        run_ids = self.client.start_many(
+            registered if registered is not None else slug,
+            inputs,
+            connection=connection,
+            priority=priority,
+        )
         return [RunHandle(self.client, run_id, slug) for run_id in run_ids]
 
     def _registered_or_eager(self, slug: str) -> Flow | None:

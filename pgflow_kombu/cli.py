@@ -602,6 +602,36 @@ def demo(ctx: click.Context, timeout: float) -> None:
     sys.exit(demo_module.run(url, timeout=timeout))
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8900, show_default=True)
+@click.option(
+    "--read-only", is_flag=True, help="Refuse every action (start, retry, delete, cancel)."
+)
+@click.option(
+    "--base-path",
+    default="",
+    metavar="PATH",
+    help="Serve under this path prefix (e.g. /pgflow, behind a reverse proxy).",
+)
+@click.pass_context
+def dashboard(ctx: click.Context, host: str, port: int, read_only: bool, base_path: str) -> None:
+    """Serve the web dashboard (basic auth when PGFLOW_DASHBOARD_USER and
+    PGFLOW_DASHBOARD_PASSWORD are set)."""
+    from pgflow_kombu.dashboard.server import serve
+
+    url = database_url(ctx)
+    # A monitoring tool leaves the schema alone (as the worker does): say what to run instead.
+    pending = migrations.pending(url)
+    if pending:
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in pending)
+        raise PgFlowError(
+            f"the database schema is not up to date (pending: {names}): "
+            "run 'pgflow-kombu db upgrade' first"
+        )
+    serve(url, host=host, port=port, read_only=read_only, base_path=base_path)
+
+
 @cli.command("worker")
 @worker_options
 @click.pass_context

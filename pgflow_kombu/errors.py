@@ -185,6 +185,13 @@ class StepFailed(StepError):
         self.attempts = attempts
 
 
+class Reject(PgFlowError):
+    """Raised by a handler to fail its task for good: no retry, whatever attempts remain (the
+    step and the run fail as on a last attempt). Subclass it for errors that retrying cannot fix.
+    A step input that fails its handler's validation (:class:`StepInputError`) is treated alike.
+    """
+
+
 class ConditionNotMet(StepFailed):
     """In an eager run, a step's condition did not hold and its ``when_unmet`` is ``"fail"``
     (a worker's run fails with the step's error ``Condition not met``)."""

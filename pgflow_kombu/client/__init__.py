@@ -25,9 +25,11 @@ from pgflow_kombu.client.flows import (
     create_flow_from_shape,
     lock_flow_slug,
     read_flow_shape,
+    store_limits,
 )
 from pgflow_kombu.client.history import HistoryMixin
 from pgflow_kombu.client.inputs import check_timeout, run_id_text, run_input
+from pgflow_kombu.client.insights import InsightsMixin
 from pgflow_kombu.client.runs import RunsMixin
 from pgflow_kombu.client.schedules import SchedulesMixin
 from pgflow_kombu.client.workers import WorkersMixin
@@ -44,13 +46,16 @@ __all__ = [
     "read_flow_shape",
     "run_id_text",
     "run_input",
+    "store_limits",
 ]
 
 
-class Client(RunsMixin, HistoryMixin, EventsMixin, FlowsMixin, SchedulesMixin, WorkersMixin):
+class Client(
+    RunsMixin, HistoryMixin, EventsMixin, FlowsMixin, SchedulesMixin, WorkersMixin, InsightsMixin
+):
     """Talks to one database. Thread-safe; connections come from a pool opened on first use.
 
     One mixin per concept (``client/runs.py``, ``history.py``, ``events.py``, ``flows.py``,
-    ``schedules.py``, ``workers.py``), all on the pool and connection handling of
-    ``client/base.py``.
+    ``schedules.py``, ``workers.py``, ``insights.py``), all on the pool and connection handling
+    of ``client/base.py``.
     """

@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from pgflow_kombu.client.base import ClientBase
 from pgflow_kombu.client.conditions import read_conditions, write_conditions
@@ -51,6 +52,12 @@ class FlowsMixin(ClientBase):
                 return False
             create_flow_from_shape(conn, shape)
         return True
+
+    def store_limits(self, flow: Flow) -> None:
+        """Store ``flow``'s limits and default priority (what its code declares) for the
+        workers' claims; a flow declaring none has its stored ones removed."""
+        with self.connection() as conn:
+            store_limits(conn, flow)
 
     def delete_flow(self, slug: str) -> None:
         """Delete a flow with all its runs, tasks and its queue (raises FlowNotFound)."""
@@ -129,6 +136,15 @@ def read_flow_shape(conn: psycopg.Connection[Any], slug: str) -> FlowShape:
         },
         "steps": [_step_shape(s, conditions) for s in steps],
     }
+
+
+def store_limits(conn: psycopg.Connection[Any], flow: Any) -> None:
+    """Write a flow object's limits (``Flow.limit_rows``) into ``pgflow_kombu.flow_limits``,
+    replacing what was stored (sql/migrations/0060_limits.sql)."""
+    conn.execute(
+        query("client.set_flow_limits"),
+        {"flow_slug": flow.slug, "limits": Jsonb(flow.limit_rows())},
+    )
 
 
 def _step_shape(row: Mapping[str, Any], conditions: Mapping[str, Any]) -> StepShape:

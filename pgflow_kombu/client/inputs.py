@@ -7,17 +7,25 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from pgflow_kombu.errors import ConfigurationError, FlowInputError, RunNotFound
+from pgflow_kombu.errors import (
+    ConfigurationError,
+    FlowDefinitionError,
+    FlowInputError,
+    RunNotFound,
+)
 from pgflow_kombu.flows.dispatch import schedule_delay
 from pgflow_kombu.flows.jsondata import Json, NotJsonError, to_json
+from pgflow_kombu.flows.options import check_priority
 
 __all__ = [
     "as_uuid",
     "check_idempotency",
+    "check_run_priority",
     "check_timeout",
     "delay_from",
     "run_id_text",
     "run_input",
+    "run_keys_of",
 ]
 
 
@@ -80,3 +88,19 @@ def as_uuid(value: UUID | str) -> UUID:
         return UUID(str(value))
     except ValueError:
         raise RunNotFound(f"{value!r} is not a run id (expected a UUID)") from None
+
+
+def check_run_priority(priority: object, slug: str) -> None:
+    """A run's priority is None or an integer; raises FlowInputError otherwise."""
+    if priority is None:
+        return
+    try:
+        check_priority(priority, f"flow {slug!r}")
+    except FlowDefinitionError as exc:
+        raise FlowInputError(str(exc)) from None
+
+
+def run_keys_of(flow: object, data: Json) -> dict[str, str]:
+    """A run's concurrency keys, when ``flow`` is a flow object declaring keyed limits."""
+    run_keys = getattr(flow, "run_keys", None)
+    return dict(run_keys(data)) if run_keys is not None else {}

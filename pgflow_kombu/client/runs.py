@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -18,10 +18,12 @@ from pgflow_kombu.client.base import ClientBase, FlowRef, flow_slug_of
 from pgflow_kombu.client.inputs import (
     as_uuid,
     check_idempotency,
+    check_run_priority,
     check_timeout,
     delay_from,
     run_id_text,
     run_input,
+    run_keys_of,
 )
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.errors import (
@@ -55,6 +57,8 @@ class RunsMixin(ClientBase):
         scheduled_at: datetime | None = None,
         idempotency_key: str | None = None,
         idempotency_ttl: float | None = None,
+        priority: int | None = None,
+        keys: Mapping[str, str] | None = None,
     ) -> UUID:
         """Start a run of ``flow`` and return its id.
 
@@ -67,15 +71,23 @@ class RunsMixin(ClientBase):
         with the same key waits for the first one's transaction and returns its run. The key
         lives as long as its run (deleting or pruning the run frees it), or
         ``idempotency_ttl`` seconds when given.
+
+        ``priority`` (an integer, higher first) overrides the flow's default; ``keys`` are the
+        run's concurrency keys by scope, computed from the input when ``flow`` is a flow object.
         """
         delay = delay_from(delay_seconds, scheduled_at)
         slug = flow_slug_of(flow)
         key = check_idempotency(idempotency_key, idempotency_ttl)
-        params = {
+        check_run_priority(priority, slug)
+        data = run_input(input)
+        keys = run_keys_of(flow, data) if keys is None else keys
+        params: dict[str, Any] = {
             "flow_slug": slug,
-            "input": Jsonb(run_input(input)),
+            "input": Jsonb(data),
             "run_id": run_id_text(run_id),
         }
+        if priority is not None or keys:  # flow control (0060_limits.sql)
+            params.update(priority=priority, keys=Jsonb(dict(keys or {})))
         try:
             with self.connection(connection) as conn:
                 if key is None:
@@ -103,7 +115,9 @@ class RunsMixin(ClientBase):
     ) -> UUID:
         with run_start_span(slug) as span:
             name = "client.start_flow_delayed" if delay else "client.start_flow"
-            if delay:
+            if "priority" in params:
+                name = "client.start_flow_controlled"
+            if delay or "priority" in params:
                 params["delay_seconds"] = delay
             if span is not None:  # the run keeps the start span's trace context
                 params.update(span.params)
@@ -143,17 +157,25 @@ class RunsMixin(ClientBase):
         inputs: Sequence[Any],
         *,
         connection: psycopg.Connection[Any] | None = None,
+        priority: int | None = None,
     ) -> list[UUID]:
-        """Start one run per input in a single transaction (pipelined: one commit for all)."""
+        """Start one run per input in a single transaction (pipelined: one commit for all).
+        ``priority`` applies to each run; a flow object gives each run its concurrency keys."""
         slug = flow_slug_of(flow)
-        params = [
-            {"flow_slug": slug, "input": Jsonb(run_input(data, index)), "run_id": None}
-            for index, data in enumerate(inputs)
+        check_run_priority(priority, slug)
+        datas = [run_input(data, index) for index, data in enumerate(inputs)]
+        keys = [run_keys_of(flow, data) for data in datas]
+        params: list[dict[str, Any]] = [
+            {"flow_slug": slug, "input": Jsonb(data), "run_id": None} for data in datas
         ]
         if not params:
             return []
         run_ids: list[UUID] = []
         name = "client.start_flow"
+        if priority is not None or any(keys):  # flow control (0060_limits.sql)
+            name = "client.start_flow_controlled"
+            for p, run_keys in zip(params, keys, strict=True):
+                p.update(delay_seconds=0, priority=priority, keys=Jsonb(run_keys))
         try:
             with (
                 self.connection(connection) as conn,
@@ -163,7 +185,7 @@ class RunsMixin(ClientBase):
             ):
                 if span is not None:  # every run keeps the start span's trace context
                     params = [{**p, **span.params} for p in params]
-                    name = "observability.start_flow_traced"
+                    name = name.replace("client.", "observability.") + "_traced"
                 cur.executemany(query(name), params, returning=True)
                 while True:
                     row = cur.fetchone()

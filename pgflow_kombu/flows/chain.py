@@ -237,6 +237,13 @@ def _add(flow: Flow, sig: Signature, incoming: ResultSpec | None) -> str:
         binder = PipeBinder(incoming, sig.args, dict(sig.kwargs))
         _check_fits(flow, slug, handler, 1, sig)
     options: dict[str, Any] = {**sig.task.options.as_dict(), **sig.options.as_dict()}
+    limits = sig.task.flow.limits  # a task's limits become its step's (priority is a flow's)
+    if limits.active:
+        options.update(
+            max_concurrency=limits.max_concurrency,
+            rate_limit=limits.rate_limit,
+            concurrency_key=limits.concurrency_key,
+        )
     flow.add_step(
         slug,
         handler,

@@ -27,8 +27,9 @@ class Dispatcher(Protocol):
     ``input`` is already plain JSON. At most one of ``delay_seconds`` (>= 0) and
     ``scheduled_at`` (a timezone-aware datetime, compared as an instant; past means now) is
     given, both checked by :func:`check_schedule`; both ask that the run's first tasks become
-    visible later. ``idempotency_key`` deduplicates starts (the first run's handle comes back
-    for a key already used). Returns the app's run handle (``run_id``, ``wait()``, ...).
+    visible later. ``priority`` overrides the flow's default priority. ``idempotency_key``
+    deduplicates starts (the first run's handle comes back for a key already used). Returns the
+    app's run handle (``run_id``, ``wait()``, ...).
     """
 
     def start(
@@ -38,6 +39,7 @@ class Dispatcher(Protocol):
         *,
         delay_seconds: float | None = None,
         scheduled_at: datetime | None = None,
+        priority: int | None = None,
         idempotency_key: str | None = None,
     ) -> Any: ...
 

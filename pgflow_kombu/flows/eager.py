@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from pgflow_kombu.compat import Runner
-from pgflow_kombu.errors import ConditionNotMet, PgFlowError, StepFailed
+from pgflow_kombu.errors import ConditionNotMet, PgFlowError, Reject, StepFailed
 from pgflow_kombu.flows.conditions import dependents_closure
 from pgflow_kombu.flows.context import StepContext
 from pgflow_kombu.flows.inputs import (
@@ -182,7 +182,7 @@ async def _run_step(state: _Eager, step: Step, retries: bool, settle: _Settle) -
                 if call.is_async:
                     value = await settle(step, value)
             except Exception as exc:
-                if attempt < attempts:
+                if attempt < attempts and not isinstance(exc, Reject):  # Reject: no retry
                     continue
                 if step.condition.when_exhausted == "fail":
                     state.result.statuses[step.slug] = "failed"

@@ -43,7 +43,9 @@ from pgflow_kombu.flows.inputs import check_root_map_input
 from pgflow_kombu.flows.jsondata import Json, NotJsonError, to_json
 from pgflow_kombu.flows.options import (
     FLOW_OPTION_NAMES,
+    ConcurrencyKey,
     FlowOptions,
+    Limits,
     StepOptions,
 )
 from pgflow_kombu.flows.schedules import CatchUp, ScheduleSpec
@@ -74,10 +76,17 @@ class Flow:
         max_attempts: int | None = None,
         base_delay: int | None = None,
         timeout: int | None = None,
+        max_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        concurrency_key: ConcurrencyKey | None = None,
+        priority: int | None = None,
         schedule: str | None = None,
     ) -> None:
         self.slug: str = validate_flow_slug(slug)
         self.options = FlowOptions(max_attempts, base_delay, timeout).validate(self.slug)
+        self.limits = Limits(max_concurrency, rate_limit, concurrency_key, priority).validate(
+            f"flow {self.slug!r}", flow=True
+        )
         self._steps: dict[str, Step] = {}
         # Cron schedules of this flow, written to the database by the workers that serve it.
         self.schedules: list[ScheduleSpec] = []
@@ -151,6 +160,9 @@ class Flow:
         base_delay: int | None = None,
         timeout: int | None = None,
         start_delay: int | None = None,
+        max_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        concurrency_key: ConcurrencyKey | None = None,
         if_: Any = None,
         if_not: Any = None,
         when_unmet: str | None = None,
@@ -175,6 +187,9 @@ class Flow:
             )
         options = StepOptions(max_attempts, base_delay, timeout, start_delay).validate(
             self.slug, slug
+        )
+        limits = Limits(max_concurrency, rate_limit, concurrency_key).validate(
+            f"flow {self.slug!r} step {slug!r}", flow=False
         )
         if handler is None or isinstance(handler, Handler):
             spec = handler
@@ -203,7 +218,16 @@ class Flow:
             when_exhausted=when_exhausted,
         )
         step = Step(
-            self.slug, slug, len(self._steps), deps, step_type, options, spec, binder, condition
+            self.slug,
+            slug,
+            len(self._steps),
+            deps,
+            step_type,
+            options,
+            spec,
+            binder,
+            condition,
+            limits,
         )
         self._steps[slug] = step
         return step
@@ -246,6 +270,9 @@ class Flow:
         base_delay: int | None = None,
         timeout: int | None = None,
         start_delay: int | None = None,
+        max_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        concurrency_key: ConcurrencyKey | None = None,
         if_: Any = None,
         if_not: Any = None,
         when_unmet: WhenUnmet | None = None,
@@ -263,6 +290,9 @@ class Flow:
         base_delay: int | None = None,
         timeout: int | None = None,
         start_delay: int | None = None,
+        max_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        concurrency_key: ConcurrencyKey | None = None,
         if_: Any = None,
         if_not: Any = None,
         when_unmet: WhenUnmet | None = None,
@@ -286,6 +316,9 @@ class Flow:
             base_delay=base_delay,
             timeout=timeout,
             start_delay=start_delay,
+            max_concurrency=max_concurrency,
+            rate_limit=rate_limit,
+            concurrency_key=concurrency_key,
             if_=if_,
             if_not=if_not,
             when_unmet=when_unmet,
@@ -307,6 +340,9 @@ class Flow:
         base_delay: int | None = None,
         timeout: int | None = None,
         start_delay: int | None = None,
+        max_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        concurrency_key: ConcurrencyKey | None = None,
         if_: Any = None,
         if_not: Any = None,
         when_unmet: WhenUnmet | None = None,
@@ -324,6 +360,9 @@ class Flow:
         base_delay: int | None = None,
         timeout: int | None = None,
         start_delay: int | None = None,
+        max_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        concurrency_key: ConcurrencyKey | None = None,
         if_: Any = None,
         if_not: Any = None,
         when_unmet: WhenUnmet | None = None,
@@ -345,6 +384,9 @@ class Flow:
             base_delay=base_delay,
             timeout=timeout,
             start_delay=start_delay,
+            max_concurrency=max_concurrency,
+            rate_limit=rate_limit,
+            concurrency_key=concurrency_key,
             if_=if_,
             if_not=if_not,
             when_unmet=when_unmet,
@@ -360,6 +402,31 @@ class Flow:
             return func
 
         return decorate(fn) if fn is not None else decorate
+
+    # -- flow control ------------------------------------------------------------------------
+
+    def limit_rows(self) -> dict[str, dict[str, Any]]:
+        """The flow's and its steps' limits as ``pgflow_kombu.set_flow_limits`` stores them
+        (scope ``""`` is the flow); empty when the flow declares none."""
+        rows: dict[str, dict[str, Any]] = {}
+        if self.limits.active or self.limits.priority is not None:
+            rows[""] = self.limits.row(f"flow {self.slug!r}")
+        for step in self._steps.values():
+            if step.limits.active:
+                rows[step.slug] = step.limits.row(f"flow {self.slug!r} step {step.slug!r}")
+        return rows
+
+    def run_keys(self, input: Json) -> dict[str, str]:
+        """The concurrency keys of a run with this input, by scope (``""`` = the flow)."""
+        keys: dict[str, str] = {}
+        for scope, limits in [
+            ("", self.limits),
+            *((s.slug, s.limits) for s in self._steps.values()),
+        ]:
+            key = limits.key_of(input)
+            if key is not None:
+                keys[scope] = key
+        return keys
 
     # -- shape ---------------------------------------------------------------------------------
 
@@ -448,12 +515,14 @@ class Flow:
         *,
         delay_seconds: float | None = None,
         scheduled_at: datetime | None = None,
+        priority: int | None = None,
         idempotency_key: str | None = None,
     ) -> Any:
         """Start a run through the bound dispatcher; returns its run handle.
 
-        ``input`` may hold models and dataclasses (they become JSON objects). With
-        ``idempotency_key`` a second start with the same key returns the first run's handle.
+        ``input`` may hold models and dataclasses (they become JSON objects); ``priority``
+        overrides the flow's default priority. With ``idempotency_key`` a second start with the
+        same key returns the first run's handle.
         """
         if self._dispatcher is None:
             raise NotBoundError(
@@ -461,8 +530,10 @@ class Flow:
                 "or register it, or use run_eager() in tests"
             )
         check_schedule(delay_seconds, scheduled_at)
-        # The key is passed only when given: dispatchers written before it keep working.
-        extra = {} if idempotency_key is None else {"idempotency_key": idempotency_key}
+        # These are passed only when given: dispatchers written before them keep working.
+        extra: dict[str, Any] = {} if priority is None else {"priority": priority}
+        if idempotency_key is not None:
+            extra["idempotency_key"] = idempotency_key
         return self._dispatcher.start(
             self,
             self.prepare_input(input),

@@ -11,8 +11,11 @@ passes here is never refused by the database later.
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Any, Literal
 
 from pgflow_kombu.errors import FlowDefinitionError
 
@@ -22,7 +25,10 @@ __all__ = [
     "INT4_MAX",
     "STEP_OPTION_NAMES",
     "FlowOptions",
+    "Limits",
     "StepOptions",
+    "check_priority",
+    "parse_rate",
 ]
 
 FlowOptionName = Literal["max_attempts", "base_delay", "timeout"]
@@ -125,3 +131,107 @@ class StepOptions:
         merged = {**flow.effective(), "start_delay": 0}
         merged.update(self.as_dict())
         return merged
+
+
+# -- flow control (pgflow-kombu's own options, kept in its schema: sql/migrations/0060) --------
+
+ConcurrencyKey = str | Callable[[Any], Any]
+"""A run input's field name, or a function of the run input; its value (as text) is the key."""
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*(?:\.\d+)?)\s*(s|sec|second|m|min|minute|h|hour)s?\s*$")
+_UNIT = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+def parse_rate(value: str, where: str) -> tuple[int, float]:
+    """``"100/m"`` -> (100 tokens, 60.0 s); also ``"5/s"``, ``"10/30s"``, ``"1000/h"``."""
+    match = _RATE.match(value) if isinstance(value, str) else None
+    if match is None or int(match[1]) < 1 or int(match[1]) > INT4_MAX:
+        raise FlowDefinitionError(
+            f"{where}: rate_limit must look like '100/m' (a positive count per s, m or h, "
+            f"optionally '10/30s'), got {value!r}"
+        )
+    span = float(match[2]) if match[2] else 1.0
+    if span <= 0:
+        raise FlowDefinitionError(f"{where}: rate_limit's period must be positive, got {value!r}")
+    return int(match[1]), span * _UNIT[match[3]]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Flow-control options of a flow or a step (enforced when our workers claim tasks).
+
+    ``max_concurrency``: at most that many tasks of the flow (or step) running across all
+    workers; ``rate_limit``: at most ``"N/period"`` tasks started, a token bucket holding N;
+    ``concurrency_key``: both apply per key instead, the key computed from the run input when
+    the run starts (a field name, or a function); ``priority``: a flow's default run priority
+    (higher first; runs started with ``priority=`` override it).
+    """
+
+    max_concurrency: int | None = None
+    rate_limit: str | None = None
+    concurrency_key: ConcurrencyKey | None = None
+    priority: int | None = None
+
+    def validate(self, where: str, *, flow: bool) -> Limits:
+        value = self.max_concurrency
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= INT4_MAX
+        ):
+            raise FlowDefinitionError(
+                f"{where}: max_concurrency must be a positive integer, got {value!r}"
+            )
+        if self.rate_limit is not None:
+            parse_rate(self.rate_limit, where)
+        key = self.concurrency_key
+        if key is not None and not (isinstance(key, str) and key) and not callable(key):
+            raise FlowDefinitionError(
+                f"{where}: concurrency_key must be a field name or a function of the run input, "
+                f"got {key!r}"
+            )
+        if key is not None and self.max_concurrency is None and self.rate_limit is None:
+            raise FlowDefinitionError(
+                f"{where}: concurrency_key needs max_concurrency or rate_limit to apply per key"
+            )
+        if self.priority is not None:
+            if not flow:
+                raise FlowDefinitionError(f"{where}: priority is an option of flows, not steps")
+            check_priority(self.priority, where)
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.max_concurrency is not None or self.rate_limit is not None
+
+    def row(self, where: str) -> dict[str, Any]:
+        """What ``pgflow_kombu.set_flow_limits`` stores for this scope."""
+        rate = parse_rate(self.rate_limit, where) if self.rate_limit is not None else None
+        key = self.concurrency_key
+        return {
+            "max_concurrency": self.max_concurrency,
+            "rate_count": rate[0] if rate else None,
+            "rate_period": rate[1] if rate else None,
+            "keyed": key is not None,
+            "key_field": key if isinstance(key, str) else None,
+            "priority": self.priority,
+        }
+
+    def key_of(self, run_input: Any) -> str | None:
+        """The run's key for these limits (None: not keyed, or computed by the database from
+        the field name)."""
+        key = self.concurrency_key
+        if key is None:
+            return None
+        if isinstance(key, str):
+            value = run_input.get(key) if isinstance(run_input, dict) else None
+        else:
+            value = key(run_input)
+        if value is None:
+            return ""
+        return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def check_priority(value: object, where: str) -> int:
+    """A priority is an integer (higher runs first); raises FlowDefinitionError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > INT4_MAX:
+        raise FlowDefinitionError(f"{where}: priority must be an integer, got {value!r}")
+    return value

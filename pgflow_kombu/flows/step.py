@@ -18,7 +18,7 @@ from pgflow_kombu.flows.conditions import StepCondition
 from pgflow_kombu.flows.context import StepContext
 from pgflow_kombu.flows.handler import Handler
 from pgflow_kombu.flows.jsondata import Json
-from pgflow_kombu.flows.options import StepOptions
+from pgflow_kombu.flows.options import Limits, StepOptions
 from pgflow_kombu.flows.shapes import StepShape
 
 __all__ = ["PreparedCall", "Step", "StepType"]
@@ -59,6 +59,7 @@ class Step:
     handler: Handler | None = None
     binder: Binder | None = None
     condition: StepCondition = field(default_factory=StepCondition)
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def is_map(self) -> bool:

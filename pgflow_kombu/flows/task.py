@@ -22,7 +22,8 @@ The worker turns the object back into the same call. Other clients start the tas
 such an object, e.g. ``{"to": "a@b.c", "subject": "hi"}``.
 
 A task's ``max_attempts``/``base_delay``/``timeout`` are its flow's options; ``start_delay`` is
-its step's. In a chain they become the options of the task's step.
+its step's; its limits (``max_concurrency``, ``rate_limit``, ``concurrency_key``, ``priority``)
+are its flow's. In a chain they become the options of the task's step.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from pgflow_kombu.flows.dispatch import Dispatcher, check_schedule
 from pgflow_kombu.flows.flow import Flow
 from pgflow_kombu.flows.handler import Handler
 from pgflow_kombu.flows.jsondata import Json
-from pgflow_kombu.flows.options import StepOptions
+from pgflow_kombu.flows.options import ConcurrencyKey, StepOptions
 from pgflow_kombu.flows.slugs import slug_from_name, validate_flow_slug
 
 if TYPE_CHECKING:
@@ -71,6 +72,10 @@ class Task(Generic[P, R]):
         base_delay: int | None = None,
         timeout: int | None = None,
         start_delay: int | None = None,
+        max_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        concurrency_key: ConcurrencyKey | None = None,
+        priority: int | None = None,
         schedule: str | None = None,
     ) -> None:
         if name is None:
@@ -85,7 +90,14 @@ class Task(Generic[P, R]):
             self.name, self.name
         )
         self.flow = Flow(
-            self.name, max_attempts=max_attempts, base_delay=base_delay, timeout=timeout
+            self.name,
+            max_attempts=max_attempts,
+            base_delay=base_delay,
+            timeout=timeout,
+            max_concurrency=max_concurrency,
+            rate_limit=rate_limit,
+            concurrency_key=concurrency_key,
+            priority=priority,
         )
         self.handler = Handler(fn, flow_slug=self.name, step_slug=self.name)
         self.flow.add_step(
@@ -171,9 +183,11 @@ class Task(Generic[P, R]):
         *,
         countdown: float | None = None,
         eta: datetime | None = None,
+        priority: int | None = None,
         idempotency_key: str | None = None,
     ) -> Any:
-        """Start a run, optionally ``countdown`` seconds from now or at ``eta`` (not both).
+        """Start a run, optionally ``countdown`` seconds from now or at ``eta`` (not both);
+        ``priority`` overrides the task's default (higher first).
 
         With ``idempotency_key`` a second call with the same key returns the first run's handle
         and starts nothing (see :meth:`Client.start_flow`).
@@ -181,7 +195,11 @@ class Task(Generic[P, R]):
         check_schedule(countdown, eta)
         data = self.build_input(*(args or ()), **dict(kwargs or {}))
         return self.flow.start(
-            data, delay_seconds=countdown, scheduled_at=eta, idempotency_key=idempotency_key
+            data,
+            delay_seconds=countdown,
+            scheduled_at=eta,
+            priority=priority,
+            idempotency_key=idempotency_key,
         )
 
     def output_of(self, run_output: Json) -> Json:

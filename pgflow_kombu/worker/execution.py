@@ -2,7 +2,9 @@
 
 Shared by every pool: thread slots call :func:`execute`, process children call it in the child,
 the asyncio pool calls :func:`aexecute`. Errors never escape: they become the ``error`` text that
-``fail_task`` stores (``"<ExceptionType>: <message>"``) plus a traceback for the logs.
+``fail_task`` stores (``"<ExceptionType>: <message>"``) plus a traceback for the logs. A
+:class:`~pgflow_kombu.errors.Reject` (or subclass) and a :class:`StepInputError` (the input does not
+fit the handler: a retry would get the same input) are final: the task fails without retries.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pgflow_kombu.errors import Reject, StepInputError
 from pgflow_kombu.flows.context import StepContext
 from pgflow_kombu.flows.jsondata import Json
 from pgflow_kombu.flows.step import PreparedCall
@@ -46,6 +49,7 @@ class Result:
     error: str | None = None
     traceback: str | None = None
     duration: float = 0.0
+    final: bool = False  # a failure not to retry (Reject, an input that fails validation)
 
 
 class UnknownFlow(LookupError):
@@ -77,6 +81,7 @@ def _failure(exc: BaseException, started: float) -> Result:
         error=error_text(exc),
         traceback="".join(traceback.format_exception(exc)),
         duration=time.perf_counter() - started,
+        final=isinstance(exc, (Reject, StepInputError)),
     )
 
 

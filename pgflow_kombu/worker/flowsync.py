@@ -14,7 +14,12 @@ from typing import Any
 
 import psycopg
 
-from pgflow_kombu.client import create_flow_from_shape, lock_flow_slug, read_flow_shape
+from pgflow_kombu.client import (
+    create_flow_from_shape,
+    lock_flow_slug,
+    read_flow_shape,
+    store_limits,
+)
 from pgflow_kombu.db.connect import connect, translate
 from pgflow_kombu.errors import FlowMismatch, FlowNotFound
 from pgflow_kombu.flows.shapes import FlowShape, compare_shapes
@@ -24,8 +29,11 @@ __all__ = ["ensure_flows"]
 log = logging.getLogger("pgflow_kombu.worker")
 
 
-def ensure_flows(url: str, shapes: Mapping[str, FlowShape]) -> list[str]:
-    """Create missing flows, verify the others; returns the slugs that were created."""
+def ensure_flows(
+    url: str, shapes: Mapping[str, FlowShape], flows: Mapping[str, Any] | None = None
+) -> list[str]:
+    """Create missing flows, verify the others; returns the slugs that were created. The
+    limits of ``flows`` (objects with ``limit_rows``) are stored as their code declares them."""
     created: list[str] = []
     with connect(url, autocommit=False) as conn:
         try:
@@ -33,6 +41,9 @@ def ensure_flows(url: str, shapes: Mapping[str, FlowShape]) -> list[str]:
                 with conn.transaction():
                     if _ensure_one(conn, slug, shape):
                         created.append(slug)
+                    flow = (flows or {}).get(slug)
+                    if flow is not None and hasattr(flow, "limit_rows"):
+                        store_limits(conn, flow)
         except psycopg.Error as exc:
             raise translate(exc) from exc
     return created

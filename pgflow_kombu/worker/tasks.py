@@ -51,7 +51,8 @@ class ClaimedTask:
 class Outcome:
     """The end of an attempt: a JSON ``output``, or an ``error`` text for ``fail_task``.
 
-    ``timed_out`` marks a failure decided by the worker's clock rather than by the handler.
+    ``timed_out`` marks a failure decided by the worker's clock rather than by the handler;
+    ``final`` one that is not retried (``pgflow_kombu.reject_task``).
     ``traceback`` is for the logs only (the database gets ``error``).
     """
 
@@ -61,6 +62,7 @@ class Outcome:
     timed_out: bool = False
     traceback: str | None = None
     duration: float = 0.0
+    final: bool = False
 
     @property
     def failed(self) -> bool:
@@ -71,6 +73,8 @@ class Outcome:
         body = self.task.identity()
         if self.error is not None:
             body["error"] = self.error
+            if self.final:
+                body["final"] = True
         else:
             body["output"] = self.output
         return body

@@ -282,7 +282,7 @@ class Worker:
             shapes = {
                 slug: flow.shape() for slug, flow in self.flows.items() if hasattr(flow, "shape")
             }
-            ensure_flows(self.url, shapes)
+            ensure_flows(self.url, shapes, self.flows)
         sync_schedules(self.url, self.schedules, list(self.flows))
         self.membership.register()
         self._pool.start()

@@ -49,6 +49,13 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
+    -- Our flow-control rows (0060_limits.sql) go with the flow; the code writes its limits
+    -- again when the flow is compiled anew.
+    IF to_regclass('pgflow_kombu.run_controls') IS NOT NULL THEN
+        DELETE FROM pgflow_kombu.run_controls AS c WHERE c.flow_slug = delete_flow.flow_slug;
+        DELETE FROM pgflow_kombu.rate_buckets AS b WHERE b.flow_slug = delete_flow.flow_slug;
+        DELETE FROM pgflow_kombu.flow_limits AS l WHERE l.flow_slug = delete_flow.flow_slug;
+    END IF;
     DELETE FROM pgflow.step_tasks AS t WHERE t.flow_slug = delete_flow.flow_slug;
     DELETE FROM pgflow.step_states AS s WHERE s.flow_slug = delete_flow.flow_slug;
     DELETE FROM pgflow.runs AS r WHERE r.flow_slug = delete_flow.flow_slug;

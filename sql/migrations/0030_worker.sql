@@ -10,7 +10,10 @@ CREATE SCHEMA IF NOT EXISTS pgflow_kombu;
 -- is back that soon), so only the messages of steps whose timeout outlasts that are updated.
 -- Returns what the worker needs to run and report each task: its input, the attempt it starts
 -- (attempts_count after the claim) and its timeout in seconds. Messages whose task is not queued
--- (another worker holds it, the run failed) are left alone.
+-- (another worker holds it, the run failed) are left alone. A flow with limits or priorities
+-- (0060_limits.sql) first has its messages weighed by pgflow_kombu.admit_tasks: those over a
+-- limit are deferred (visible again shortly, their task still queued, no attempt counted) and
+-- not claimed.
 CREATE OR REPLACE FUNCTION pgflow_kombu.claim_tasks(
     flow_slug text,
     msg_ids bigint[],
@@ -34,11 +37,19 @@ DECLARE
     claimed pgflow.step_task_record[];
     extend_ids bigint[];
     extend_by integer[];
+    admitted bigint[] := msg_ids;
 BEGIN
+    IF EXISTS (SELECT 1 FROM pgflow_kombu.flow_limits AS l
+               WHERE l.flow_slug = claim_tasks.flow_slug) THEN
+        admitted := pgflow_kombu.admit_tasks(claim_tasks.flow_slug, claim_tasks.msg_ids);
+        IF cardinality(admitted) = 0 THEN
+            RETURN;
+        END IF;
+    END IF;
     SELECT coalesce(array_agg(s), '{}')
     INTO claimed
     FROM pgflow.start_tasks(flow_slug => claim_tasks.flow_slug,
-                            msg_ids => claim_tasks.msg_ids,
+                            msg_ids => admitted,
                             worker_id => claim_tasks.worker_id) AS s;
     IF cardinality(claimed) = 0 THEN
         RETURN;
@@ -56,7 +67,7 @@ BEGIN
     FROM unnest(claimed) AS c
     JOIN pgflow.steps AS st ON st.flow_slug = c.flow_slug AND st.step_slug = c.step_slug
     JOIN pgflow.flows AS f ON f.flow_slug = c.flow_slug
-    ORDER BY c.msg_id;
+    ORDER BY array_position(admitted, c.msg_id), c.msg_id;  -- higher priorities first
 
     SELECT array_agg(c.msg_id ORDER BY c.msg_id),
            array_agg(coalesce(st.opt_timeout, f.opt_timeout) + 2 ORDER BY c.msg_id)
@@ -73,7 +84,8 @@ $$;
 
 -- Report a batch of finished attempts in one transaction. reports is a JSON array of
 --   {"run_id", "step_slug", "task_index", "attempt", "worker_id", "output"}   (a completion) or
---   {"run_id", "step_slug", "task_index", "attempt", "worker_id", "error"}    (a failure).
+--   {"run_id", "step_slug", "task_index", "attempt", "worker_id", "error"}    (a failure),
+--   with "final": true a failure that is not retried (pgflow_kombu.reject_task, 0060_limits.sql).
 -- Each report runs in its own exception block, so one bad row does not undo the others, and
 -- only applies to the attempt the worker holds: the task must still be 'started' with that
 -- attempts_count and last_worker_id. Anything else (recovery requeued it, a timeout already
@@ -118,7 +130,8 @@ BEGIN
                (e.value ->> 'worker_id')::uuid AS worker_id,
                e.value ? 'error' AS is_failure,
                e.value -> 'output' AS output,
-               e.value ->> 'error' AS error
+               e.value ->> 'error' AS error,
+               coalesce((e.value ->> 'final')::boolean, false) AS is_final
         FROM jsonb_array_elements(reports) WITH ORDINALITY AS e(value, ord)
         ORDER BY 2, 3, 4
     LOOP
@@ -139,6 +152,9 @@ BEGIN
                 outcome := 'stale';
                 detail := coalesce(task_status, 'missing') || ' attempt '
                           || coalesce(task_attempts::text, '-');
+            ELSIF r.is_failure AND r.is_final THEN
+                PERFORM pgflow_kombu.reject_task(r.run_id, r.step_slug, r.task_index, r.error);
+                outcome := 'failed';
             ELSIF r.is_failure THEN
                 PERFORM pgflow.fail_task(run_id => r.run_id, step_slug => r.step_slug,
                                          task_index => r.task_index, error_message => r.error);

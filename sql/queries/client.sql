@@ -110,3 +110,11 @@ LISTEN pgflow_kombu_run;
 
 -- name: unlisten_all
 UNLISTEN *;
+
+-- name: start_flow_controlled
+SELECT pgflow_kombu.start_flow_controlled(
+    flow_slug => %(flow_slug)s, input => %(input)s::jsonb, run_id => %(run_id)s::uuid,
+    delay_seconds => %(delay_seconds)s, priority => %(priority)s::int, keys => %(keys)s::jsonb);
+
+-- name: set_flow_limits
+SELECT pgflow_kombu.set_flow_limits(flow_slug => %(flow_slug)s, limits => %(limits)s::jsonb);

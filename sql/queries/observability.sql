@@ -36,3 +36,16 @@ WITH run AS (
     SELECT run.run_id, %(traceparent)s, %(tracestate)s FROM run
 )
 SELECT run_id FROM run;
+
+-- name: start_flow_controlled_traced
+-- client.start_flow_controlled (priority, concurrency keys), and the trace context.
+WITH run AS (
+    SELECT pgflow_kombu.start_flow_controlled(
+        flow_slug => %(flow_slug)s, input => %(input)s::jsonb, run_id => %(run_id)s::uuid,
+        delay_seconds => %(delay_seconds)s, priority => %(priority)s::int,
+        keys => %(keys)s::jsonb) AS run_id
+), saved AS (
+    INSERT INTO pgflow_kombu.run_trace_context (run_id, traceparent, tracestate)
+    SELECT run.run_id, %(traceparent)s, %(tracestate)s FROM run
+)
+SELECT run_id FROM run;

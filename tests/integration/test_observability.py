@@ -524,3 +524,19 @@ def test_worker_command_with_otel_puts_task_spans_in_the_callers_trace(
         assert span["parent_id"] == f"{start.context.span_id:016x}"
         assert span["attributes"]["pgflow.run_id"] == str(run_id)
         assert span["status"] != "ERROR"
+
+
+def test_a_traced_start_with_a_priority_keeps_both_its_trace_context_and_priority(
+    db_url: str, client: Client, spans: InMemorySpanExporter
+) -> None:
+    client.compile_flow(idle.shape())
+    with trace.get_tracer("tests").start_as_current_span("request"):
+        one = client.start_flow("obs_idle", 1, priority=7)
+        many = client.start_many("obs_idle", [2, 3], priority=-1, connection=None)
+    assert {run_id for run_id, _ in trace_contexts(db_url)} == {str(one), *map(str, many)}
+    with connect(db_url) as conn:
+        controls = conn.execute(test_query("limits_run_controls")).fetchall()
+    assert {(run_id, priority) for run_id, priority, _keys in controls} == {
+        (str(one), 7),
+        *((str(m), -1) for m in many),
+    }

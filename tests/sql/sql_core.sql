@@ -72,8 +72,9 @@ WHERE rel.relnamespace = 'pgflow'::regnamespace
 ORDER BY 1, 2;
 
 -- name: sqlcore_schema_indexes
--- Indexes named pgflow_kombu_* are ours (the runs API's, sql/migrations/0045_runs_api.sql): an
--- index must live in its table's schema, so the prefix is what marks them as not pgflow's.
+-- Indexes named pgflow_kombu_* are ours (the runs API's, sql/migrations/0045_runs_api.sql, and the
+-- dashboard's, 0085_dashboard.sql): an index must live in its table's schema, so the prefix is
+-- what marks them as not pgflow's.
 SELECT tablename, indexname, indexdef FROM pg_indexes
 WHERE schemaname = 'pgflow' AND NOT starts_with(indexname, 'pgflow_kombu_')
 ORDER BY 1, 2;

@@ -95,6 +95,7 @@ class Attempt:
             error=result.error,
             traceback=result.traceback,
             duration=result.duration,
+            final=result.final,
         )
 
 
