@@ -18,14 +18,16 @@ from uuid import UUID
 import psycopg
 
 from pgflow_kombu.client import CORE_VERSION, Client, FlowRef, flow_slug_of
+from pgflow_kombu.client.inputs import as_uuid, check_idempotency
 from pgflow_kombu.errors import ConfigurationError, FlowMismatch, FlowNotFound, WorkerNotFound
 from pgflow_kombu.flows import Flow
 from pgflow_kombu.flows.dispatch import check_schedule
+from pgflow_kombu.flows.eager import EagerRuns
 from pgflow_kombu.flows.jsondata import Json
 from pgflow_kombu.flows.options import ConcurrencyKey
 from pgflow_kombu.flows.schedules import CatchUp, ScheduleSpec
 from pgflow_kombu.flows.shapes import FlowShape, compare_shapes
-from pgflow_kombu.handles import RunHandle
+from pgflow_kombu.handles import FinishedRun, RunHandle
 from pgflow_kombu.observability.hooks import Hooks
 from pgflow_kombu.settings import Settings
 from pgflow_kombu.types import FlowInfo, Run, RunEvent, RunPage, ScheduleInfo, WorkerInfo
@@ -43,7 +45,11 @@ class PgFlow:
     """An application: ``app = PgFlow()`` reads ``PGFLOW_DATABASE_URL``; or pass ``database_url``.
 
     ``eager=True`` runs every started flow in the calling process, with no worker and no
-    database (for tests): handles come back already finished.
+    database (for tests): handles (the same :class:`RunHandle` type) come back already finished.
+    Eager runs validate inputs and outputs, retry failed tasks up to ``max_attempts`` (without
+    waiting out the backoff), take ``run_id`` and ``idempotency_key`` (kept in memory), and
+    raise :class:`ConfigurationError` for what they cannot honour: ``connection=`` and delays
+    (``countdown``/``eta``/``enqueue_in``) into the future.
     """
 
     def __init__(
@@ -63,6 +69,7 @@ class PgFlow:
         self._flow_workers: FlowWorkers | None = None
         # Callbacks on what workers serving this app do (see pgflow_kombu.observability.hooks).
         self.hooks = Hooks()
+        self._eager_runs = EagerRuns()
 
     def __repr__(self) -> str:
         return f"<PgFlow flows={sorted(self._flows)}>"
@@ -158,6 +165,14 @@ class PgFlow:
         existing = self._flows.get(flow.slug)
         if existing is not None and existing is not flow:
             raise ConfigurationError(f"a flow with slug {flow.slug!r} is already registered")
+        owner = flow.dispatcher
+        if owner is not None and owner is not self:
+            # Rebinding would leave the first app listing a flow that starts through this one.
+            raise ConfigurationError(
+                f"flow {flow.slug!r} is already registered with {owner!r}; it cannot also be "
+                f"registered with {self!r}: a flow belongs to one app (define it again, e.g. "
+                "in a function called once per app, to use it in another)"
+            )
         self._flows[flow.slug] = flow
         flow.bind(self)
         return flow
@@ -331,8 +346,10 @@ class PgFlow:
         priority: int | None = None,
         idempotency_key: str | None = None,
     ) -> RunHandle:
-        """The dispatcher flows call (``flow.start``, ``task.delay``); see :meth:`start_flow`."""
-        return self.start_flow(
+        """The dispatcher flows call (``flow.start``, ``task.delay``); see :meth:`start_flow`.
+
+        The handle of a task's run returns the task's value from ``get()`` (as Celery's does)."""
+        handle = self.start_flow(
             flow,
             input,
             delay_seconds=delay_seconds,
@@ -340,6 +357,9 @@ class PgFlow:
             priority=priority,
             idempotency_key=idempotency_key,
         )
+        if flow.slug in self._tasks:
+            handle.result_key = flow.slug
+        return handle
 
     def start_flow(
         self,
@@ -365,7 +385,11 @@ class PgFlow:
 
         ``idempotency_key``: a second start of the flow with the same key returns the first
         run's handle and starts nothing, also when both run at once (see
-        :meth:`Client.start_flow`; an eager app ignores the key).
+        :meth:`Client.start_flow`; an eager app keeps its keys in memory).
+
+        An eager app runs the flow at once, retrying failed tasks up to their ``max_attempts``
+        without waiting, and refuses what it cannot honour with :class:`ConfigurationError`:
+        ``connection=`` (it has no database) and a delay or time in the future.
         """
         check_schedule(delay_seconds, scheduled_at)  # before anything is written
         slug = flow_slug_of(flow)
@@ -374,7 +398,16 @@ class PgFlow:
         if registered is not None:
             input = registered.prepare_input(input)
             if self.eager:
-                return self._start_eager(registered, input)
+                return self._start_eager(
+                    registered,
+                    input,
+                    run_id=run_id,
+                    connection=connection,
+                    delay_seconds=delay_seconds,
+                    scheduled_at=scheduled_at,
+                    idempotency_key=idempotency_key,
+                    idempotency_ttl=idempotency_ttl,
+                )
             self.ensure_flow(registered)
             keys = registered.run_keys(input)
         run = self.client.start_flow(
@@ -405,7 +438,7 @@ class PgFlow:
         if registered is not None:
             inputs = [registered.prepare_input(i) for i in inputs]
             if self.eager:
-                return [self._start_eager(registered, i) for i in inputs]
+                return [self._start_eager(registered, i, connection=connection) for i in inputs]
             self.ensure_flow(registered)
         run_ids = self.client.start_many(
             registered if registered is not None else slug,
@@ -425,10 +458,35 @@ class PgFlow:
             )
         return registered
 
-    def _start_eager(self, flow: Flow, input: Json) -> RunHandle:
-        from pgflow_kombu.eager import EagerHandle
-
-        return EagerHandle.run(flow, input)  # type: ignore[return-value]  # same reading interface
+    def _start_eager(
+        self,
+        flow: Flow,
+        input: Json,
+        *,
+        run_id: UUID | str | None = None,
+        connection: psycopg.Connection[Any] | None = None,
+        delay_seconds: float | None = None,
+        scheduled_at: datetime | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: float | None = None,
+    ) -> RunHandle:
+        if connection is not None:
+            raise ConfigurationError(
+                f"flow {flow.slug!r}: an eager app has no database, so a run cannot join the "
+                "caller's transaction (connection=): leave it out in tests, or use an app with "
+                "a database"
+            )
+        key = check_idempotency(idempotency_key, idempotency_ttl)
+        run, error = self._eager_runs.start(
+            flow,
+            input,
+            run_id=None if run_id is None else as_uuid(run_id),
+            delay_seconds=delay_seconds,
+            scheduled_at=scheduled_at,
+            idempotency_key=key,
+            idempotency_ttl=idempotency_ttl,
+        )
+        return RunHandle(FinishedRun(run, error), run.run_id, flow.slug)
 
     def start_flow_sync(
         self,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -12,6 +14,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pgflow_kombu import cli_output as out
+from pgflow_kombu.cli_globals import (
+    Cli,
+    app_option,
+    global_app_required,
+    json_option,
+    remember_globals,
+)
+from pgflow_kombu.client.base import CORE_VERSION
 from pgflow_kombu.db import embedded, migrations
 from pgflow_kombu.errors import (
     ConfigurationError,
@@ -26,6 +36,7 @@ from pgflow_kombu.errors import (
 from pgflow_kombu.flows.dispatch import MAX_DELAY
 from pgflow_kombu.flows.options import FLOW_OPTION_NAMES
 from pgflow_kombu.worker.command import worker_options
+from pgflow_kombu.worker.logs import configure_logging, say
 
 if TYPE_CHECKING:
     from pgflow_kombu.app import PgFlow
@@ -56,13 +67,25 @@ def resolve_database_url(url: str | None) -> str:
     finds the same database with a plain ``PgFlow()``.
     """
     if not url:
-        url = embedded.database_url()
+        url = embedded.database_url(announce=False)
+        say(
+            f"pgflow-kombu: no {URL_ENV} set; using the embedded PostgreSQL in "
+            f"{embedded.data_dir()}",
+            event="embedded_database",
+            fields={"directory": str(embedded.data_dir())},
+        )
     os.environ[URL_ENV] = url
     return url
 
 
 @click.group(
-    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "PGFLOW"}
+    cls=Cli,
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "PGFLOW"},
+)
+@click.version_option(
+    package_name="pgflow-kombu",
+    prog_name="pgflow-kombu",
+    message=f"%(prog)s %(version)s (pgflow core {CORE_VERSION})",
 )
 @click.option(
     "--database-url",
@@ -70,14 +93,32 @@ def resolve_database_url(url: str | None) -> str:
     metavar="URL",
     help=(
         f"PostgreSQL URL [env {URL_ENV}; default: the URL the -A app was created with, "
-        "else an embedded server in ./.pgdata]"
+        "else an embedded server in ./.pgdata]. Also accepted after the subcommand."
     ),
 )
+@click.option(
+    "-A",
+    "--app",
+    "app_spec",
+    default=None,
+    metavar="MODULE:ATTR",
+    help="The app, for the subcommands that take one (worker, flows upsert).",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Machine-readable output, for the commands that print data.",
+)
 @click.pass_context
-def cli(ctx: click.Context, database_url: str | None) -> None:
-    """Background jobs and DAG workflows on PostgreSQL (pgflow 0.8.1 compatible)."""
+def cli(ctx: click.Context, database_url: str | None, app_spec: str | None, as_json: bool) -> None:
+    """Background jobs and DAG workflows on PostgreSQL (pgflow 0.8.1 compatible).
+
+    Shell completion: eval "$(_PGFLOW_KOMBU_COMPLETE=bash_source pgflow-kombu)" in ~/.bashrc
+    (zsh_source, fish_source for the other shells)."""
     ctx.ensure_object(dict)
     ctx.obj["database_url"] = database_url
+    remember_globals(ctx, app_spec, as_json)
 
 
 def database_url(ctx: click.Context, *, app_target: Any = None) -> str:
@@ -132,11 +173,25 @@ def db_upgrade(ctx: click.Context) -> None:
 
 
 @db.command("status")
+@json_option
 @click.pass_context
-def db_status(ctx: click.Context) -> None:
+def db_status(ctx: click.Context, as_json: bool) -> None:
     """List migrations and whether they are applied; exit 1 when some are pending."""
     states = migrations.status(database_url(ctx))
-    for state in states:
+    if as_json:
+        out.emit_json(
+            [
+                {
+                    "version": state.version,
+                    "name": state.name,
+                    "applied_at": state.applied_at,
+                    "how": state.how,
+                    "pending": state.pending,
+                }
+                for state in states
+            ]
+        )
+    for state in [] if as_json else states:
         when = out.when(state.applied_at) or "pending"
         how = f" ({state.how})" if state.how == "adopted" else ""
         click.echo(f"{state.version:04d}_{state.name:<32} {when}{how}")
@@ -176,17 +231,6 @@ def client_for(ctx: click.Context) -> Client:
         ctx.call_on_close(root.obj["client"].close)
     client: Client = root.obj["client"]
     return client
-
-
-app_option = click.option(
-    "-A",
-    "--app",
-    "app_spec",
-    envvar="PGFLOW_APP",
-    metavar="MODULE:ATTR",
-    help="The application, e.g. myproject.jobs:app [env PGFLOW_APP]",
-)
-json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
 @cli.group()
@@ -466,18 +510,29 @@ def runs_wait(ctx: click.Context, run_id: str, timeout: float, as_json: bool) ->
 
 
 def _wait_and_report(client: Client, run_id: str, timeout: float, as_json: bool) -> None:
+    """Wait for the run, showing progress on stderr (see :class:`cli_output.Progress`); a
+    timeout names the ``--timeout`` given and how to keep waiting."""
     progress = out.Progress()
     deadline = time.monotonic() + timeout
     try:
-        while progress.enabled:
+        while True:
             run = client.get_run_with_states(run_id)
             progress.update(run)
-            if run.finished or time.monotonic() >= deadline:
+            if run.finished:
                 break
-            time.sleep(0.2)
-        run = client.wait(
-            run_id, timeout=max(0.0, deadline - time.monotonic()), raise_on_failure=False
-        )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RunTimeout(
+                    f"run {run.run_id} of flow {run.flow_slug!r} did not finish within "
+                    f"{timeout:g} s (it goes on: keep waiting with "
+                    f"'pgflow-kombu runs wait {run.run_id}')",
+                    run_id=run.run_id,
+                )
+            # Woken by NOTIFY when it finishes; else back to redraw the progress.
+            with contextlib.suppress(RunTimeout):
+                client.wait(
+                    run_id, timeout=min(remaining, progress.interval), raise_on_failure=False
+                )
     finally:
         progress.done()
     out.emit_run(run, as_json)
@@ -633,17 +688,24 @@ def dashboard(ctx: click.Context, host: str, port: int, read_only: bool, base_pa
 
 
 @cli.command("worker")
-@worker_options
+@worker_options(app_callback=global_app_required)
 @click.pass_context
 def worker(ctx: click.Context, /, **options: Any) -> None:
     """Run a worker executing the app's flows (SIGTERM/Ctrl-C stop it gracefully)."""
     from pgflow_kombu.worker.command import run_command
     from pgflow_kombu.worker.loading import load_target
 
-    app_target = (
-        None if ctx.find_root().obj.get("database_url") else load_target(options["app_ref"])
-    )
-    sys.exit(run_command(database_url(ctx, app_target=app_target), **options))
+    # Before anything is said, so that with --log-format json every line on stderr is JSON.
+    configure_logging(options["loglevel"], options["log_format"])
+    try:
+        app_target = (
+            None if ctx.find_root().obj.get("database_url") else load_target(options["app_ref"])
+        )
+        url = database_url(ctx, app_target=app_target)
+    except PgFlowError as exc:
+        say(f"error: {exc}", event="worker_startup_failed", level=logging.ERROR)
+        sys.exit(next((code for kinds, code in ERROR_EXIT_CODES if isinstance(exc, kinds)), 1))
+    sys.exit(run_command(url, **options))
 
 
 def main() -> None:

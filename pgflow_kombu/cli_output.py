@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -11,7 +12,7 @@ from typing import Any, TypeVar
 import click
 from pydantic import BaseModel
 
-from pgflow_kombu.types import Run
+from pgflow_kombu.types import Run, StepTask
 
 T = TypeVar("T")
 
@@ -78,11 +79,22 @@ def show_run(run: Run) -> None:
                 s.status,
                 _task_counts(s.tasks, s.initial_tasks),
                 max((t.attempts_count for t in s.tasks), default=0),
-                s.error_message or "",
+                s.error_message or _last_error(s.tasks),
             )
             for s in run.step_states
         ],
     )
+
+
+def _last_error(tasks: Sequence[StepTask]) -> str:
+    """The error of a step still retrying: its tasks keep their last attempt's error while the
+    step has none (pgflow sets the step's only when it fails)."""
+    failed = [t for t in tasks if t.error_message and t.status != "completed"]
+    if not failed:
+        return ""
+    last = max(failed, key=lambda t: (t.failed_at or t.queued_at or t.started_at, t.task_index))
+    where = f"task {last.task_index}, " if len(tasks) > 1 else ""
+    return f"retrying ({where}attempt {last.attempts_count} failed): {last.error_message}"
 
 
 def _task_counts(tasks: Sequence[Any], initial: int | None) -> str:
@@ -103,21 +115,34 @@ def _symbol(status: str) -> str:
     return {"created": "·", "started": "▸", "completed": "✓", "failed": "✗"}.get(status, "?")
 
 
+PROGRESS_EVERY = 5.0
+"""Seconds between progress lines when stderr is not a terminal (a log, CI)."""
+
+
 class Progress:
-    """One line redrawn in place on a terminal; nothing when stderr is not a terminal."""
+    """On a terminal, one line redrawn in place (``interval`` 0.2 s); elsewhere a line every
+    :data:`PROGRESS_EVERY` seconds, so that a long wait in a log or CI is not silent."""
 
     def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
+        self.live = sys.stderr.isatty()
+        self.interval = 0.2 if self.live else PROGRESS_EVERY
+        self._started = time.monotonic()
+        self._next = self._started + PROGRESS_EVERY
         self._last = ""
 
     def update(self, run: Run) -> None:
-        if not self.enabled:
-            return
         line = progress_line(run)
-        if line != self._last:
-            click.echo("\r\x1b[2K" + line, nl=False, err=True)
-            self._last = line
+        if self.live:
+            if line != self._last:
+                click.echo("\r\x1b[2K" + line, nl=False, err=True)
+                self._last = line
+            return
+        now = time.monotonic()
+        if now >= self._next and not run.finished:
+            elapsed = now - self._started
+            click.echo(f"waiting for run {run.run_id} ({elapsed:.0f} s): {line}", err=True)
+            self._next = now + PROGRESS_EVERY
 
     def done(self) -> None:
-        if self.enabled and self._last:
+        if self.live and self._last:
             click.echo("", err=True)

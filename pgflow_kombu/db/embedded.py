@@ -52,12 +52,14 @@ def server_url(directory: Path | None = None, *, announce: bool = True) -> str:
     return url
 
 
-def database_url(directory: Path | None = None, *, dbname: str = DEFAULT_DATABASE) -> str:
+def database_url(
+    directory: Path | None = None, *, dbname: str = DEFAULT_DATABASE, announce: bool = True
+) -> str:
     """URL of database ``dbname`` on the embedded server, created on first use."""
     from pgflow_kombu.db.admin import create_database, database_exists
     from pgflow_kombu.db.connect import connect
 
-    admin = server_url(directory)
+    admin = server_url(directory, announce=announce)
     with connect(admin) as conn:
         if not database_exists(conn, dbname):
             create_database(conn, dbname)

@@ -7,7 +7,10 @@ output pgflow would store: ``{leaf_slug: output}``.
 
 What differs from a real run: tasks run sequentially, no delays or timeouts apply, and a failing
 handler raises :class:`StepFailed` at once unless ``retries=True``, which retries it (without
-waiting) up to the step's effective ``max_attempts``.
+waiting) up to the step's effective ``max_attempts``, counting attempts as a worker does.
+
+:func:`eager_run` gives the run as the database would hold it (a :class:`~pgflow_kombu.types.Run`
+with its step states); ``PgFlow(eager=True)`` starts flows through it, with retries.
 
 Conditional steps behave as in the database (see :mod:`~pgflow_kombu.flows.conditions`): before
 each step runs, the conditions of every step whose dependencies are done are decided (an unmet
@@ -19,14 +22,19 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import threading
+import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
 from pgflow_kombu.compat import Runner
-from pgflow_kombu.errors import ConditionNotMet, PgFlowError, Reject, StepFailed
+from pgflow_kombu.errors import ConditionNotMet, ConfigurationError, PgFlowError, Reject, StepFailed
 from pgflow_kombu.flows.conditions import dependents_closure
 from pgflow_kombu.flows.context import StepContext
+from pgflow_kombu.flows.dispatch import schedule_delay
 from pgflow_kombu.flows.inputs import (
     aggregate_map_output,
     condition_document,
@@ -34,12 +42,13 @@ from pgflow_kombu.flows.inputs import (
     task_inputs,
 )
 from pgflow_kombu.flows.jsondata import Json
+from pgflow_kombu.types import Run, StepState
 
 if TYPE_CHECKING:
     from pgflow_kombu.flows.flow import Flow
     from pgflow_kombu.flows.step import Step
 
-__all__ = ["EagerResult", "arun_eager", "eager_result", "run_eager"]
+__all__ = ["EagerResult", "EagerRuns", "arun_eager", "eager_result", "eager_run", "run_eager"]
 
 EagerStatus = Literal["created", "completed", "skipped", "failed"]
 
@@ -203,6 +212,92 @@ def eager_result(flow: Flow, input: Any = None, *, retries: bool = False) -> Eag
         return _drive(_run(flow, input, retries, settle))
     finally:
         settle.close()
+
+
+def eager_run(
+    flow: Flow, input: Any = None, *, run_id: uuid.UUID | None = None, retries: bool = True
+) -> tuple[Run, StepFailed | None]:
+    """Run ``flow`` as :func:`eager_result` does and give the finished run as ``get_run_with_states``
+    would read it (a failed step's ``error_message`` is ``"<ExceptionType>: <message>"``, as a
+    worker stores it), with the error that failed it, if any."""
+    now = datetime.now(timezone.utc)
+    run_id = run_id or uuid.uuid4()
+    result = eager_result(flow, input, retries=retries)
+    error = result.error
+    message = None
+    if error is not None:
+        cause = error.__cause__
+        message = str(error) if cause is None else f"{type(cause).__name__}: {cause}"
+    states = tuple(
+        StepState(
+            run_id=run_id,
+            flow_slug=flow.slug,
+            step_slug=slug,
+            status=status,
+            remaining_deps=0,
+            error_message=message if status == "failed" else None,
+            skip_reason=result.skip_reasons.get(slug),
+            completed_at=now if status in ("completed", "skipped") else None,
+            failed_at=now if status == "failed" else None,
+        )
+        for slug, status in result.statuses.items()
+    )
+    run = Run(
+        run_id=run_id,
+        flow_slug=flow.slug,
+        status="failed" if error is not None else "completed",
+        input=flow.prepare_input(input),
+        output=None if error is not None else result.output,
+        started_at=now,
+        completed_at=None if error is not None else now,
+        failed_at=now if error is not None else None,
+        step_states=states,
+    )
+    return run, error
+
+
+class EagerRuns:
+    """The runs an eager app starts: each runs at once (:func:`eager_run`, with retries).
+
+    ``idempotency_key`` is honoured in memory as the database honours it: a second start of the
+    flow with a key already used returns the first run and runs nothing, until the key's
+    ``idempotency_ttl`` (when given) has passed. A delay or time in the future cannot be honoured
+    by a run that finishes before ``start`` returns: it raises :class:`ConfigurationError`
+    (``0`` and past times mean now, as in production).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: dict[tuple[str, str], tuple[Run, StepFailed | None, float | None]] = {}
+
+    def start(
+        self,
+        flow: Flow,
+        input: Json,
+        *,
+        run_id: uuid.UUID | None = None,
+        delay_seconds: float | None = None,
+        scheduled_at: datetime | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: float | None = None,
+    ) -> tuple[Run, StepFailed | None]:
+        if schedule_delay(delay_seconds, scheduled_at) > 0:
+            raise ConfigurationError(
+                f"flow {flow.slug!r}: an eager app runs flows at once and cannot delay them "
+                f"(delay_seconds/countdown={delay_seconds!r}, scheduled_at/eta={scheduled_at!r}): "
+                "start it without a delay in tests, or use an app with a database and a worker"
+            )
+        if idempotency_key is None:
+            return eager_run(flow, input, run_id=run_id)
+        with self._lock:  # one run per key, also when two threads start at once
+            key = (flow.slug, idempotency_key)
+            found = self._keys.get(key)
+            if found is not None and (found[2] is None or found[2] > time.monotonic()):
+                return found[0], found[1]
+            run, error = eager_run(flow, input, run_id=run_id)
+            expires = None if idempotency_ttl is None else time.monotonic() + idempotency_ttl
+            self._keys[key] = (run, error, expires)
+            return run, error
 
 
 def run_eager(flow: Flow, input: Any = None, *, retries: bool = False) -> Json:

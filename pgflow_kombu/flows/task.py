@@ -173,7 +173,9 @@ class Task(Generic[P, R]):
         return data
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> Any:
-        """Start a run now with these arguments; returns the app's run handle."""
+        """Start a run now with these arguments; returns the app's run handle, whose ``get()``
+        gives the function's return value (as JSON), as Celery's ``AsyncResult.get()`` does
+        (``.output`` is the run output ``{name: value}``)."""
         return self.flow.start(self.build_input(*args, **kwargs))
 
     def apply_async(
@@ -190,7 +192,7 @@ class Task(Generic[P, R]):
         ``priority`` overrides the task's default (higher first).
 
         With ``idempotency_key`` a second call with the same key returns the first run's handle
-        and starts nothing (see :meth:`Client.start_flow`).
+        and starts nothing (see :meth:`Client.start_flow`). The handle is :meth:`delay`'s.
         """
         check_schedule(countdown, eta)
         data = self.build_input(*(args or ()), **dict(kwargs or {}))

@@ -5,6 +5,7 @@ The command in ``pgflow_kombu.cli`` applies :func:`worker_options` and calls :fu
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -14,7 +15,7 @@ import click
 from pgflow_kombu.db.urls import redact
 from pgflow_kombu.errors import ConfigurationError, PgFlowError
 from pgflow_kombu.observability.hooks import Hooks
-from pgflow_kombu.worker.logs import LOG_FORMATS, configure_logging
+from pgflow_kombu.worker.logs import LOG_FORMATS, configure_logging, say
 from pgflow_kombu.worker.pools import POOL_KINDS
 from pgflow_kombu.worker.status import ExitCode
 from pgflow_kombu.worker.worker import Worker
@@ -42,16 +43,32 @@ def _seconds(name: str, *, env: str, default: float, **kwargs: Any) -> Callable[
     )
 
 
-def worker_options(fn: F) -> F:
-    """The worker command's options, outermost first."""
-    decorators = [
+def worker_options(
+    *, app_callback: Callable[[click.Context, click.Parameter, Any], Any] | None = None
+) -> Callable[[F], F]:
+    """The worker command's options, outermost first. ``app_callback`` (which must refuse a
+    missing value) lets ``-A`` come from elsewhere, e.g. before the subcommand."""
+
+    def apply(fn: F) -> F:
+        for decorator in reversed(_decorators(app_callback)):
+            fn = decorator(fn)
+        return fn
+
+    return apply
+
+
+def _decorators(
+    app_callback: Callable[[click.Context, click.Parameter, Any], Any] | None,
+) -> list[Callable[[F], F]]:
+    return [
         click.option(
             "-A",
             "--app",
             "app_ref",
             envvar=[ENV + "APP", "PGFLOW_APP"],
             show_envvar=True,
-            required=True,
+            required=app_callback is None,
+            callback=app_callback,
             metavar="MODULE:ATTR",
             help="The app (or a flow, task or module of them), e.g. myproject.jobs:app.",
         ),
@@ -148,9 +165,6 @@ def worker_options(fn: F) -> F:
             "many workers do).",
         ),
     ]
-    for decorator in reversed(decorators):
-        fn = decorator(fn)
-    return fn
 
 
 def run_command(url: str, **options: Any) -> int:
@@ -188,12 +202,14 @@ def run_command(url: str, **options: Any) -> int:
         )
         stop_observing = observe(worker, url, options)
     except PgFlowError as exc:
-        click.echo(f"error: {exc}", err=True)
+        say(f"error: {exc}", event="worker_startup_failed", level=logging.ERROR)
         return ExitCode.STARTUP_FAILED
-    click.echo(banner(worker, app_ref, options["source"]), err=True)
+    head, rows = banner_rows(worker, app_ref, options["source"])
     if options.get("metrics_port") is not None:
-        where = f"http://{options['metrics_host']}:{options['metrics_port']}/metrics"
-        click.echo(f"  metrics   {where}", err=True)
+        rows.append(
+            ("metrics", f"http://{options['metrics_host']}:{options['metrics_port']}/metrics")
+        )
+    say(banner_text(head, rows), event="worker_banner", fields=dict(rows))
     try:
         return worker.run()
     finally:
@@ -213,10 +229,11 @@ def observe(worker: Worker, url: str, options: dict[str, Any]) -> Callable[[], N
             ) from exc
         tracer = TaskTracer(url)
         if not tracer.configured:
-            click.echo(
+            say(
                 "warning: --otel but no OpenTelemetry tracer provider is configured (run under "
                 "opentelemetry-instrument, or set one up in the app's module): spans go nowhere",
-                err=True,
+                event="otel_not_configured",
+                level=logging.WARNING,
             )
         tracer.subscribe(worker.hooks)
         stops.append(tracer.close)
@@ -253,6 +270,17 @@ def _source(kind: str, url: str) -> Any:
 
 
 def banner(worker: Worker, app_ref: str, source: str) -> str:
+    """The lines the worker prints when it starts (text log format)."""
+    return banner_text(*banner_rows(worker, app_ref, source))
+
+
+def banner_text(head: str, rows: list[tuple[str, str]]) -> str:
+    return "\n".join([head, *(f"  {k:<9} {v}" for k, v in rows)])
+
+
+def banner_rows(worker: Worker, app_ref: str, source: str) -> tuple[str, list[tuple[str, str]]]:
+    """The banner's first line and its ``(name, value)`` rows (the fields of the
+    ``worker_banner`` event with ``--log-format json``)."""
     from importlib.metadata import version as package_version
 
     from pgflow_kombu.client import CORE_VERSION
@@ -284,4 +312,4 @@ def banner(worker: Worker, app_ref: str, source: str) -> str:
         ),
     ]
     head = f"pgflow-kombu worker {version} (pgflow core {CORE_VERSION}), pid {os.getpid()}"
-    return "\n".join([head, *(f"  {k:<9} {v}" for k, v in rows)])
+    return head, rows

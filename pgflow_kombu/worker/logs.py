@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 from pgflow_kombu.worker.tasks import Outcome
 
-__all__ = ["LOG_FORMATS", "configure_logging", "log_outcome"]
+__all__ = ["LOG_FORMATS", "configure_logging", "log_outcome", "say"]
 
 LOG_FORMATS = ("text", "json")
 
@@ -77,6 +78,32 @@ def configure_logging(level: str | int = "INFO", fmt: str = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    # Python's warnings (a library's deprecation, say) become log records in the same format.
+    logging.captureWarnings(True)
+
+
+def _logs_json() -> bool:
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
+
+
+def say(
+    message: str,
+    *,
+    event: str,
+    level: int = logging.INFO,
+    fields: Mapping[str, Any] | None = None,
+) -> None:
+    """A line for the operator on stderr (the banner, a startup error, a warning).
+
+    With ``--log-format json`` it is a log record like any other (one JSON object with
+    ``event`` and ``fields``), so every line on stderr parses; otherwise the plain text, shown
+    whatever the log level."""
+    if _logs_json():
+        logging.getLogger("pgflow_kombu.worker").log(
+            level, message.partition("\n")[0], extra={"event": event, **(fields or {})}
+        )
+    else:
+        print(message, file=sys.stderr, flush=True)
 
 
 _log = logging.getLogger("pgflow_kombu.worker")

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
 from pgflow_kombu import PgFlow, RunFailed
-from pgflow_kombu.errors import ConfigurationError, FlowNotFound, StepInputError
+from pgflow_kombu.errors import (
+    ConfigurationError,
+    FlowInputError,
+    FlowNotFound,
+    StepFailed,
+    StepInputError,
+)
 
 
 @pytest.fixture
@@ -23,8 +31,11 @@ def test_tasks_delay_returns_a_finished_handle(app: PgFlow) -> None:
 
     handle = add.delay(2, 3)
     assert handle.status == "completed"
-    assert handle.get() == {"add": 5}
+    assert handle.get() == 5  # the function's value, as Celery's AsyncResult.get()
+    assert handle.output == {"add": 5}  # the run output keeps pgflow's shape
     assert handle.wait().output == {"add": 5}
+    assert add.apply_async((1, 1)).get() == 2
+    assert app.enqueue("add", {"a": 1, "b": 2}).get() == {"add": 3}  # a run, not the task
 
 
 def test_flow_failures_surface_as_run_failed(app: PgFlow) -> None:
@@ -77,3 +88,123 @@ def test_start_flow_sync_runs_eagerly_without_a_database(app: PgFlow) -> None:
     assert failed.value.run.status == "failed"  # type: ignore[attr-defined]
     with pytest.raises(FlowNotFound, match="eager app runs only its own flows"):
         app.start_flow_sync("defined_elsewhere", {})
+
+
+def test_a_flow_belongs_to_one_app(app: PgFlow) -> None:
+    from pgflow_kombu.flows import Flow, task
+
+    other = PgFlow(eager=True)
+    flow = Flow("owned")
+
+    @flow.step
+    def one(run: int) -> int:
+        return run
+
+    app.register(flow)
+    app.register(flow)  # again with its own app: nothing changes
+    with pytest.raises(
+        ConfigurationError, match=r"flow 'owned' is already registered with <PgFlow"
+    ):
+        other.register(flow)
+    assert flow.dispatcher is app
+    assert "owned" not in other.flows
+
+    @task
+    def lone(n: int) -> int:
+        return n
+
+    other.register(lone)
+    with pytest.raises(ConfigurationError, match="flow 'lone' is already registered with") as err:
+        app.register(lone)
+    assert repr(other) in str(err.value) and repr(app) in str(err.value)
+    assert "lone" not in app.flows and lone.flow.dispatcher is other
+
+
+def test_eager_runs_retry_as_a_worker_would(app: PgFlow) -> None:
+    calls: list[int] = []
+
+    @app.task(max_attempts=3)
+    def flaky(n: int) -> int:
+        calls.append(n)
+        if len(calls) < 3:
+            raise ConnectionError(f"try {len(calls)}")
+        return n
+
+    assert flaky.delay(7).get() == 7
+    assert calls == [7, 7, 7]
+
+    calls.clear()
+
+    @app.task(max_attempts=2)
+    def hopeless(n: int) -> int:
+        calls.append(n)
+        raise ValueError("never")
+
+    handle = hopeless.delay(1)
+    assert calls == [1, 1]  # max_attempts, not one
+    with pytest.raises(RunFailed, match=r"failed: ValueError: never") as failed:
+        handle.get()
+    assert isinstance(failed.value.__cause__, StepFailed)
+    assert "after 2 attempts" in str(failed.value.__cause__)
+    run = handle.wait(raise_on_failure=False)
+    assert run.status == "failed" and run.error_message == "ValueError: never"
+    assert [e.event_type for e in handle.events()] == ["run:started", "step:failed", "run:failed"]
+
+
+def test_eager_runs_honour_run_id_and_idempotency_keys(app: PgFlow) -> None:
+    calls: list[int] = []
+
+    @app.task
+    def once(n: int) -> int:
+        calls.append(n)
+        return n
+
+    run_id = uuid.uuid4()
+    handle = app.start_flow(once, {"n": 1}, run_id=run_id)
+    assert handle.run_id == run_id and handle.refresh().run_id == run_id
+    first = once.apply_async((2,), idempotency_key="k")
+    again = once.apply_async((3,), idempotency_key="k")
+    assert again.run_id == first.run_id and again.get() == 2
+    assert calls == [1, 2]
+    with pytest.raises(FlowInputError, match="idempotency_key must be a non-empty string"):
+        once.apply_async((4,), idempotency_key="")
+
+
+def test_eager_runs_refuse_what_they_cannot_honour(app: PgFlow) -> None:
+    @app.task
+    def later(n: int) -> int:
+        return n
+
+    with pytest.raises(ConfigurationError, match=r"flow 'later'.*cannot delay.*countdown=5"):
+        later.apply_async((1,), countdown=5)
+    future = datetime.now(timezone.utc) + timedelta(hours=1)
+    with pytest.raises(ConfigurationError, match="cannot delay"):
+        later.apply_async((1,), eta=future)
+    with pytest.raises(ConfigurationError, match="cannot delay"):
+        app.enqueue_in(later, {"n": 1}, 30)
+    # No delay, or a time already past, means now (as in production).
+    assert later.apply_async((1,), countdown=0).get() == 1
+    assert later.apply_async((2,), eta=datetime.now(timezone.utc) - timedelta(seconds=5)).get() == 2
+    with pytest.raises(ConfigurationError, match=r"no database.*connection="):
+        app.start_flow(later, {"n": 1}, connection=object())  # type: ignore[arg-type]
+    with pytest.raises(FlowInputError, match="delay must be >= 0"):
+        later.apply_async((1,), countdown=-1)  # the same checks as production
+
+
+def test_eager_and_real_handles_are_one_type(app: PgFlow) -> None:
+    from pgflow_kombu import RunHandle
+
+    flow = app.flow("typed")
+
+    @flow.step
+    def one(run: int) -> int:
+        return run + 1
+
+    handle = flow.start(1)
+    assert isinstance(handle, RunHandle)
+    assert type(handle) is RunHandle
+    assert [e.event_type for e in handle.events()] == [
+        "run:started",
+        "step:completed",
+        "run:completed",
+    ]

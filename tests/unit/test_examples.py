@@ -49,3 +49,17 @@ def test_delayed_jobs_task_is_a_plain_function_too() -> None:
     from examples.delayed_jobs import send_email
 
     assert send_email("a@b.c", "hi")["to"] == "a@b.c"
+
+
+def test_the_readmes_separate_worker_example_succeeds() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    from examples.order_flow import order
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    command = re.search(r"pgflow-kombu runs start process_order --wait \\\n\s+'(.+)'", readme)
+    assert command is not None
+    output = order.run_eager(json.loads(command.group(1)))
+    assert output == {"notify": {"to": "a@b.c", "total_cents": 2500, "parcel": ["2 x book"]}}
