@@ -11,8 +11,8 @@ def add(x: int, y: int) -> int:
 app.start_worker()  # a worker in this process; in production: pgflow-kombu worker -A module:app
 try:
     handle = add.delay(2, 3)  # a run row in PostgreSQL and a message on the flow's queue
-    run = handle.wait(timeout=30)  # woken by NOTIFY when the run finishes
-    assert run.status == "completed"
-    assert run.output == {"add": 5}  # a task is a one-step flow: {step slug: return value}
+    assert handle.get(timeout=30) == 5  # the return value, as in Celery (woken by NOTIFY)
+    assert handle.status == "completed"
+    assert handle.output == {"add": 5}  # the run output: a task is a one-step flow
 finally:
     app.close()  # stops the worker, closes the connections
