@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from uuid import UUID
 
 import psycopg
 
 from pgflow_kombu.client import CORE_VERSION, Client, FlowRef, flow_slug_of
+from pgflow_kombu.client.control import DEFAULT_PRUNE_BATCH
 from pgflow_kombu.client.inputs import as_uuid, check_idempotency
 from pgflow_kombu.errors import ConfigurationError, FlowMismatch, FlowNotFound, WorkerNotFound
 from pgflow_kombu.flows import Flow
@@ -30,7 +31,15 @@ from pgflow_kombu.flows.shapes import FlowShape, compare_shapes
 from pgflow_kombu.handles import FinishedRun, RunHandle
 from pgflow_kombu.observability.hooks import Hooks
 from pgflow_kombu.settings import Settings
-from pgflow_kombu.types import FlowInfo, Run, RunEvent, RunPage, ScheduleInfo, WorkerInfo
+from pgflow_kombu.types import (
+    FlowInfo,
+    PruneResult,
+    Run,
+    RunEvent,
+    RunPage,
+    ScheduleInfo,
+    WorkerInfo,
+)
 
 if TYPE_CHECKING:
     from pgflow_kombu.flows import Task
@@ -541,6 +550,27 @@ class PgFlow:
     def wait(self, run_id: UUID | str, *, timeout: float | None = 60.0) -> Run:
         """Wait for a run to finish (raises RunFailed / RunTimeout / RunNotFound)."""
         return self.client.wait(run_id, timeout=timeout)
+
+    # -- run control -----------------------------------------------------------------------------
+
+    def cancel_run(self, run_id: UUID | str, *, reason: str | None = None) -> bool:
+        """Cancel a started run (False when it had already finished; raises RunNotFound)."""
+        return self.client.cancel_run(run_id, reason=reason)
+
+    def retry_run(self, run_id: UUID | str) -> int:
+        """Retry a failed or cancelled run from where it stopped; returns the tasks queued."""
+        return self.client.retry_run(run_id)
+
+    def delete_run(self, run_id: UUID | str) -> None:
+        """Delete a run with its steps, tasks and queue messages (raises RunNotFound)."""
+        self.client.delete_run(run_id)
+
+    def prune(
+        self, *, older_than: timedelta | str | float, batch_size: int = DEFAULT_PRUNE_BATCH
+    ) -> PruneResult:
+        """Delete runs finished more than ``older_than`` ago (``"7d"``, a timedelta, seconds)
+        and as old queue archive messages, ``batch_size`` rows per transaction."""
+        return self.client.prune(older_than=older_than, batch_size=batch_size)
 
     # -- runs API and live events (see Client.find_runs, Client.events) --------------------------
 

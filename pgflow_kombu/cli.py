@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -409,9 +409,6 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
     out.emit_run(client_for(ctx).get_run_with_states(run_id), as_json)
 
 
-AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 class Moment(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic from click 8.3
     """A point in time: ISO 8601 (UTC when no offset is given), or an age such as 30m, 2h, 7d."""
 
@@ -420,10 +417,14 @@ class Moment(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generi
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, datetime):
             return value
+        from pgflow_kombu.durations import parse_duration
+
         text = str(value).strip()
-        unit = AGE_UNITS.get(text[-1:].lower())
-        if unit is not None and text[:-1].isdigit():
-            return datetime.now(timezone.utc) - timedelta(seconds=int(text[:-1]) * unit)
+        if text[-1:].lower() in ("s", "m", "h", "d", "w") and text[:1].isdigit():
+            try:
+                return datetime.now(timezone.utc) - parse_duration(text)
+            except ConfigurationError:
+                pass
         try:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
@@ -536,8 +537,66 @@ def _wait_and_report(client: Client, run_id: str, timeout: float, as_json: bool)
     finally:
         progress.done()
     out.emit_run(run, as_json)
-    if run.status == "failed":
+    if run.status in ("failed", "cancelled"):
         sys.exit(EXIT_RUN_FAILED)
+
+
+@runs.command("cancel")
+@click.argument("run_id")
+@click.option("--reason", help="Why (kept with the run, shown in its error).")
+@click.pass_context
+def runs_cancel(ctx: click.Context, run_id: str, reason: str | None) -> None:
+    """Cancel a started run: no further task starts, running handlers see ctx.cancelled."""
+    if client_for(ctx).cancel_run(run_id, reason=reason):
+        click.echo(f"cancelled {run_id}")
+    else:
+        click.echo(f"run {run_id} had already finished: nothing to cancel")
+
+
+@runs.command("retry")
+@click.argument("run_id")
+@click.pass_context
+def runs_retry(ctx: click.Context, run_id: str) -> None:
+    """Retry a failed or cancelled run from where it stopped (completed steps are kept)."""
+    queued = client_for(ctx).retry_run(run_id)
+    click.echo(f"retrying {run_id}: {queued} task(s) queued again")
+
+
+@runs.command("delete")
+@click.argument("run_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def runs_delete(ctx: click.Context, run_id: str, yes: bool) -> None:
+    """Delete a run with its steps, tasks and queue messages."""
+    if not yes:
+        click.confirm(f"delete run {run_id}?", abort=True)
+    client_for(ctx).delete_run(run_id)
+    click.echo(f"deleted {run_id}")
+
+
+@runs.command("prune")
+@click.option(
+    "--older-than",
+    required=True,
+    metavar="AGE",
+    help="Delete runs finished longer ago than this (7d, 12h, 30m), and archived messages.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True)
+@json_option
+@click.pass_context
+def runs_prune(ctx: click.Context, older_than: str, batch_size: int, as_json: bool) -> None:
+    """Delete finished runs (and queue archive messages) older than AGE, in small batches."""
+    from pgflow_kombu.durations import parse_duration
+
+    try:
+        age = parse_duration(older_than)
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    result = client_for(ctx).prune(older_than=age, batch_size=batch_size)
+    if as_json:
+        out.emit_json(result.model_dump())
+    else:
+        click.echo(f"pruned {result.runs} run(s), {result.archived_messages} archived message(s)")
 
 
 @cli.group()

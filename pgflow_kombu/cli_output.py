@@ -112,7 +112,9 @@ def progress_line(run: Run) -> str:
 
 
 def _symbol(status: str) -> str:
-    return {"created": "·", "started": "▸", "completed": "✓", "failed": "✗"}.get(status, "?")
+    return {"created": "·", "started": "▸", "completed": "✓", "failed": "✗", "cancelled": "⊘"}.get(
+        status, "?"
+    )
 
 
 PROGRESS_EVERY = 5.0

@@ -129,6 +129,14 @@ class RunFailed(PgFlowError):
         self.run = run
 
 
+class RunCancelled(RunFailed):
+    """A waited-for run was cancelled (pgflow's row says failed; ``run.status`` is cancelled)."""
+
+
+class RunNotRetryable(PgFlowError):
+    """``retry_run`` on a run that is not failed or cancelled (it is running or completed)."""
+
+
 class FlowDefinitionError(PgFlowError):
     """A flow, step or task definition is invalid (bad slug, unknown dependency, bad option...).
 

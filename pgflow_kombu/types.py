@@ -74,6 +74,8 @@ class Run(_Row):
     started_at: datetime | None = None
     completed_at: datetime | None = None
     failed_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    cancel_reason: str | None = None
     step_states: tuple[StepState, ...] = ()
 
     @property
@@ -87,6 +89,14 @@ class Run(_Row):
             if state.status == "failed" and state.error_message:
                 return state.error_message
         return None
+
+
+class PruneResult(_Row):
+    """What ``prune`` deleted: finished runs (with their steps, tasks and messages) and
+    archived queue messages older than the cut-off."""
+
+    runs: int = 0
+    archived_messages: int = 0
 
 
 class RunPage(_Row):

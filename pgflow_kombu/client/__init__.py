@@ -19,6 +19,7 @@ seeds                              here
 from __future__ import annotations
 
 from pgflow_kombu.client.base import CORE_VERSION, FlowRef, HasSlug, flow_slug_of
+from pgflow_kombu.client.control import ControlMixin
 from pgflow_kombu.client.events import EventsMixin
 from pgflow_kombu.client.flows import (
     FlowsMixin,
@@ -51,11 +52,18 @@ __all__ = [
 
 
 class Client(
-    RunsMixin, HistoryMixin, EventsMixin, FlowsMixin, SchedulesMixin, WorkersMixin, InsightsMixin
+    RunsMixin,
+    HistoryMixin,
+    EventsMixin,
+    FlowsMixin,
+    SchedulesMixin,
+    WorkersMixin,
+    InsightsMixin,
+    ControlMixin,
 ):
     """Talks to one database. Thread-safe; connections come from a pool opened on first use.
 
     One mixin per concept (``client/runs.py``, ``history.py``, ``events.py``, ``flows.py``,
-    ``schedules.py``, ``workers.py``, ``insights.py``), all on the pool and connection handling
-    of ``client/base.py``.
+    ``schedules.py``, ``workers.py``, ``insights.py``, ``control.py``), all on the pool and
+    connection handling of ``client/base.py``.
     """

@@ -34,6 +34,7 @@ from pgflow_kombu.errors import (
     FlowNotFound,
     PermissionDenied,
     PgFlowError,
+    RunCancelled,
     RunFailed,
     RunNotFound,
     RunTimeout,
@@ -255,7 +256,8 @@ class RunsMixin(ClientBase):
         """Block until the run finishes; return it with its step states.
 
         Raises :class:`RunTimeout` after ``timeout`` seconds (None waits for ever), and
-        :class:`RunFailed` when it failed (unless ``raise_on_failure=False``).
+        :class:`RunFailed` when it failed (:class:`RunCancelled`, a kind of it, when it was
+        cancelled) unless ``raise_on_failure=False``.
         """
         check_timeout(timeout)
         uid = as_uuid(run_id)
@@ -269,6 +271,12 @@ class RunsMixin(ClientBase):
                 run = self.get_run(uid)
                 if run.finished:
                     run = self.get_run_with_states(uid)
+                    if run.status == "cancelled" and raise_on_failure:
+                        raise RunCancelled(
+                            f"run {uid} of flow {run.flow_slug!r} was cancelled: "
+                            f"{run.error_message}",
+                            run=run,
+                        )
                     if run.status == "failed" and raise_on_failure:
                         raise RunFailed(
                             f"run {uid} of flow {run.flow_slug!r} failed: {run.error_message}",

@@ -10,7 +10,8 @@ parameter name); the parameter is then not an input and names no dependency::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 __all__ = ["StepContext"]
 
@@ -21,6 +22,9 @@ class StepContext:
 
     ``run_id`` is ``None`` and ``worker_id``/``msg_id`` are ``None`` in eager execution.
     ``attempt`` counts from 1 (pgflow's ``attempts_count`` after ``start_tasks``).
+    ``cancelled`` turns true while the handler runs once its run was cancelled (the worker
+    learns it at its next heartbeat): a long handler may check it and stop early; whatever it
+    returns then is discarded. Handlers in the process pool never see it turn true.
     """
 
     flow_slug: str
@@ -30,3 +34,9 @@ class StepContext:
     attempt: int = 1
     msg_id: int | None = None
     worker_id: str | None = None
+    cancel_event: threading.Event | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once this task's run was cancelled."""
+        return self.cancel_event is not None and self.cancel_event.is_set()

@@ -43,6 +43,17 @@ def _seconds(name: str, *, env: str, default: float, **kwargs: Any) -> Callable[
     )
 
 
+def _duration(_ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    from pgflow_kombu.durations import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc), param=param) from None
+
+
 def worker_options(
     *, app_callback: Callable[[click.Context, click.Parameter, Any], Any] | None = None
 ) -> Callable[[F], F]:
@@ -110,6 +121,15 @@ def _decorators(
             env="STALLED_AFTER",
             default=30.0,
             help="Seconds without heartbeat after which a worker's tasks are requeued.",
+        ),
+        _opt(
+            "--retention",
+            env="RETENTION",
+            metavar="AGE",
+            default=None,
+            callback=_duration,
+            help="Prune runs finished longer ago than AGE (7d, 12h, 30m) and as old queue "
+            "archive messages, every few minutes (one worker at a time).",
         ),
         _opt(
             "-l",
@@ -198,6 +218,7 @@ def run_command(url: str, **options: Any) -> int:
             app_ref=app_ref,
             source=_source(options["source"], url),
             hooks=target.hooks if isinstance(getattr(target, "hooks", None), Hooks) else None,
+            retention=options.get("retention"),
             scheduler=options.get("scheduler", True),
         )
         stop_observing = observe(worker, url, options)
@@ -305,6 +326,13 @@ def banner_rows(worker: Worker, app_ref: str, source: str) -> tuple[str, list[tu
             "liveness",
             f"heartbeat every {worker.membership.heartbeat_interval:g} s, "
             f"stalled after {worker.membership.stalled_after:g} s",
+        ),
+        (
+            "retention",
+            "none (runs are kept)"
+            if worker.retention is None
+            else f"prune runs finished over {worker.retention.retention} ago, "
+            f"every {worker.retention.interval:g} s",
         ),
         (
             "shutdown",

@@ -73,6 +73,7 @@ def context_of(task: ClaimedTask) -> StepContext:
         attempt=task.attempt,
         msg_id=task.msg_id,
         worker_id=task.worker_id,
+        cancel_event=task.cancel,
     )
 
 
@@ -85,8 +86,18 @@ def _failure(exc: BaseException, started: float) -> Result:
     )
 
 
+def _skipped_as_cancelled(task: ClaimedTask) -> Result | None:
+    """A task whose run was cancelled while it waited for a slot is not run at all."""
+    if task.cancelled:
+        return Result(error=f"CancelledError: run {task.run_id} was cancelled")
+    return None
+
+
 def execute(flows: Mapping[str, FlowLike], task: ClaimedTask) -> Result:
     """Run one attempt in the calling thread (an async handler gets its own event loop)."""
+    skipped = _skipped_as_cancelled(task)
+    if skipped is not None:
+        return skipped
     started = time.perf_counter()
     try:
         step = find_step(flows, task.flow_slug, task.step_slug)
@@ -106,6 +117,9 @@ async def aexecute(
     run_sync: Callable[[Callable[[], Any]], Awaitable[Any]],
 ) -> Result:
     """Run one attempt on the running event loop; sync handlers go through ``run_sync``."""
+    skipped = _skipped_as_cancelled(task)
+    if skipped is not None:
+        return skipped
     started = time.perf_counter()
     try:
         step = find_step(flows, task.flow_slug, task.step_slug)

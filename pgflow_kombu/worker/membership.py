@@ -8,6 +8,7 @@ holds), re-inserts rows that disappeared, and every ``recovery_interval`` second
 can no longer be running them, so no external cron is needed. Registration also lists the ids
 in ``pgflow_kombu.known_workers``: workers that heartbeat while they work, whose tasks recovery
 may take as soon as their heartbeat is stale (other workers' only after the step timeout).
+Each heartbeat also asks which runs of the held tasks were cancelled (see cancellation.py).
 
 It also knows until when the worker surely still counts as alive for the others: a heartbeat
 that went through was committed after it was sent, so no recovery can take this worker's tasks
@@ -26,9 +27,10 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
-from pgflow_kombu.db.errors import UNDEFINED_FUNCTION
+from pgflow_kombu.db.errors import UNDEFINED_FUNCTION, UNDEFINED_TABLE
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.errors import DatabaseError, PgFlowError
+from pgflow_kombu.worker.cancellation import Cancellations
 from pgflow_kombu.worker.connectivity import Connectivity
 from pgflow_kombu.worker.link import Link, is_connection_error
 
@@ -57,6 +59,7 @@ class Membership:
         function_name: str | None = None,
         on_deprecated: Callable[[], None] | None = None,
         on_connection_lost: Callable[[], None] | None = None,
+        cancellations: Cancellations | None = None,
         connectivity: Connectivity | None = None,
         statement_timeout: float | None = None,
     ) -> None:
@@ -84,6 +87,8 @@ class Membership:
         self._thread = threading.Thread(target=self._run, name="pgflow-heartbeat", daemon=True)
         self._recovery_missing = False
         self._healthy = True
+        self.cancellations = cancellations
+        self._cancel_missing = False
         self._beat_sent_at: float | None = None  # monotonic send time of the last good beat
 
     def alive_until(self) -> float:
@@ -166,12 +171,30 @@ class Membership:
             )
         return count
 
+    def check_cancelled(self) -> None:
+        """Tell the held tasks whose run was cancelled (one query, only while tasks are held)."""
+        if self.cancellations is None or self._cancel_missing:
+            return
+        held = self.cancellations.held_runs()
+        if not held:
+            return
+        try:
+            rows = self._link.fetch(query("control.cancelled_among"), {"run_ids": held})
+        except DatabaseError as exc:
+            if exc.sqlstate == UNDEFINED_TABLE:  # an older schema: no run control
+                self._cancel_missing = True
+                return
+            raise
+        if rows:
+            self.cancellations.cancel([r[0] for r in rows])
+
     def _run(self) -> None:
         # Spread the recovery runs of many workers started together.
         next_recovery = time.monotonic() + random.uniform(0, self.recovery_interval)
         while not self._stop.wait(self.heartbeat_interval if self._healthy else 1.0):
             try:
                 self.beat()
+                self.check_cancelled()
                 if time.monotonic() >= next_recovery:
                     next_recovery = time.monotonic() + self.recovery_interval
                     self.recover()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,8 @@ class ClaimedTask:
     ``attempt`` is the task's ``attempts_count`` after the claim: reports name it so that the
     database applies them only to this attempt. ``timeout`` is the step's effective timeout in
     seconds. ``delivery`` is the message handle of the source it came from (acknowledged once the
-    attempt is reported).
+    attempt is reported). ``cancel`` is set once its run is known to be cancelled (shared by the
+    held tasks of one run; not sent to process children).
     """
 
     flow_slug: str
@@ -30,6 +32,11 @@ class ClaimedTask:
     timeout: float
     worker_id: str
     delivery: Any = field(default=None, repr=False)
+    cancel: threading.Event | None = field(default=None, repr=False)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
 
     @property
     def label(self) -> str:

@@ -23,13 +23,16 @@ import queue
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 from pgflow_kombu.db.connect import liveness
 from pgflow_kombu.db.urls import check_url
+from pgflow_kombu.durations import parse_duration
 from pgflow_kombu.errors import ConfigurationError, PgFlowError
 from pgflow_kombu.flows.schedules import ScheduleSpec
 from pgflow_kombu.observability.hooks import Hooks
+from pgflow_kombu.worker.cancellation import Cancellations
 from pgflow_kombu.worker.claims import Claims, read_visibility
 from pgflow_kombu.worker.connectivity import Connectivity
 from pgflow_kombu.worker.events import WorkerEvents
@@ -41,6 +44,7 @@ from pgflow_kombu.worker.options import check_options, select_flows
 from pgflow_kombu.worker.pools import Pool, make_pool
 from pgflow_kombu.worker.pools.base import SlotPool
 from pgflow_kombu.worker.reporter import DEFAULT_BATCH_SIZE, Reporter
+from pgflow_kombu.worker.retention import DEFAULT_RETENTION_INTERVAL, Retention
 from pgflow_kombu.worker.scheduler import Scheduler
 from pgflow_kombu.worker.schedulesync import check_schedules, sync_schedules
 from pgflow_kombu.worker.signals import install_stop_signals
@@ -67,6 +71,10 @@ class Worker:
     ``flow.schedules``) to the database and disables the code schedules of its flows that are
     gone; with ``scheduler`` (default) a thread fires the due ticks of every schedule in the
     database (each tick starts once however many workers run; see worker/scheduler.py).
+
+    ``retention`` (``"7d"``, a timedelta or seconds) makes the worker prune finished runs and
+    queue archives older than that every ``retention_interval`` seconds (one worker at a time:
+    see retention.py).
     """
 
     def __init__(
@@ -90,6 +98,8 @@ class Worker:
         function_name: str | None = None,
         synchronous_commit: bool = False,
         hooks: Hooks | None = None,
+        retention: timedelta | str | float | None = None,
+        retention_interval: float = DEFAULT_RETENTION_INTERVAL,
         schedules: Sequence[ScheduleSpec] | None = None,
         scheduler: bool = True,
         scheduler_poll_interval: float = 5.0,
@@ -121,6 +131,14 @@ class Worker:
         # This worker's callbacks, then those of ``hooks`` (its app's): see observability/hooks.py.
         self.hooks = Hooks(hooks)
         self._events = WorkerEvents(self.hooks)
+        if retention_interval is None or not retention_interval > 0:
+            raise ConfigurationError(f"retention_interval must be > 0, got {retention_interval}")
+        self.retention = (
+            None
+            if retention is None
+            else Retention(self.url, parse_duration(retention), interval=retention_interval)
+        )
+        self.cancellations = Cancellations()
         self.connectivity = Connectivity()
         # Statements are cancelled after the configured statement_timeout; claims and heartbeats
         # are pointless beyond stalled_after (the others may have taken the worker's tasks).
@@ -136,6 +154,7 @@ class Worker:
             function_name=function_name,
             on_deprecated=self._wake,
             on_connection_lost=self._on_connection_lost,
+            cancellations=self.cancellations,
             connectivity=self.connectivity,
             statement_timeout=short_timeout,
         )
@@ -168,6 +187,9 @@ class Worker:
         )
         if isinstance(self._pool, SlotPool):
             self._pool.on_start = self._events.task_started
+        cancel_run = getattr(self._pool, "cancel_run", None)
+        if cancel_run is not None:  # the asyncio pool cancels the coroutines of a cancelled run
+            self.cancellations.listeners.append(cancel_run)
         self._pool.gate = self._may_start
         self._not_started: queue.SimpleQueue[ClaimedTask] = queue.SimpleQueue()
         self._reported: queue.SimpleQueue[list[tuple[Outcome, str]]] = queue.SimpleQueue()
@@ -288,6 +310,8 @@ class Worker:
         self._pool.start()
         self._reporter.start()
         self.membership.start()
+        if self.retention is not None:
+            self.retention.start()
         if self._source is None:
             self._source = default_source(self.url)
         self._source.read_visibility = read_visibility(self.membership.stalled_after)
@@ -381,10 +405,20 @@ class Worker:
         self._held += len(tasks)
         self._events.claimed(tasks)
         for task in tasks:
+            self.cancellations.watch(task)
             self._pool.submit(task)
 
     def _on_outcome(self, outcome: Outcome) -> None:
         """Called by the pool (any thread) when an attempt ends."""
+        self.cancellations.forget(outcome.task)
+        if outcome.task.cancelled:
+            log.info(
+                "result of %s (run %s, attempt %d) discarded: its run was cancelled",
+                outcome.task.label,
+                outcome.task.run_id,
+                outcome.task.attempt,
+                extra={"event": "cancelled_result_discarded", "run_id": outcome.task.run_id},
+            )
         log_outcome(outcome)
         self._reporter.put(outcome)
         # Its slot is free: the loop may claim more while the report is being committed.
@@ -497,6 +531,7 @@ class Worker:
         for closer in (
             self.scheduler.stop if self.scheduler is not None else None,
             self._pool.terminate,
+            self.retention.stop if self.retention is not None else None,
             self.membership.stop,
             self._claims.close,
             self._source.close if self._source is not None else None,

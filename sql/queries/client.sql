@@ -10,7 +10,7 @@ SELECT pgflow_kombu.start_flow_delayed(
     delay_seconds => %(delay_seconds)s);
 
 -- name: get_run
-SELECT * FROM pgflow.runs WHERE run_id = %(run_id)s;
+SELECT * FROM pgflow_kombu.run_view WHERE run_id = %(run_id)s;
 
 -- name: get_step_states
 -- A skipped step (pgflow_kombu.skipped_steps) reads 'skipped' here; pgflow's row says completed.

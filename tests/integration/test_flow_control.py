@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,14 +79,25 @@ def workers() -> Iterator[list[WorkerProcess]]:
         worker.__exit__(None)
 
 
-def start_runs(url: str, task: Any, inputs: list[dict[str, Any]], **options: Any) -> None:
+@contextmanager
+def borrowed(url: str, *items: Any) -> Iterator[PgFlow]:
+    """An app on the test database serving flows of ``tests.e2e_apps.limits`` for a while: a flow
+    belongs to one app, so each is detached from the module's app, then handed back."""
     app = PgFlow(url)
     try:
-        app.register(task)
-        app.start_many(task.slug, inputs, **options)
+        for item in items:
+            item.bind(None)
+            app.register(item)
+        yield app
     finally:
-        task.bind(limits.app)
+        for item in items:
+            item.bind(limits.app)
         app.close()
+
+
+def start_runs(url: str, task: Any, inputs: list[dict[str, Any]], **options: Any) -> None:
+    with borrowed(url, task) as app:
+        app.start_many(task.slug, inputs, **options)
 
 
 # -- concurrency ---------------------------------------------------------------------------------
@@ -128,13 +140,8 @@ def test_a_concurrency_key_limits_each_key_not_the_flow(
 def test_a_step_limit_keyed_by_a_function_of_the_run_input(
     db_url: str, workers: list[WorkerProcess]
 ) -> None:
-    app = PgFlow(db_url)
-    try:
-        app.register(limits.staged)
+    with borrowed(db_url, limits.staged) as app:
         app.start_many("staged", [{"region": r, "n": i} for i in range(3) for r in ("eu", "us")])
-    finally:
-        limits.staged.bind(limits.app)
-        app.close()
     workers += start_workers(db_url, 4, "--flows", "staged")
     done = wait_finished(db_url, "staged")
     assert [t["status"] for t in done] == ["completed"] * 6
@@ -269,10 +276,7 @@ def test_a_busy_flow_does_not_starve_another_served_by_the_same_worker(
 
 
 def test_reject_and_invalid_input_fail_at_once_other_errors_are_retried(db_url: str) -> None:
-    app = PgFlow(db_url)
-    for task in (limits.declines, limits.flaky, limits.typed):
-        app.register(task)
-    try:
+    with borrowed(db_url, limits.declines, limits.flaky, limits.typed) as app:
         declined = app.start_flow("declines", {"n": 1})
         retried = app.start_flow("flaky", {"n": 2})
         valid = app.start_flow("typed", {"n": 21})
@@ -290,10 +294,6 @@ def test_reject_and_invalid_input_fail_at_once_other_errors_are_retried(db_url: 
         finally:
             worker.stop(10)
         assert valid.wait(10).output == {"typed": 42}
-    finally:
-        for task in (limits.declines, limits.flaky, limits.typed):
-            task.bind(limits.app)
-        app.close()
     by_run = {
         str(t["run_id"]): t
         for slug in ("declines", "flaky", "typed")

@@ -274,4 +274,8 @@ class Pair:
         ours, reference = self.ours.observe(), reconcile(self.reference.observe())
         for part in ours:
             assert_same(ours[part], reference[part], part)
+        from tests.reference.invariants import assert_invariants
+
+        for db in self.both:
+            assert_invariants(db.conn)
         return ours

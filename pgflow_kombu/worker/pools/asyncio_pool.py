@@ -4,7 +4,8 @@ Async handlers run on the loop; plain functions run in a thread of their own so 
 it. At its deadline an attempt is failed with a timeout error by the watchdog (a thread, so it
 fires even when a coroutine hogs the loop), its slot is freed and its coroutine is cancelled; a
 coroutine that ignores cancellation, or a plain function (threads cannot be stopped), keeps
-running as a stuck slot whose late result is discarded. A coroutine that blocks the loop without
+running as a stuck slot whose late result is discarded. The coroutines of a cancelled run are
+cancelled the same way (see worker/cancellation.py). A coroutine that blocks the loop without
 awaiting stalls every slot of this pool: use the thread or process pool for such code.
 """
 
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pgflow_kombu.worker.execution import FlowLike, aexecute
+from pgflow_kombu.worker.execution import FlowLike, Result, aexecute
 from pgflow_kombu.worker.pools.base import Attempt, OutcomeSink, SlotPool, Watchdog
 from pgflow_kombu.worker.tasks import ClaimedTask
 
@@ -66,6 +68,16 @@ class AsyncioPool(SlotPool):
         if self._thread.is_alive():
             self._thread.join(timeout=5)
 
+    def cancel_run(self, run_id: str) -> None:
+        """The run was cancelled: cancel the coroutines of its attempts (from any thread)."""
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._cancel_run, run_id)
+
+    def _cancel_run(self, run_id: str) -> None:
+        for attempt, task in list(self._tasks.items()):
+            if attempt.task.run_id == run_id:
+                task.cancel()
+
     def _cancel_all(self) -> None:
         for task in list(self._tasks.values()):
             task.cancel()
@@ -100,7 +112,11 @@ class AsyncioPool(SlotPool):
         finally:
             self._tasks.pop(attempt, None)
         if attempt.finish():
-            assert result is not None
+            if result is None:  # cancelled, its run was: the report will be stale
+                result = Result(
+                    error=f"CancelledError: run {attempt.task.run_id} was cancelled",
+                    duration=time.monotonic() - attempt.started,
+                )
             self._watchdog.forget()
             self._finish_slot(attempt.outcome(result))
             self._fill()

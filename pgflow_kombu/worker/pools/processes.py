@@ -197,7 +197,7 @@ class ProcessPool(SlotPool):
         attempt = Attempt(task)
         child = self._children[index]
         assert child is not None
-        bare = dataclasses.replace(task, delivery=None)
+        bare = dataclasses.replace(task, delivery=None, cancel=None)
         try:
             child.conn.send(bare)
             ready = child.conn.poll(max(0.0, attempt.deadline - time.monotonic()))
