@@ -1,6 +1,6 @@
 """The dashboard in a real browser: headless Chromium (Debian's ``chromium``) driven by
 Playwright. A run's DAG changes colour live as a worker completes it; a run is started from the
-page; every page renders on 100,000 runs (the timings are printed by benchmarks/dashboard.py).
+page; a failed run is retried, then deleted, from its page; every page renders on 100,000 runs (the timings are printed by benchmarks/dashboard.py).
 
 With ``PGFLOW_DASHBOARD_SCREENSHOTS=<dir>`` the tests save a PNG of each page there (the
 README's come from ``docs/screenshots``).
@@ -183,4 +183,46 @@ def test_runs_list_shows_new_runs_live(db_url: str, page: Page) -> None:
             expect(page.locator("#runs-list")).to_contain_text(str(run_id), timeout=20_000)
             assert page.evaluate("window.__sameDocument") is True
     finally:
+        client.close()
+
+
+# -- run control from the page ---------------------------------------------------------------------
+
+second_try = threading.Event()  # set by the test: the 'settle' step fails until then
+
+flaky = Flow("web_flaky", max_attempts=1, base_delay=0)
+
+
+@flaky.step
+def reserve(run: Any) -> int:
+    return 1
+
+
+@flaky.step(depends_on=["reserve"])
+def settle(run: Any, reserve: int) -> int:
+    if not second_try.is_set():
+        raise RuntimeError("the bank said no")
+    return reserve + 1
+
+
+def test_a_failed_run_is_retried_then_deleted_from_the_page(db_url: str, page: Page) -> None:
+    client = Client(db_url)
+    worker = Worker({"web_flaky": flaky}, db_url)
+    worker.start()
+    try:
+        run = client.wait(client.start_flow(flaky, {}), raise_on_failure=False)
+        assert run.status == "failed"
+        second_try.set()
+        with serving(db_url) as base:
+            page.goto(f"{base}/runs/{run.run_id}")
+            expect(page.locator("#step-settle.status-failed")).to_be_visible()
+            page.click("#retry-run")
+            expect(page.locator("#step-settle.status-completed")).to_be_visible(timeout=30000)
+            expect(page.locator("#run-status")).to_have_text("completed")
+            page.on("dialog", lambda dialog: dialog.accept())
+            page.click("#delete-run")
+            expect(page.locator("h1")).to_have_text("Runs")
+        assert client.find_runs(flow_slug="web_flaky").runs == []  # deleted from the page
+    finally:
+        worker.stop(5)
         client.close()
