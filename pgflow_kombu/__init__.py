@@ -11,7 +11,11 @@ from kombu.transport import TRANSPORT_ALIASES
 from pgflow_kombu.app import PgFlow
 from pgflow_kombu.client import CORE_VERSION, Client
 from pgflow_kombu.errors import (
+    ConfigurationError,
+    ConnectionFailed,
+    DatabaseError,
     FlowDefinitionError,
+    FlowInputError,
     FlowMismatch,
     FlowNotFound,
     PgFlowError,
@@ -20,11 +24,13 @@ from pgflow_kombu.errors import (
     RunFailed,
     RunNotFound,
     RunTimeout,
+    ScheduleNotFound,
+    StepError,
     WorkerNotFound,
 )
-from pgflow_kombu.flows import Flow
+from pgflow_kombu.flows import Flow, StepContext, Task
 from pgflow_kombu.handles import RunHandle
-from pgflow_kombu.types import Run, StepState, StepTask
+from pgflow_kombu.types import Run, RunEvent, RunPage, StepState, StepTask
 
 # kombu has no entry points for transports: importing the package makes "pgflow://" known.
 TRANSPORT_ALIASES.setdefault("pgflow", "pgflow_kombu.transport:Transport")
@@ -32,8 +38,12 @@ TRANSPORT_ALIASES.setdefault("pgflow", "pgflow_kombu.transport:Transport")
 __all__ = [
     "CORE_VERSION",
     "Client",
+    "ConfigurationError",
+    "ConnectionFailed",
+    "DatabaseError",
     "Flow",
     "FlowDefinitionError",
+    "FlowInputError",
     "FlowMismatch",
     "FlowNotFound",
     "PgFlow",
@@ -41,11 +51,17 @@ __all__ = [
     "Reject",
     "Run",
     "RunCancelled",
+    "RunEvent",
     "RunFailed",
     "RunHandle",
     "RunNotFound",
+    "RunPage",
     "RunTimeout",
+    "ScheduleNotFound",
+    "StepContext",
+    "StepError",
     "StepState",
     "StepTask",
+    "Task",
     "WorkerNotFound",
 ]

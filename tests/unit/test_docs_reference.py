@@ -1,0 +1,78 @@
+"""The reference pages name every command, option and setting that exists.
+
+docs/cli.md must mention each command path (``runs start``) and each option of the worker
+command; docs/configuration.md each ``Settings`` and ``Liveness`` field with its environment variable, and each
+``Worker`` option. A command or setting added without its documentation fails here.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+import pgflow_kombu
+from pgflow_kombu.cli import cli
+from pgflow_kombu.settings import ENV_PREFIX, Liveness, Settings
+from pgflow_kombu.worker import Worker
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+# Worker arguments that are wiring, not settings a user chooses.
+WORKER_WIRING = {"self", "flows", "url", "app_ref", "source", "ensure_flows", "function_name"}
+
+
+def _commands(group: click.Group, prefix: str = "") -> Iterator[tuple[str, click.Command]]:
+    for name, command in group.commands.items():
+        path = f"{prefix}{name}"
+        yield path, command
+        if isinstance(command, click.Group):
+            yield from _commands(command, path + " ")
+
+
+def test_every_command_is_in_the_cli_page() -> None:
+    page = (DOCS / "cli.md").read_text()
+    missing = [path for path, _ in _commands(cli) if f"`{path}" not in page and path not in page]
+    assert not missing, f"docs/cli.md does not mention: {missing}"
+
+
+def test_every_option_of_every_command_is_in_the_cli_page() -> None:
+    page = (DOCS / "cli.md").read_text()
+    missing = []
+    for path, command in [("pgflow-kombu", cli), *_commands(cli)]:
+        for param in command.params:
+            if isinstance(param, click.Option) and param.name != "help":
+                longest = max(param.opts, key=len)
+                if longest not in page:
+                    missing.append(f"{path} {longest}")
+    assert not missing, f"docs/cli.md does not mention: {missing}"
+
+
+def test_every_setting_is_in_the_configuration_page() -> None:
+    page = (DOCS / "configuration.md").read_text()
+    missing = [
+        name
+        for model in (Settings, Liveness)
+        for name in model.model_fields
+        if f"`{name}`" not in page or f"`{ENV_PREFIX}{name.upper()}`" not in page
+    ]
+    assert not missing, f"docs/configuration.md does not list: {missing}"
+
+
+def test_every_worker_option_is_in_the_configuration_page() -> None:
+    page = (DOCS / "configuration.md").read_text()
+    options = set(inspect.signature(Worker.__init__).parameters) - WORKER_WIRING
+    missing = sorted(name for name in options if f"`{name}`" not in page)
+    assert not missing, f"docs/configuration.md does not list worker options: {missing}"
+
+
+def test_every_public_name_is_in_the_api_reference() -> None:
+    page = (DOCS / "api.md").read_text()
+    missing = [
+        name
+        for name in pgflow_kombu.__all__
+        if f"::: pgflow_kombu.{name}\n" not in page and f"`{name}`" not in page
+    ]
+    assert not missing, f"docs/api.md does not document: {missing}"
