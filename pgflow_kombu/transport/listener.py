@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import select
+import threading
 from contextlib import suppress
 from typing import Any
 
@@ -20,32 +21,48 @@ from pgflow_kombu.transport.connections import Connection, close_quietly
 
 
 class Waker:
-    """A self-pipe: ``wake()`` from any thread makes ``fileno()`` readable."""
+    """A self-pipe: ``wake()`` from any thread makes ``fileno()`` readable.
+
+    Closing is idempotent and later calls do nothing: the pipe's descriptor numbers are reused by
+    the process once closed, so a late ``wake``/``drain``/``close`` from another thread must never
+    touch them (it would write to, read from or close somebody else's file).
+    """
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
 
     def fileno(self) -> int:
+        """The read end (-1 once closed)."""
         return self._read
 
     def wake(self) -> None:
-        # A full pipe already holds a pending wake-up.
-        with suppress(OSError):
-            os.write(self._write, b"x")
+        with self._lock:
+            if self._write < 0:
+                return
+            # A full pipe already holds a pending wake-up.
+            with suppress(OSError):
+                os.write(self._write, b"x")
 
     def drain(self) -> None:
-        try:
-            while os.read(self._read, 512):
+        with self._lock:
+            if self._read < 0:
+                return
+            try:
+                while os.read(self._read, 512):
+                    pass
+            except (BlockingIOError, OSError):
                 pass
-        except (BlockingIOError, OSError):
-            pass
 
     def close(self) -> None:
-        for fd in (self._read, self._write):
-            with suppress(OSError):
-                os.close(fd)
+        with self._lock:
+            fds, self._read, self._write = (self._read, self._write), -1, -1
+        for fd in fds:
+            if fd >= 0:
+                with suppress(OSError):
+                    os.close(fd)
 
 
 class Listener:
@@ -88,13 +105,14 @@ class Listener:
         if notified:
             return notified
         fds: list[Any] = [self.fileno()]
-        if waker is not None:
-            fds.append(waker.fileno())
+        waker_fd = waker.fileno() if waker is not None else -1
+        if waker_fd >= 0:
+            fds.append(waker_fd)
         try:
             ready, _, _ = select.select(fds, [], [], timeout)
         except InterruptedError:
             ready = []
-        if waker is not None and waker.fileno() in ready:
+        if waker is not None and waker_fd >= 0 and waker_fd in ready:
             waker.drain()
         return self.poll() if ready else set()
 

@@ -176,8 +176,9 @@ class Transport(virtual.Transport):
 
     def wake(self) -> None:
         """Interrupt a wait for notifications (room was made for more messages)."""
-        if self._waker is not None and (self._waiting or self._hub is not None):
-            self._waker.wake()
+        waker = self._waker  # read once: close_connection may clear it meanwhile
+        if waker is not None and (self._waiting or self._hub is not None):
+            waker.wake()
 
     def _channels(self) -> list[PgChannel]:
         return [c for c in list(self.channels) if not c.closed and c.connection is not None]
@@ -251,9 +252,12 @@ class Transport(virtual.Transport):
             if waker is None:
                 threading.Event().wait(seconds)
                 return
+            fd = waker.fileno()
+            if fd < 0:  # closed meanwhile by close_connection
+                return
             self._waiting = True
             try:
-                ready, _, _ = select.select([waker.fileno()], [], [], seconds)
+                ready, _, _ = select.select([fd], [], [], seconds)
                 if ready:
                     waker.drain()
             finally:
@@ -300,8 +304,9 @@ class Transport(virtual.Transport):
             self._on_notified(self._listener.poll())
 
     def _on_waker(self) -> None:
-        if self._waker is not None:
-            self._waker.drain()
+        waker = self._waker
+        if waker is not None:
+            waker.drain()
 
     def on_tick(self) -> None:
         """Every loop iteration: write grouped acks, read the queues that may hold messages."""

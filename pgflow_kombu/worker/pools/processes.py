@@ -68,6 +68,10 @@ class _Child:
     def __init__(self, ctx: Any, source: Any, loglevel: int, name: str) -> None:
         ours, theirs = ctx.Pipe(duplex=True)
         self.conn: Connection = ours
+        # kill() runs from the slot thread and from terminate() at once; a Connection's close is
+        # not thread-safe, and a second close of its descriptor number would close whatever the
+        # process opened under that number since (an event loop's self-pipe, a socket).
+        self._close_lock = threading.Lock()
         self.process = ctx.Process(
             target=_child_main, args=(theirs, source, loglevel), name=name, daemon=True
         )
@@ -92,9 +96,10 @@ class _Child:
         if self.process.is_alive():
             self.process.kill()
         self.process.join(timeout=5)
-        if not self.conn.closed:
-            with contextlib.suppress(OSError):
-                self.conn.close()
+        with self._close_lock:
+            if not self.conn.closed:
+                with contextlib.suppress(OSError):
+                    self.conn.close()
 
     def stop(self) -> None:
         with contextlib.suppress(OSError, ValueError):
