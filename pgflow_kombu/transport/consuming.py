@@ -185,7 +185,8 @@ class ConsumingChannel(virtual.Channel):
             self._dirty.add(queue)
 
     def wants_read(self) -> bool:
-        return bool(self._consumers and self._dirty)
+        """Whether a queue may hold messages and there is room to take some."""
+        return bool(self._consumers and self._dirty) and self.room() > 0
 
     def deliver_ready(self) -> int:
         """Read the queues that may hold messages and deliver what they hold; return the count."""

@@ -298,22 +298,40 @@ class Transport(virtual.Transport):
         self._hub = None
         self._hub_thread = None
 
+    # On the loop, messages are read and handed to the consumers only in reader callbacks, which
+    # run after the loop's poll. Other parties tick too: Celery's prefork pool, on its tick, asks
+    # the loop to write the jobs it holds to its child processes. The ticks run in no set order,
+    # so a message handed over during a tick may miss the pool's tick of that iteration and wait
+    # in the pool until something else ends the next poll (a timer, up to polling_interval).
+    # Handed over in a reader callback, it always precedes the next iteration's ticks.
+
     def on_readable(self, connection: Any = None, loop: Any = None) -> None:
-        """The listener's socket is readable: note which queues were written to."""
+        """The listener's socket is readable: read the queues that were written to."""
         if self._listener is not None:
             self._on_notified(self._listener.poll())
+        self._deliver_wanted()
 
     def _on_waker(self) -> None:
+        """The self-pipe is readable: room was made, or a timer marked queues to read."""
         waker = self._waker
         if waker is not None:
             waker.drain()
+        self._deliver_wanted()
 
-    def on_tick(self) -> None:
-        """Every loop iteration: write grouped acks, read the queues that may hold messages."""
+    def _deliver_wanted(self) -> None:
         if any(channel.wants_read() for channel in self._channels()):
             self.deliver_ready()
-        else:
-            self.flush_acks()
+
+    def on_tick(self) -> None:
+        """Every loop iteration, before its poll: write grouped acks; when a queue may hold
+        messages that there is room for, end the poll at once (the self-pipe's reader reads)."""
+        self.flush_acks()
+        if any(channel.wants_read() for channel in self._channels()):
+            waker = self._waker
+            if waker is None:
+                self.deliver_ready()
+            else:
+                waker.wake()
 
     def _on_poll_timer(self) -> None:
         for channel in self._channels():

@@ -1,0 +1,255 @@
+"""Celery on ``pgflow://`` beside Celery on ``redis://``: idle latency and throughput, one run.
+
+Two Celery 5 workers (``-P prefork -c 4``, default settings: prefetch multiplier 4, early acks)
+run side by side, one per broker. For each, and interleaved over ``--runs`` runs:
+
+* idle latency: one task at a time with the worker idle in between (``--idle`` seconds); the
+  latency is the producer's send time to the time the task starts in a pool process (p50/p99);
+* throughput: one producer sends ``--tasks`` no-op tasks; tasks/s from the first send to the
+  start of the last task.
+
+Tasks report back through Redis (the same for both brokers). Prints medians and the ratios of
+Celery+pgflow:// to Celery+Redis.
+
+Usage::
+
+    python benchmarks/celery_broker.py [--database-url postgresql://postgres@127.0.0.1:5443/postgres]
+        [--latency 200] [--tasks 5000] [--runs 3]
+
+The database URL names a server where the script may create the database
+``pgflow_kombu_bench_celery``; Redis (the peer broker, and where tasks report) is
+``BENCH_REDIS_URL``, by default redis://127.0.0.1:6379/0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from celery import Celery
+
+import pgflow_kombu  # noqa: F401 - registers pgflow://
+from pgflow_kombu.db import migrations
+from pgflow_kombu.db.admin import create_database, drop_database
+from pgflow_kombu.db.connect import connect
+from pgflow_kombu.db.urls import with_database
+from pgflow_kombu.transport.urls import kombu_url
+
+ROOT = Path(__file__).resolve().parents[1]
+DATABASE = "pgflow_kombu_bench_celery"
+QUEUE = "bench_celery"
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+WORKER_FLAGS = os.environ.get("BENCH_WORKER_FLAGS", "").split()
+
+app = Celery("bench_celery", broker=os.environ.get("BENCH_BROKER", REDIS_URL))
+app.conf.update(
+    task_default_queue=QUEUE,
+    task_ignore_result=True,
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+)
+
+
+@functools.cache
+def reporter() -> redis.Redis:
+    return redis.Redis.from_url(REDIS_URL)
+
+
+@app.task(name="bench.started")
+def started(key: str) -> None:
+    reporter().rpush(key, repr(time.time()))
+
+
+@app.task(name="bench.noop")
+def noop(key: str, total: int) -> None:
+    if reporter().incr(key) == total:
+        reporter().rpush(f"{key}:done", repr(time.time()))
+
+
+@dataclass
+class Peer:
+    name: str
+    broker: str
+    process: subprocess.Popen[bytes] | None = None
+    p50: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+    rate: list[float] = field(default_factory=list)
+
+    def start(self, log: Path) -> None:
+        env = {**os.environ, "BENCH_BROKER": self.broker, "PYTHONPATH": str(ROOT)}
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "benchmarks.celery_broker:app",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            "4",
+            "-l",
+            "WARNING",
+            "-Q",
+            QUEUE,
+            "-n",
+            f"{self.name.split(':')[0].lower()}-{uuid.uuid4().hex[:6]}@bench",
+            *WORKER_FLAGS,
+        ]
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def producer_app(self) -> Celery:
+        producer = Celery("bench_celery_producer", broker=self.broker)
+        producer.conf.update(task_default_queue=QUEUE, task_ignore_result=True)
+        return producer
+
+
+def wait_for(key: str, timeout: float = 60.0) -> float:
+    popped = reporter().blpop([key], timeout=timeout)
+    if popped is None:
+        raise RuntimeError(f"no task reported on {key} within {timeout} s (see the worker log)")
+    return float(popped[1])
+
+
+def warm_up(producer: Celery) -> None:
+    key = f"bench:{uuid.uuid4().hex}"
+    for _ in range(5):
+        producer.send_task("bench.started", (key,))
+        wait_for(key, timeout=120)
+
+
+def measure_latency(producer: Celery, samples: int, idle: float) -> list[float]:
+    key = f"bench:{uuid.uuid4().hex}"
+    latencies = []
+    for _ in range(samples):
+        time.sleep(idle)
+        sent = time.time()
+        producer.send_task("bench.started", (key,))
+        latencies.append((wait_for(key) - sent) * 1000)
+    return latencies
+
+
+def measure_throughput(producer: Celery, tasks: int) -> float:
+    key = f"bench:{uuid.uuid4().hex}"
+    begin = time.time()
+    with producer.producer_or_acquire() as publisher:
+        for _ in range(tasks):
+            producer.send_task("bench.noop", (key, tasks), producer=publisher)
+    done = wait_for(f"{key}:done", timeout=600)
+    reporter().delete(key)
+    return tasks / (done - begin)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def prepare_database(admin_url: str) -> str:
+    with connect(admin_url) as conn:
+        drop_database(conn, DATABASE)
+        create_database(conn, DATABASE)
+    url = with_database(admin_url, DATABASE)
+    migrations.upgrade(url)
+    return url
+
+
+def run(args: argparse.Namespace) -> None:
+    database = prepare_database(args.database_url)
+    peers = [Peer("Celery+pgflow://", kombu_url(database)), Peer("Celery+Redis", REDIS_URL)]
+    reporter().delete(QUEUE)
+    log = Path(args.log)
+    producers = {}
+    try:
+        for peer in peers:
+            peer.start(log)
+        for peer in peers:
+            producers[peer.name] = peer.producer_app()
+            warm_up(producers[peer.name])
+        for number in range(1, args.runs + 1):
+            for peer in peers:
+                step(f"run {number}/{args.runs}: {peer.name}")
+                # Latency right after a burst, as a worker sees it between bursts.
+                peer.rate.append(measure_throughput(producers[peer.name], args.tasks))
+                latencies = measure_latency(producers[peer.name], args.latency, args.idle)
+                peer.p50.append(percentile(latencies, 0.5))
+                peer.p99.append(percentile(latencies, 0.99))
+                step(
+                    f"  {peer.rate[-1]:,.0f} tasks/s, idle p50 {peer.p50[-1]:.2f} ms, "
+                    f"p99 {peer.p99[-1]:.2f} ms"
+                )
+    finally:
+        for producer in producers.values():
+            producer.close()
+        for peer in peers:
+            peer.stop()
+    report(peers, args)
+
+
+def step(text: str) -> None:
+    print(f"... {text}", file=sys.stderr, flush=True)
+
+
+def report(peers: list[Peer], args: argparse.Namespace) -> None:
+    med = statistics.median
+    print(
+        f"\nCelery 5 workers (prefork, concurrency 4, defaults), medians of {args.runs} runs; "
+        f"latency: {args.latency} tasks sent {args.idle * 1000:.0f} ms apart; "
+        f"throughput: {args.tasks} no-op tasks, one producer\n"
+    )
+    print(f"| {'broker':<18} | {'idle p50 ms':>11} | {'idle p99 ms':>11} | {'tasks/s':>9} |")
+    print(f"|{'-' * 20}|{'-' * 13}|{'-' * 13}|{'-' * 11}|")
+    for p in peers:
+        print(
+            f"| {p.name:<18} | {med(p.p50):>11.2f} | {med(p.p99):>11.2f} | {med(p.rate):>9,.0f} |"
+        )
+    ours, redis_peer = peers
+    print(
+        f"\nCelery+pgflow:// vs Celery+Redis: idle p50 {med(ours.p50) / med(redis_peer.p50):.2f}x "
+        f"(lower is better), throughput {med(ours.rate) / med(redis_peer.rate):.2f}x"
+    )
+    print(f"  idle p50 <= 3 ms:               {'met' if med(ours.p50) <= 3.0 else 'NOT met'}")
+    met = med(ours.rate) >= med(redis_peer.rate)
+    print(f"  throughput >= Celery+Redis:     {'met' if met else 'NOT met'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "PGFLOW_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5443/postgres"
+        ),
+    )
+    parser.add_argument("--latency", type=int, default=200)
+    parser.add_argument("--idle", type=float, default=0.05, help="seconds between latency tasks")
+    parser.add_argument("--tasks", type=int, default=5000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--log", default="/tmp/pgflow-kombu-bench-celery.log")
+    run(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
