@@ -30,15 +30,17 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
-from celery import Celery
+from celery import Celery, signals
 
-import pgflow_kombu  # noqa: F401 - registers pgflow://
+import pgflow_kombu  # registers pgflow://
 from pgflow_kombu.db import migrations
 from pgflow_kombu.db.admin import create_database, drop_database
 from pgflow_kombu.db.connect import connect
@@ -49,7 +51,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DATABASE = "pgflow_kombu_bench_celery"
 QUEUE = "bench_celery"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-WORKER_FLAGS = os.environ.get("BENCH_WORKER_FLAGS", "").split()
 
 app = Celery("bench_celery", broker=os.environ.get("BENCH_BROKER", REDIS_URL))
 app.conf.update(
@@ -58,6 +59,11 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )
+
+
+@signals.worker_ready.connect
+def say_which_code(**kwargs: Any) -> None:
+    print(f"worker on {app.conf.broker_url.split(':')[0]}: {pgflow_kombu.__file__}", flush=True)
 
 
 @functools.cache
@@ -85,8 +91,11 @@ class Peer:
     p99: list[float] = field(default_factory=list)
     rate: list[float] = field(default_factory=list)
 
-    def start(self, log: Path) -> None:
-        env = {**os.environ, "BENCH_BROKER": self.broker, "PYTHONPATH": str(ROOT)}
+    def start(self, log: Path, flags: list[str]) -> None:
+        # A PYTHONPATH given to this script comes first (e.g. another version of pgflow_kombu);
+        # the worker runs elsewhere than in the checkout, whose directory would come before it.
+        path = [p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p]
+        env = {**os.environ, "BENCH_BROKER": self.broker, "PYTHONPATH": os.pathsep.join(path)}
         command = [
             sys.executable,
             "-m",
@@ -104,11 +113,11 @@ class Peer:
             QUEUE,
             "-n",
             f"{self.name.split(':')[0].lower()}-{uuid.uuid4().hex[:6]}@bench",
-            *WORKER_FLAGS,
+            *flags,
         ]
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+                command, cwd=tempfile.gettempdir(), env=env, stdout=out, stderr=subprocess.STDOUT
             )
 
     def stop(self) -> None:
@@ -127,10 +136,13 @@ class Peer:
 
 
 def wait_for(key: str, timeout: float = 60.0) -> float:
-    popped = reporter().blpop([key], timeout=timeout)
-    if popped is None:
-        raise RuntimeError(f"no task reported on {key} within {timeout} s (see the worker log)")
-    return float(popped[1])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        # Short waits: the Redis client's socket timeout would cut a long one.
+        popped = reporter().blpop([key], timeout=1)
+        if popped is not None:
+            return float(popped[1])
+    raise RuntimeError(f"no task reported on {key} within {timeout} s (see the worker log)")
 
 
 def warm_up(producer: Celery) -> None:
@@ -184,7 +196,7 @@ def run(args: argparse.Namespace) -> None:
     producers = {}
     try:
         for peer in peers:
-            peer.start(log)
+            peer.start(log, args.worker_flag)
         for peer in peers:
             producers[peer.name] = peer.producer_app()
             warm_up(producers[peer.name])
@@ -217,7 +229,8 @@ def report(peers: list[Peer], args: argparse.Namespace) -> None:
     print(
         f"\nCelery 5 workers (prefork, concurrency 4, defaults), medians of {args.runs} runs; "
         f"latency: {args.latency} tasks sent {args.idle * 1000:.0f} ms apart; "
-        f"throughput: {args.tasks} no-op tasks, one producer\n"
+        f"throughput: {args.tasks} no-op tasks, one producer; worker options: "
+        f"{' '.join(args.worker_flag) or 'none'}\n"
     )
     print(f"| {'broker':<18} | {'idle p50 ms':>11} | {'idle p99 ms':>11} | {'tasks/s':>9} |")
     print(f"|{'-' * 20}|{'-' * 13}|{'-' * 13}|{'-' * 11}|")
@@ -247,6 +260,12 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=0.05, help="seconds between latency tasks")
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--worker-flag",
+        action="append",
+        default=[],
+        help="an option for both workers, e.g. --worker-flag=--without-heartbeat (repeatable)",
+    )
     parser.add_argument("--log", default="/tmp/pgflow-kombu-bench-celery.log")
     run(parser.parse_args())
 
