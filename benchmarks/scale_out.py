@@ -258,9 +258,10 @@ class Phase:
     workers: int
     runs: int
     tasks: int
-    seconds: float
-    window: float  # seconds between the CPU samples (enqueueing included)
-    db_cpu: float
+    seconds: float  # the backlog's commit to its last completion (database clock)
+    window: float  # the same, on this process's clock: between the CPU samples
+    enqueue_db_cpu: float  # database CPU seconds of the enqueue transaction
+    db_cpu: float  # database CPU seconds while the workers drained the backlog
     workers_cpu: float
     machine_busy: float
     lock_waiters: int
@@ -277,10 +278,11 @@ def measure(
     time.sleep(STATS_SETTLE)
     conn.execute(test_query("scale_statements_reset"))
     wal0 = conn.execute(test_query("scale_wal")).fetchone()
-    began = time.monotonic()
-    db0, work0, (busy0, all0) = database_cpu(server.postmaster_pid()), workers.cpu(), machine_busy()
+    before_enqueue = database_cpu(server.postmaster_pid())
     app.client.start_many(flow, inputs)  # one transaction: the backlog appears at once
     committed = conn.execute(test_query("scale_clock")).fetchone()[0]
+    began = time.monotonic()
+    db0, work0, (busy0, all0) = database_cpu(server.postmaster_pid()), workers.cpu(), machine_busy()
     waiters = 0
     while True:
         done, failed, last = conn.execute(
@@ -307,6 +309,7 @@ def measure(
         tasks=runs * tasks,
         seconds=seconds,
         window=window,
+        enqueue_db_cpu=db0 - before_enqueue,
         db_cpu=db1 - db0,
         workers_cpu=work1 - work0,
         machine_busy=(busy1 - busy0) / (all1 - all0),
@@ -453,7 +456,8 @@ def report(
     cores = os.cpu_count() or 1
     head = (
         f"{'workload':<11}{'wk':>3}{'runs':>6}{'tasks':>6}{'s':>6}{'runs/s':>8}{'tasks/s':>8}"
-        f"{'x 1':>6}{'db cores':>9}{'db ms/run':>10}{'runs/s/dbcore':>14}{'wk cores':>9}"
+        f"{'x 1':>6}{'db cores':>9}{'enq ms':>7}{'db ms/run':>10}{'runs/s/dbcore':>14}"
+        f"{'wk cores':>9}"
         f"{'busy':>6}{'lockw':>6}{'exec ms/run':>12}{'WAL B/run':>10}{'rec/run':>8}{'fpi/run':>8}"
     )
     print(head)
@@ -465,18 +469,20 @@ def report(
         print(
             f"{p.workload:<11}{p.workers:>3}{p.runs:>6}{p.tasks:>6}{p.seconds:>6.1f}"
             f"{p.runs / p.seconds:>8.0f}{rate:>8.0f}{rate / base[p.workload]:>6.2f}"
-            f"{p.db_cpu / p.window:>9.2f}{1000 * p.db_cpu / p.runs:>10.2f}"
-            f"{p.runs / p.db_cpu:>14.0f}{p.workers_cpu / p.window:>9.2f}"
+            f"{p.db_cpu / p.window:>9.2f}{1000 * p.enqueue_db_cpu / p.runs:>7.2f}"
+            f"{1000 * (p.enqueue_db_cpu + p.db_cpu) / p.runs:>10.2f}"
+            f"{p.runs / (p.enqueue_db_cpu + p.db_cpu):>14.0f}{p.workers_cpu / p.window:>9.2f}"
             f"{100 * p.machine_busy:>5.0f}%{p.lock_waiters:>6}{p.exec_ms / p.runs:>12.2f}"
             f"{p.wal_bytes / p.runs:>10.0f}{p.wal_records / p.runs:>8.1f}"
             f"{p.wal_fpi / p.runs:>8.2f}"
         )
     print(
         f"\n(s, runs/s, tasks/s: from the backlog's commit to its last completion; x 1: tasks/s "
-        f"over 1 worker's; db cores: database CPU over the whole phase (enqueue included) / its "
-        f"wall time, of {cores}; db ms/run: database CPU per run, enqueue included; "
-        "runs/s/dbcore: runs one database core could carry at that cost; wk cores: all workers' "
-        "CPU; busy: the whole machine; lockw: most backends seen waiting on a lock; exec ms/run: "
+        f"over 1 worker's; db cores: database CPU while the workers drained the backlog / that time, "
+        f"of {cores}; enq ms: database CPU of the enqueue per run (one transaction for all); db "
+        "ms/run: database CPU per run, enqueue included; runs/s/dbcore: runs one database core "
+        "could carry at that cost; wk cores: all workers' CPU while draining; busy: the whole "
+        "machine while draining; lockw: most backends seen waiting on a lock; exec ms/run: "
         "pg_stat_statements top-level time per run (lock waits included); WAL B/run: from "
         "pg_current_wal_lsn (exact, whole cluster); rec, fpi: WAL records and full-page images "
         "from pg_stat_wal (approximate: backends report them about once a second))"

@@ -15,3 +15,9 @@ NOTIFY pks_channel, 'hello';
 
 -- name: backends_told_to_listen
 SELECT count(*) FROM pg_stat_activity WHERE datname = %(dbname)s AND query ILIKE 'listen%%';
+
+-- name: worker_connections
+-- The connections of the database opened by pgflow-kombu's worker parts, with the start of
+-- what each last ran (the transport's listener last ran a LISTEN).
+SELECT application_name, left(query, 6) FROM pg_stat_activity
+WHERE datname = %(dbname)s AND application_name LIKE 'pgflow-kombu%%';
