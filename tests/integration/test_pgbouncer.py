@@ -10,6 +10,7 @@ with the mode on.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -23,7 +24,7 @@ from pgflow_kombu.db.connect import connect, connection_params
 from pgflow_kombu.db.urls import database_of, to_libpq
 from pgflow_kombu.errors import ConfigurationError, ConnectionFailed
 from pgflow_kombu.settings import Liveness
-from pgflow_kombu.worker import Worker
+from pgflow_kombu.worker import PgmqSource, Worker
 from pgflow_kombu.worker.retention import Retention
 from tests.support.pgbouncer import PgBouncer, unavailable_reason
 from tests.support.sql import test_query
@@ -128,8 +129,13 @@ def test_poll_only_refuses_a_worker_retention(monkeypatch: pytest.MonkeyPatch) -
         Retention("postgresql://postgres@127.0.0.1/x", timedelta(days=1))
 
 
+@pytest.mark.parametrize("source", ["kombu", "pgmq"])
 def test_worker_jobs_flow_and_wait_through_pgbouncer_in_poll_only_mode(
-    bouncer: PgBouncer, db_url: str, pg_admin_url: str, monkeypatch: pytest.MonkeyPatch
+    bouncer: PgBouncer,
+    db_url: str,
+    pg_admin_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
 ) -> None:
     monkeypatch.setenv("PGFLOW_POLL_ONLY", "1")
     pooled = bouncer.url_for(db_url)
@@ -150,7 +156,14 @@ def test_worker_jobs_flow_and_wait_through_pgbouncer_in_poll_only_mode(
     def second(first: int) -> int:
         return first + 1
 
-    worker = Worker(app.flows, pooled, concurrency=4, heartbeat_interval=0.5, stalled_after=5.0)
+    worker = Worker(
+        app.flows,
+        pooled,
+        concurrency=4,
+        heartbeat_interval=0.5,
+        stalled_after=5.0,
+        source=PgmqSource(pooled, poll_interval=0.1) if source == "pgmq" else None,
+    )
     finished = threading.Event()
     try:
         worker.start()
@@ -163,12 +176,14 @@ def test_worker_jobs_flow_and_wait_through_pgbouncer_in_poll_only_mode(
         later = app.start(pair, 7)
         kinds = [event.event_type for event in app.events(later.run_id, timeout=30)]
         assert kinds[-1] == "run:completed"
+        another = app.start(pair, 8)
+        assert asyncio.run(_async_events(app, another.run_id))[-1] == "run:completed"
         finished.set()
     finally:
         code = worker.stop(10)
         app.close()
     assert finished.is_set() and code == 0
-    assert worker.stats.completed == 20 + 3 * 2 + 2
+    assert worker.stats.completed == 20 + 3 * 2 + 2 * 2
     # No server connection of the database was ever told to LISTEN, and the pooler saw no
     # protocol error (a missing prepared statement, a refused parameter).
     with connect(pg_admin_url) as admin:
@@ -178,3 +193,7 @@ def test_worker_jobs_flow_and_wait_through_pgbouncer_in_poll_only_mode(
     assert listening == (0,)
     log = bouncer.log()[log_before:]
     assert "does not exist" not in log and "unsupported startup parameter" not in log
+
+
+async def _async_events(app: PgFlow, run_id: Any) -> list[str]:
+    return [event.event_type async for event in app.aevents(run_id, timeout=30)]
