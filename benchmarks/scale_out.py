@@ -23,6 +23,13 @@ last phase.
 
     python benchmarks/scale_out.py [--workers 1,2,4] [--jobs 6000] [--dags 1500]
                                    [--concurrency 4] [--plain] [--port 5446] [--keep-server]
+                                   [--routes direct,pgbouncer] [--pgbouncer-port 6446]
+
+``--routes`` says how the workers reach the server: ``direct``, and/or ``pgbouncer``: through a
+PgBouncer in transaction pooling mode (``/usr/sbin/pgbouncer``, pool size 20 per database)
+with ``PGFLOW_POLL_ONLY=1``, whose connection census shows the server side of the pooler. With
+both, every worker count runs both routes one after the other (fresh databases), and the
+``vs direct`` column compares them side by side.
 
 ``serve`` (internal) is the worker process: ``scale_out.py serve URL CONCURRENCY``.
 """
@@ -51,6 +58,7 @@ from pgflow_kombu.db.admin import create_database, database_exists, drop_databas
 from pgflow_kombu.db.connect import connect  # noqa: E402
 from tests.support.netns import NetNamespace  # noqa: E402
 from tests.support.netns import unavailable_reason as netns_unavailable  # noqa: E402
+from tests.support.pgbouncer import PgBouncer  # noqa: E402
 from tests.support.sql import test_query  # noqa: E402
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -205,6 +213,7 @@ class Host:
 
 @dataclass
 class Workers:
+    bouncer: PgBouncer | None = None  # the route: through this pooler, else direct
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def cpu(self) -> float:
@@ -222,16 +231,22 @@ class Workers:
                 proc.wait(5)
 
 
-def start_workers(hosts: list[Host], server: Server, db: str, concurrency: int) -> Workers:
-    workers = Workers()
+def start_workers(
+    hosts: list[Host], server: Server, db: str, concurrency: int, bouncer: PgBouncer | None
+) -> Workers:
+    workers = Workers(bouncer)
     logs = Path("/tmp/scale-out-logs")
     logs.mkdir(exist_ok=True)
     for i, host in enumerate(hosts):
         url = server.url(db, host.server_host())
+        if bouncer is not None:
+            url = bouncer.url_for(url, host.server_host())
         argv = [sys.executable, str(Path(__file__).resolve()), "serve", url, str(concurrency)]
         log = (logs / f"{db}-{i}.log").open("wb")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         env.pop("PGAPPNAME", None)  # the benchmark's own name (see main)
+        if bouncer is not None:
+            env["PGFLOW_POLL_ONLY"] = "1"
         workers.procs.append(
             subprocess.Popen(host.command(argv), stdout=log, stderr=subprocess.STDOUT, env=env)
         )
@@ -254,6 +269,7 @@ def wait_registered(conn: Any, workers: Workers, expected: int, timeout: float =
 
 @dataclass
 class Phase:
+    route: str
     workload: str
     workers: int
     runs: int
@@ -303,6 +319,7 @@ def measure(
     exec_ms = conn.execute(test_query("scale_statements")).fetchone()[0]
     seconds = (last - committed).total_seconds()
     return Phase(
+        route="direct" if workers.bouncer is None else "pgbouncer",
         workload="jobs" if flow == JOB else "4-step dag",
         workers=len(workers.procs),
         runs=runs,
@@ -383,7 +400,7 @@ def prepare_template(server: Server) -> None:
         conn.execute(test_query("scale_create_statements_extension"))
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--workers", default="1,2,4", help="worker counts, comma-separated")
     parser.add_argument("--jobs", type=int, default=6000, help="one-step runs per phase")
@@ -393,83 +410,143 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=5446)
     parser.add_argument("--data", default="/tmp/pg-scale-out")
     parser.add_argument("--keep-server", action="store_true", help="leave the server running")
-    args = parser.parse_args()
-    counts = [int(n) for n in args.workers.split(",")]
-    os.environ["PGAPPNAME"] = BENCH_APP  # this process's connections, left out of the census
+    parser.add_argument(
+        "--routes",
+        default="direct",
+        help="direct and/or pgbouncer (transaction mode, PGFLOW_POLL_ONLY=1), comma-separated",
+    )
+    parser.add_argument("--pgbouncer-port", type=int, default=6446)
+    parser.add_argument("--pgbouncer-pool-size", type=int, default=20)
+    return parser.parse_args()
 
-    plain = args.plain or netns_unavailable() is not None
+
+@dataclass
+class Results:
+    phases: list[Phase] = field(default_factory=list)
+    connections: dict[tuple[str, int], dict[str, dict[str, int]]] = field(default_factory=dict)
+    churn: list[Any] = field(default_factory=list)  # of the last worker count's database
+    top: list[Any] = field(default_factory=list)  # statements of its last phase
+
+
+def run_count(
+    args: argparse.Namespace,
+    count: int,
+    hosts: list[Host],
+    server: Server,
+    bouncer: PgBouncer | None,
+    results: Results,
+) -> None:
+    """Both phases with ``count`` workers, on a fresh database."""
+    route = "direct" if bouncer is None else "pgbouncer"
+    with (
+        phase_database(server, f"scale_out_{route}_{count}") as db,
+        connect(server.url(db)) as conn,
+    ):
+        app = build_app(server.url(db))
+        workers = start_workers(hosts, server, db, args.concurrency, bouncer)
+        try:
+            wait_registered(conn, workers, 2 * count)  # a row per flow queue
+            results.phases.append(measure(conn, app, server, workers, JOB, args.jobs, 1))
+            # every part has connected by now, and keeps its connection when idle
+            results.connections[route, count] = census(conn, db)
+            results.phases.append(measure(conn, app, server, workers, DAG, args.dags, 4))
+            results.top = conn.execute(test_query("scale_top_statements"), {"n": 6}).fetchall()
+        finally:
+            workers.stop()
+            app.close()
+        time.sleep(1.0)  # ended backends have flushed their table statistics
+        results.churn = conn.execute(test_query("scale_table_churn"), {"n": 8}).fetchall()
+
+
+def describe(args: argparse.Namespace, plain: bool, bouncer: PgBouncer | None) -> None:
     why = "--plain" if args.plain else netns_unavailable()
+    with connect(f"postgresql://postgres@127.0.0.1:{args.port}/postgres") as admin:
+        version = admin.execute(test_query("scale_server_version")).fetchone()[0]
+    where = f"plain local processes ({why})" if plain else "one network namespace each (pks-*)"
+    print(
+        f"server: PostgreSQL {version} on port {args.port}, default settings + "
+        f"pg_stat_statements; machine: {os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.1f} at start"
+    )
+    if bouncer is not None:
+        print(
+            f"route pgbouncer: PgBouncer (transaction pooling, default_pool_size "
+            f"{bouncer.pool_size}, port {bouncer.port}), workers with PGFLOW_POLL_ONLY=1"
+        )
+    print(
+        f"workers: {where}, thread pool x {args.concurrency}, prefetch "
+        f"{4 * args.concurrency}; jobs {args.jobs}, dags {args.dags} (x 4 tasks)\n"
+    )
+
+
+def main() -> None:
+    args = parse_args()
+    os.environ["PGAPPNAME"] = BENCH_APP  # this process's connections, left out of the census
+    plain = args.plain or netns_unavailable() is not None
     server = Server(Path(args.data), args.port)
     server.start()
-    phases: list[Phase] = []
-    connections: dict[int, dict[str, dict[str, int]]] = {}
+    results = Results()
+    bouncer: PgBouncer | None = None
     try:
+        routes = args.routes.split(",")
+        if set(routes) - {"direct", "pgbouncer"}:
+            raise SystemExit(f"--routes: direct and/or pgbouncer, not {args.routes!r}")
+        if "pgbouncer" in routes:
+            bouncer = PgBouncer(
+                server.admin_url,
+                port=args.pgbouncer_port,
+                pool_size=args.pgbouncer_pool_size,
+                listen_addr="127.0.0.1" if plain else "*",
+            )
+            bouncer.start()
         prepare_template(server)
-        with connect(server.admin_url) as admin:
-            version = admin.execute(test_query("scale_server_version")).fetchone()[0]
-        where = f"plain local processes ({why})" if plain else "one network namespace each (pks-*)"
-        print(
-            f"server: PostgreSQL {version} on port {args.port}, default settings + "
-            f"pg_stat_statements; machine: {os.cpu_count()} cores, load average "
-            f"{os.getloadavg()[0]:.1f} at start"
-        )
-        print(
-            f"workers: {where}, thread pool x {args.concurrency}, prefetch "
-            f"{4 * args.concurrency}; jobs {args.jobs}, dags {args.dags} (x 4 tasks)\n"
-        )
-        for count in counts:
+        describe(args, plain, bouncer)
+        for count in [int(n) for n in args.workers.split(",")]:
             hosts = make_hosts(count, plain)
             try:
-                with (
-                    phase_database(server, f"scale_out_{count}") as db,
-                    connect(server.url(db)) as conn,
-                ):
-                    app = build_app(server.url(db))
-                    workers = start_workers(hosts, server, db, args.concurrency)
-                    try:
-                        wait_registered(conn, workers, 2 * count)  # a row per flow queue
-                        phases.append(measure(conn, app, server, workers, JOB, args.jobs, 1))
-                        # every part has connected by now, and keeps its connection when idle
-                        connections[count] = census(conn, db)
-                        phases.append(measure(conn, app, server, workers, DAG, args.dags, 4))
-                        top = conn.execute(test_query("scale_top_statements"), {"n": 6}).fetchall()
-                    finally:
-                        workers.stop()
-                        app.close()
-                    time.sleep(1.0)  # ended backends have flushed their table statistics
-                    churn = conn.execute(test_query("scale_table_churn"), {"n": 8}).fetchall()
+                for route in routes:
+                    run_count(
+                        args,
+                        count,
+                        hosts,
+                        server,
+                        bouncer if route == "pgbouncer" else None,
+                        results,
+                    )
             finally:
                 for host in hosts:
                     host.close()
-        report(phases, connections, churn, top)
+        report(results)
     finally:
+        if bouncer is not None:
+            bouncer.stop()
         if server.started_here and not args.keep_server:
             server.stop()
 
 
-def report(
-    phases: list[Phase],
-    connections: dict[int, dict[str, dict[str, int]]],
-    churn: list[Any],
-    top: list[Any],
-) -> None:
+def report(results: Results) -> None:
+    phases, connections = results.phases, results.connections
+    churn, top = results.churn, results.top
     cores = os.cpu_count() or 1
     head = (
-        f"{'workload':<11}{'wk':>3}{'runs':>6}{'tasks':>6}{'s':>6}{'runs/s':>8}{'tasks/s':>8}"
-        f"{'x 1':>6}{'db cores':>9}{'enq ms':>7}{'db ms/run':>10}{'runs/s/dbcore':>14}"
-        f"{'wk cores':>9}"
-        f"{'busy':>6}{'lockw':>6}{'exec ms/run':>12}{'WAL B/run':>10}{'rec/run':>8}{'fpi/run':>8}"
+        f"{'route':<10}{'workload':<11}{'wk':>3}{'runs':>6}{'tasks':>6}{'s':>6}{'runs/s':>8}"
+        f"{'tasks/s':>8}{'x 1':>6}{'vs direct':>10}{'db cores':>9}{'enq ms':>7}{'db ms/run':>10}"
+        f"{'runs/s/dbcore':>14}{'wk cores':>9}{'busy':>6}{'lockw':>6}{'exec ms/run':>12}"
+        f"{'WAL B/run':>10}{'rec/run':>8}{'fpi/run':>8}"
     )
     print(head)
     print("-" * len(head))
-    base: dict[str, float] = {}
-    for p in phases:
-        rate = p.tasks / p.seconds
-        base.setdefault(p.workload, rate)
+    rates = {(p.route, p.workload, p.workers): p.tasks / p.seconds for p in phases}
+    fewest = {(p.route, p.workload): min(q.workers for q in phases) for p in phases}
+    ones = {key: rates[(*key, n)] for key, n in fewest.items()}
+    for p in sorted(phases, key=lambda p: (p.route, p.workload, p.workers)):
+        rate = rates[p.route, p.workload, p.workers]
+        direct = rates.get(("direct", p.workload, p.workers))
+        versus = f"{rate / direct:>10.2f}" if direct and p.route != "direct" else f"{'':>10}"
         print(
-            f"{p.workload:<11}{p.workers:>3}{p.runs:>6}{p.tasks:>6}{p.seconds:>6.1f}"
-            f"{p.runs / p.seconds:>8.0f}{rate:>8.0f}{rate / base[p.workload]:>6.2f}"
-            f"{p.db_cpu / p.window:>9.2f}{1000 * p.enqueue_db_cpu / p.runs:>7.2f}"
+            f"{p.route:<10}{p.workload:<11}{p.workers:>3}{p.runs:>6}{p.tasks:>6}{p.seconds:>6.1f}"
+            f"{p.runs / p.seconds:>8.0f}{rate:>8.0f}{rate / ones[p.route, p.workload]:>6.2f}"
+            f"{versus}{p.db_cpu / p.window:>9.2f}{1000 * p.enqueue_db_cpu / p.runs:>7.2f}"
             f"{1000 * (p.enqueue_db_cpu + p.db_cpu) / p.runs:>10.2f}"
             f"{p.runs / (p.enqueue_db_cpu + p.db_cpu):>14.0f}{p.workers_cpu / p.window:>9.2f}"
             f"{100 * p.machine_busy:>5.0f}%{p.lock_waiters:>6}{p.exec_ms / p.runs:>12.2f}"
@@ -478,7 +555,8 @@ def report(
         )
     print(
         f"\n(s, runs/s, tasks/s: from the backlog's commit to its last completion; x 1: tasks/s "
-        f"over 1 worker's; db cores: database CPU while the workers drained the backlog / that time, "
+        f"over the first worker count's, same route and workload; vs direct: tasks/s over the direct "
+        f"route's, same workload and workers; db cores: database CPU while the workers drained the backlog / that time, "
         f"of {cores}; enq ms: database CPU of the enqueue per run (one transaction for all); db "
         "ms/run: database CPU per run, enqueue included; runs/s/dbcore: runs one database core "
         "could carry at that cost; wk cores: all workers' CPU while draining; busy: the whole "
@@ -487,11 +565,15 @@ def report(
         "pg_current_wal_lsn (exact, whole cluster); rec, fpi: WAL records and full-page images "
         "from pg_stat_wal (approximate: backends report them about once a second))"
     )
-    print("\nconnections of the workers (pg_stat_activity, after the jobs phase), per address:")
-    for count, by_addr in connections.items():
+    print(
+        "\nserver connections of the workers (pg_stat_activity, after the jobs phase), per "
+        "address (through pgbouncer: the pooler's, named after the client that used them last):"
+    )
+    for (route, count), by_addr in connections.items():
         for addr, roles in sorted(by_addr.items()):
             parts = ", ".join(f"{role} {n}" for role, n in sorted(roles.items()))
-            print(f"  {count} worker(s), from {addr}: {sum(roles.values())} = {parts}")
+            total = sum(roles.values())
+            print(f"  {route}, {count} worker(s), from {addr}: {total} = {parts}")
     print(
         "\ntables with the most churn in the last database, both phases (ins/upd/del/dead/autovac):"
     )

@@ -45,6 +45,8 @@ class PgBouncer:
         pool_mode: str = "transaction",
         pool_size: int = 5,
         ignore_startup_parameters: str = "",
+        port: int | None = None,
+        listen_addr: str = "127.0.0.1",
     ):
         parts = urlsplit(server_url)
         self.server_host = parts.hostname or "127.0.0.1"
@@ -53,14 +55,15 @@ class PgBouncer:
         self.pool_mode = pool_mode
         self.pool_size = pool_size
         self.ignore_startup_parameters = ignore_startup_parameters
-        self.port = _free_port()
+        self.port = port or _free_port()
+        self.listen_addr = listen_addr
         self.dir = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def url_for(self, url: str) -> str:
-        """``url``'s database, through this pooler."""
+    def url_for(self, url: str, host: str = "127.0.0.1") -> str:
+        """``url``'s database, through this pooler (reached at ``host``)."""
         parts = urlsplit(url)
-        return urlunsplit(parts._replace(netloc=f"{self.user}@127.0.0.1:{self.port}"))
+        return urlunsplit(parts._replace(netloc=f"{self.user}@{host}:{self.port}"))
 
     def start(self) -> None:
         (self.dir / "users.txt").write_text(f'"{self.user}" ""\n')
@@ -69,7 +72,7 @@ class PgBouncer:
             "[databases]\n"
             f"* = host={self.server_host} port={self.server_port}\n"
             "[pgbouncer]\n"
-            "listen_addr = 127.0.0.1\n"
+            f"listen_addr = {self.listen_addr}\n"
             f"listen_port = {self.port}\n"
             f"unix_socket_dir = {self.dir}\n"
             "auth_type = trust\n"
@@ -99,14 +102,17 @@ class PgBouncer:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 err = self._proc.stderr.read().decode() if self._proc.stderr else ""
-                raise RuntimeError(f"pgbouncer exited at start: {err or self.log()}")
+                err = err or self.log()
+                self.stop()
+                raise RuntimeError(f"pgbouncer exited at start: {err}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return
             except OSError:
                 time.sleep(0.05)
+        log = self.log()
         self.stop()
-        raise RuntimeError(f"pgbouncer did not listen on {self.port} within 10 s: {self.log()}")
+        raise RuntimeError(f"pgbouncer did not listen on {self.port} within 10 s: {log}")
 
     def log(self) -> str:
         path = self.dir / "pgbouncer.log"
