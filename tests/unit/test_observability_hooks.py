@@ -40,7 +40,7 @@ def test_parent_callbacks_run_after_own_and_removal_works() -> None:
 def test_a_raising_callback_is_logged_and_the_next_still_runs(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    hooks, calls = Hooks(), []
+    hooks, calls = Hooks(), list[object]()
 
     @hooks.on("run_completed")
     def broken(event: object) -> None:
@@ -55,7 +55,7 @@ def test_a_raising_callback_is_logged_and_the_next_still_runs(
 
 
 def test_worker_events_tell_retries_from_final_failures_and_finished_runs() -> None:
-    hooks, seen = Hooks(), []
+    hooks, seen = Hooks(), list[object]()
     for name in ("task_started", "task_retried", "task_failed", "run_failed", "run_completed"):
         hooks.on(name, seen.append)
     events = WorkerEvents(hooks)
