@@ -84,6 +84,11 @@ class MigrationError(DatabaseError):
     """The schema could not be brought up to date, or is in a state we do not recognise."""
 
 
+class UnexpectedReply(PgFlowError):
+    """The database answered with a value this version of the package does not know: the schema
+    and the package differ in version (``pgflow-kombu db upgrade`` brings the schema up)."""
+
+
 class QueryNotFound(PgFlowError):
     """A named query was asked for that no .sql file defines."""
 
