@@ -37,6 +37,10 @@ class QoS(virtual.QoS):
             )
         return []
 
+    def tags_upto(self, last: Any) -> list[Any]:
+        """The delivery tags not acknowledged yet up to ``last`` (``basic_ack(multiple=True)``)."""
+        return [tag for tag in list(self._delivered) if tag <= last]
+
     def held(self) -> list[Any]:
         """Delivered messages not acknowledged yet."""
         dirty = self._dirty

@@ -187,9 +187,8 @@ class Worker:
         )
         if isinstance(self._pool, SlotPool):
             self._pool.on_start = self._events.task_started
-        cancel_run = getattr(self._pool, "cancel_run", None)
-        if cancel_run is not None:  # the asyncio pool cancels the coroutines of a cancelled run
-            self.cancellations.listeners.append(cancel_run)
+        # The asyncio pool cancels the coroutines of a cancelled run.
+        self.cancellations.listeners.append(self._pool.cancel_run)
         self._pool.gate = self._may_start
         self._not_started: queue.SimpleQueue[ClaimedTask] = queue.SimpleQueue()
         self._reported: queue.SimpleQueue[list[tuple[Outcome, ReportResult]]] = queue.SimpleQueue()
@@ -225,7 +224,7 @@ class Worker:
         finish within ``shutdown_timeout``; a second SIGINT exits the process at once.
         """
         restore = install_stop_signals(
-            self.request_stop, self._stop_description, on_force=getattr(self._pool, "kill", None)
+            self.request_stop, self._stop_description, on_force=self._pool.kill
         )
         try:
             return self._serve()
@@ -478,9 +477,8 @@ class Worker:
 
     def _wake(self) -> None:
         self._wakeup.set()
-        waker = getattr(self._source, "wake", None)
-        if waker is not None:
-            waker()
+        if self._source is not None:
+            self._source.wake()
 
     # -- shutdown ------------------------------------------------------------------------------
 
