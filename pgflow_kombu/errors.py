@@ -8,6 +8,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+__all__ = [
+    "ConditionNotMet",
+    "ConfigurationError",
+    "ConnectionFailed",
+    "ConstraintViolation",
+    "DataRejected",
+    "DatabaseError",
+    "Diagnostics",
+    "FlowDefinitionError",
+    "FlowInputError",
+    "FlowMismatch",
+    "FlowNotFound",
+    "MigrationError",
+    "NotBoundError",
+    "PermissionDenied",
+    "PgFlowError",
+    "QueryNotFound",
+    "Reject",
+    "RunCancelled",
+    "RunFailed",
+    "RunNotFound",
+    "RunNotRetryable",
+    "RunTimeout",
+    "ScheduleNotFound",
+    "SchemaMissing",
+    "StepError",
+    "StepFailed",
+    "StepInputError",
+    "StepOutputError",
+    "UnexpectedReply",
+    "WorkerNotFound",
+]
+
 
 class PgFlowError(Exception):
     """Base class of every error raised by pgflow-kombu."""

@@ -37,6 +37,8 @@ from pgflow_kombu.transport.queues import QueueInfo, touch_period
 if TYPE_CHECKING:
     from pgflow_kombu.transport.transport import Transport
 
+__all__ = ["ConsumingChannel", "PendingKey"]
+
 PendingKey = tuple[str, str]  # (table, pgmq queue)
 
 

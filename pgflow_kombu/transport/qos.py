@@ -9,6 +9,8 @@ from kombu.transport import virtual
 
 from pgflow_kombu.errors import PgFlowError
 
+__all__ = ["QoS"]
+
 logger = logging.getLogger(__name__)
 
 
