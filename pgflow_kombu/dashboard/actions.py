@@ -4,7 +4,6 @@ run control. Each checks the CSRF token first and is refused in read-only mode."
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
@@ -86,13 +85,7 @@ def routes(d: Dashboard) -> list[Route]:
             if refused is not None:
                 return refused
             run_id = request.path_params["run_id"]
-            client = d.client
-            methods: dict[str, Callable[[str], object]] = {
-                "retry": client.retry_run,
-                "cancel": client.cancel_run,
-                "delete": client.delete_run,
-            }
-            method = methods[action]
+            method = getattr(d.client, f"{action}_run")
             try:
                 result = await run_in_threadpool(method, run_id)
             except PgFlowError as exc:

@@ -44,8 +44,8 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 
-# The run control API's actions (buttons, unless the dashboard is read-only).
-CONTROL_ACTIONS = ("retry", "delete", "cancel")
+# Control actions appear once the client offers them (the run control API).
+CONTROL_ACTIONS = {"retry": "retry_run", "delete": "delete_run", "cancel": "cancel_run"}
 
 
 class Dashboard:
@@ -59,7 +59,10 @@ class Dashboard:
         self.read_only = read_only
         self.secret = secret
         self.feed = Feed(client.url)
-        self.actions = {name: not read_only for name in CONTROL_ACTIONS}
+        self.actions = {
+            name: not read_only and callable(getattr(client, method, None))
+            for name, method in CONTROL_ACTIONS.items()
+        }
         self.actions["start"] = not read_only
         env = Environment(
             loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape()
