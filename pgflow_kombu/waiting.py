@@ -22,6 +22,8 @@ import psycopg
 from pgflow_kombu.db.connect import connect, poll_only
 from pgflow_kombu.db.queries import query
 
+__all__ = ["RunListener"]
+
 log = logging.getLogger(__name__)
 
 
