@@ -59,6 +59,11 @@ process; a publish to an exchange routes and stores in one round trip.
   socket and of a self-pipe, right after the loop's poll, never on the loop's tick: Celery's
   prefork pool sends the jobs it holds to its processes on its own tick, which runs in no set
   order with ours, so a message handed over on a tick could wait for the next timer.
+* Poll-only (``PGFLOW_POLL_ONLY=1``, for a transaction-pooling PgBouncer in front of the
+  database): no LISTEN, no prepared statements, no startup ``options``; consumers read on the
+  ``polling_interval`` timer (and again at once after a read that filled its batch). The sweep
+  cannot see a pooler's backends, so it drops the consumer rows: auto-delete and ``x-expires``
+  queues (Celery's reply and pidbox queues) need a direct or session-pooled connection.
 
 Plain pgmq messages
 ===================
