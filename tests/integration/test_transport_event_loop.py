@@ -10,14 +10,17 @@ later poll. ``PoolLike`` below behaves that way; a poll that ends with no event 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import kombu
+import psycopg
 import pytest
 from kombu.asynchronous import Hub
 
 import pgflow_kombu  # noqa: F401 - registers the pgflow:// alias
+from pgflow_kombu.transport.transport import RECHECK_DELAY
 from tests.celery_app.urls import broker_url
 
 QUEUE = "event_loop_q"
@@ -132,7 +135,7 @@ def test_the_transport_registers_its_sockets_and_timers_with_the_loop(url: str, 
 def test_messages_reach_a_pool_without_waiting_for_a_timer(
     url: str, hub: Hub, pool_ticks: str
 ) -> None:
-    poller: RecordingPoller = hub.poller  # type: ignore[assignment]
+    poller: RecordingPoller = hub.poller
     pool = PoolLike(hub)
     # Timers far away: only the NOTIFY, the pool's writer and the transport's self-pipe may end
     # a poll.
@@ -172,3 +175,73 @@ def test_messages_reach_a_pool_without_waiting_for_a_timer(
             consumer_conn.transport.unregister_from_event_loop(consumer_conn.connection, hub)
     finally:
         pool.close()
+
+
+def pending_rechecks(hub: Hub) -> list[Any]:
+    return [
+        s
+        for s in hub.timer.queue
+        if not s.entry.canceled and s.entry.fun.__name__ == "_on_recheck_timer"
+    ]
+
+
+def test_a_message_whose_wake_up_was_skipped_arrives_by_the_recheck(
+    url: str, hub: Hub, conn: psycopg.Connection[Any]
+) -> None:
+    poller: RecordingPoller = hub.poller
+    pool = PoolLike(hub)
+    options = {"polling_interval": 3600, "sweep_interval": 3600}
+    queue = kombu.Queue(QUEUE, routing_key=QUEUE)
+    try:
+        with (
+            kombu.Connection(url, transport_options=options) as consumer_conn,
+            kombu.Connection(url) as producer_conn,
+        ):
+            consumer = kombu.Consumer(
+                consumer_conn, [queue], callbacks=[pool.on_message], accept=["json"]
+            )
+            consumer_conn.transport.register_with_event_loop(consumer_conn.connection, hub)
+            hub.on_tick.add(pool.on_tick)
+            consumer.consume()
+            loop = hub.create_loop()
+            run_until_idle(loop, poller)
+            producer = producer_conn.Producer(serializer="json")
+            producer.publish({"n": 1}, routing_key=QUEUE, declare=[queue])
+            while not pool.started:
+                next(loop)
+            # The read that took message 1 left one recheck behind it.
+            assert len(pending_rechecks(hub)) == 1
+            # Message 2 comes without a NOTIFY, as when its insert raced with that read.
+            conn.execute(f"ALTER TABLE pgmq.q_{QUEUE} DISABLE TRIGGER pgflow_kombu_wake")
+            producer.publish({"n": 2}, routing_key=QUEUE)
+            while len(pool.started) < 2 and poller.empty < 3:
+                next(loop)
+            assert pool.started == [{"n": 1}, {"n": 2}]
+            consumer.cancel()
+            consumer_conn.transport.unregister_from_event_loop(consumer_conn.connection, hub)
+    finally:
+        pool.close()
+
+
+def test_reads_in_a_row_leave_one_recheck_due_after_the_last(url: str, hub: Hub) -> None:
+    with kombu.Connection(url) as conn:
+        conn.ensure_connection()
+        channel = conn.default_channel
+        transport = conn.transport
+        transport.register_with_event_loop(conn.connection, hub)
+        for _ in range(50):
+            transport.recheck_later(channel, QUEUE)
+        last = time.monotonic()
+        (armed,) = pending_rechecks(hub)
+        assert list(transport._rechecks) == [(channel, QUEUE)]
+        assert transport._rechecks[(channel, QUEUE)] >= last - 0.001 + RECHECK_DELAY
+        # A later read moved the recheck on: the timer, when it fires, sets itself again for it.
+        later = time.monotonic() + 60
+        transport._rechecks[(channel, QUEUE)] = later
+        time.sleep(max(0.0, armed.eta - time.monotonic()) + 0.01)
+        hub.fire_timers(propagate=())
+        (rearmed,) = pending_rechecks(hub)
+        assert rearmed.eta >= later - 0.01
+        assert list(transport._rechecks) == [(channel, QUEUE)]
+        transport.unregister_from_event_loop(conn.connection, hub)
+        assert not pending_rechecks(hub)
