@@ -1,24 +1,30 @@
 """Celery on ``pgflow://`` beside Celery on ``redis://``: idle latency and throughput, one run.
 
-Two Celery 5 workers (``-P prefork -c 4``, default settings: prefetch multiplier 4, early acks)
-run side by side, one per broker. For each, and interleaved over ``--runs`` runs:
+Two Celery 5 workers (``-P prefork -c 4``, default settings: prefetch multiplier 4, early acks,
+gossip, mingle and heartbeats on) run side by side, one per broker. For each, interleaved over
+``--runs`` runs:
 
-* idle latency: one task at a time with the worker idle in between (``--idle`` seconds); the
-  latency is the producer's send time to the time the task starts in a pool process (p50/p99);
-* throughput: one producer sends ``--tasks`` no-op tasks; tasks/s from the first send to the
-  start of the last task.
+* throughput: one producer sends ``--tasks`` no-op tasks; tasks/s from the first send until the
+  last task ran;
+* idle latency: then one task at a time with the worker idle in between (``--idle`` seconds):
+  the producer's send time to the time the task starts in a pool process (p50/p99);
+* kombu alone: the idle latency of a plain kombu consumer on the same broker (as in
+  ``benchmarks/transport.py``), so that what Celery adds on each broker shows apart from the
+  broker's own latency on this (noisy) machine.
 
 Tasks report back through Redis (the same for both brokers). Prints medians and the ratios of
-Celery+pgflow:// to Celery+Redis.
+Celery+pgflow:// to Celery+Redis. ``--async-publish`` adds a producer whose commits do not wait
+for the disk (as durable as Redis without persistence), sending to the same pgflow:// worker.
 
 Usage::
 
     python benchmarks/celery_broker.py [--database-url postgresql://postgres@127.0.0.1:5443/postgres]
-        [--latency 200] [--tasks 5000] [--runs 3]
+        [--latency 200] [--tasks 5000] [--runs 3] [--async-publish] [--worker-flag=--without-...]
 
 The database URL names a server where the script may create the database
 ``pgflow_kombu_bench_celery``; Redis (the peer broker, and where tasks report) is
-``BENCH_REDIS_URL``, by default redis://127.0.0.1:6379/0.
+``BENCH_REDIS_URL``, by default redis://127.0.0.1:6379/0. The workers import pgflow_kombu from
+the ``PYTHONPATH`` given to the script first (to measure another version of the transport).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import redis
 from celery import Celery, signals
 
 import pgflow_kombu  # registers pgflow://
+from benchmarks import transport as raw_kombu
 from pgflow_kombu.db import migrations
 from pgflow_kombu.db.admin import create_database, drop_database
 from pgflow_kombu.db.connect import connect
@@ -86,10 +93,13 @@ def noop(key: str, total: int) -> None:
 class Peer:
     name: str
     broker: str
+    producer_broker: str | None = None  # the producer's URL, when not the worker's
+    own_worker: bool = True  # False: the previous peer's worker consumes what this one sends
     process: subprocess.Popen[bytes] | None = None
     p50: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
     rate: list[float] = field(default_factory=list)
+    raw_p50: list[float] = field(default_factory=list)  # kombu alone on the same broker
 
     def start(self, log: Path, flags: list[str]) -> None:
         # A PYTHONPATH given to this script comes first (e.g. another version of pgflow_kombu);
@@ -130,7 +140,7 @@ class Peer:
                 self.process.wait()
 
     def producer_app(self) -> Celery:
-        producer = Celery("bench_celery_producer", broker=self.broker)
+        producer = Celery("bench_celery_producer", broker=self.producer_broker or self.broker)
         producer.conf.update(task_default_queue=QUEUE, task_ignore_result=True)
         return producer
 
@@ -191,12 +201,19 @@ def prepare_database(admin_url: str) -> str:
 def run(args: argparse.Namespace) -> None:
     database = prepare_database(args.database_url)
     peers = [Peer("Celery+pgflow://", kombu_url(database)), Peer("Celery+Redis", REDIS_URL)]
+    if args.async_publish:
+        # As durable as Redis without persistence: the publishing commit does not wait for the
+        # disk (a libpq option in the producer's URL; the worker is the first peer's).
+        joiner = "&" if "?" in database else "?"
+        unsafe = kombu_url(f"{database}{joiner}options=-c%20synchronous_commit%3Doff")
+        peers.insert(1, Peer("  async publish", peers[0].broker, unsafe, own_worker=False))
     reporter().delete(QUEUE)
     log = Path(args.log)
     producers = {}
     try:
         for peer in peers:
-            peer.start(log, args.worker_flag)
+            if peer.own_worker:
+                peer.start(log, args.worker_flag)
         for peer in peers:
             producers[peer.name] = peer.producer_app()
             warm_up(producers[peer.name])
@@ -208,6 +225,9 @@ def run(args: argparse.Namespace) -> None:
                 latencies = measure_latency(producers[peer.name], args.latency, args.idle)
                 peer.p50.append(percentile(latencies, 0.5))
                 peer.p99.append(percentile(latencies, 0.99))
+                if peer.own_worker:
+                    raw = raw_kombu.measure_latency(raw_kombu.Peer(peer.name, peer.broker), 100)
+                    peer.raw_p50.append(percentile(raw, 0.5))
                 step(
                     f"  {peer.rate[-1]:,.0f} tasks/s, idle p50 {peer.p50[-1]:.2f} ms, "
                     f"p99 {peer.p99[-1]:.2f} ms"
@@ -232,16 +252,26 @@ def report(peers: list[Peer], args: argparse.Namespace) -> None:
         f"throughput: {args.tasks} no-op tasks, one producer; worker options: "
         f"{' '.join(args.worker_flag) or 'none'}\n"
     )
-    print(f"| {'broker':<18} | {'idle p50 ms':>11} | {'idle p99 ms':>11} | {'tasks/s':>9} |")
-    print(f"|{'-' * 20}|{'-' * 13}|{'-' * 13}|{'-' * 11}|")
+    print(
+        f"| {'broker':<18} | {'idle p50 ms':>11} | {'idle p99 ms':>11} | {'tasks/s':>9} "
+        f"| {'kombu alone p50 ms':>18} |"
+    )
+    print(f"|{'-' * 20}|{'-' * 13}|{'-' * 13}|{'-' * 11}|{'-' * 20}|")
     for p in peers:
+        raw = f"{med(p.raw_p50):.2f}" if p.raw_p50 else "-"
         print(
-            f"| {p.name:<18} | {med(p.p50):>11.2f} | {med(p.p99):>11.2f} | {med(p.rate):>9,.0f} |"
+            f"| {p.name:<18} | {med(p.p50):>11.2f} | {med(p.p99):>11.2f} | {med(p.rate):>9,.0f} "
+            f"| {raw:>18} |"
         )
-    ours, redis_peer = peers
+    ours, redis_peer = peers[0], peers[-1]
     print(
         f"\nCelery+pgflow:// vs Celery+Redis: idle p50 {med(ours.p50) / med(redis_peer.p50):.2f}x "
         f"(lower is better), throughput {med(ours.rate) / med(redis_peer.rate):.2f}x"
+    )
+    print(
+        "  what Celery adds to kombu's own idle p50: "
+        f"{med(ours.p50) - med(ours.raw_p50):.2f} ms on pgflow://, "
+        f"{med(redis_peer.p50) - med(redis_peer.raw_p50):.2f} ms on Redis"
     )
     print(f"  idle p50 <= 3 ms:               {'met' if med(ours.p50) <= 3.0 else 'NOT met'}")
     met = med(ours.rate) >= med(redis_peer.rate)
@@ -260,6 +290,11 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=0.05, help="seconds between latency tasks")
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--async-publish",
+        action="store_true",
+        help="also Celery+pgflow:// with a producer whose commits do not wait for the disk",
+    )
     parser.add_argument(
         "--worker-flag",
         action="append",
