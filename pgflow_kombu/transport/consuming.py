@@ -195,6 +195,11 @@ class ConsumingChannel(virtual.Channel):
         if not self._consumers or not self._dirty:
             return 0
         queues = list(self._active_queues)
+        # Only queues still consumed stay marked: a mark left on another would make the event
+        # loop wake for it again and again (see Transport.on_tick).
+        self._dirty.intersection_update(queues)
+        if not self._dirty:
+            return 0
         self._rotation = (self._rotation + 1) % len(queues)
         delivered = 0
         for queue in queues[self._rotation :] + queues[: self._rotation]:

@@ -245,3 +245,27 @@ def test_reads_in_a_row_leave_one_recheck_due_after_the_last(url: str, hub: Hub)
         assert list(transport._rechecks) == [(channel, QUEUE)]
         transport.unregister_from_event_loop(conn.connection, hub)
         assert not pending_rechecks(hub)
+
+
+def test_a_mark_on_a_queue_no_longer_consumed_does_not_keep_the_loop_awake(
+    url: str, hub: Hub
+) -> None:
+    poller: RecordingPoller = hub.poller
+    queue = kombu.Queue(QUEUE, routing_key=QUEUE)
+    with kombu.Connection(url) as conn:
+        consumer = kombu.Consumer(conn, [queue], callbacks=[lambda *_: None], accept=["json"])
+        conn.transport.register_with_event_loop(conn.connection, hub)
+        consumer.consume()
+        loop = hub.create_loop()
+        run_until_idle(loop, poller)
+        channel: Any = consumer.channel
+        channel._dirty.add("not_consumed_here")
+        poller.cap = 0.05
+        for _ in range(20):
+            next(loop)
+            if poller.empty:
+                break
+        assert poller.empty  # the loop went idle again: one read, then no more wake-ups
+        assert not channel._dirty
+        consumer.cancel()
+        conn.transport.unregister_from_event_loop(conn.connection, hub)
