@@ -149,8 +149,9 @@ class ProcrastinatePeer(RedisCounted):
 
 
 class PgQueuerPeer(RedisCounted):
-    """pgqueuer with its defaults (batches of 10, no concurrency cap: its jobs are coroutines on
-    one event loop), enqueued through its synchronous client, one connection per thread."""
+    """pgqueuer with its defaults (``pgqueuer.run``: batches of 10, no concurrency cap, its jobs
+    being coroutines on one event loop), enqueued through its synchronous client, one
+    connection per producer thread."""
 
     name = "pgqueuer"
     durable = True  # its default, durable tables
@@ -202,8 +203,7 @@ class PgQueuerPeer(RedisCounted):
         remove_database(self.admin_url, self.database)
 
     def command(self) -> tuple[list[str], dict[str, str]]:
-        command = [sys.executable, "-m", "pgqueuer", "run"]
-        command += ["benchmarks.workerbench.tasks:pgqueuer_factory", "--log-level", "warning"]
+        command = [sys.executable, "-m", "benchmarks.workerbench.tasks"]
         return command, {"BENCH_PGQ_URL": self.url}
 
     def enqueue(self, i: int) -> None:

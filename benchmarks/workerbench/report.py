@@ -62,7 +62,9 @@ def targets(results: dict[str, Result], names: dict[str, str], durable: dict[str
             ("e2e_4", "equal durability: end to end, 4 producers"),
         ):
             ratio(label, key, peer)
-    for key in ("cpu_server", "cpu_backends", "statements"):
+    # Statement time is wall time (it counts in-server waits, such as the sleeps of pgmq's
+    # read_with_poll): shown in the table, but the CPU targets are judged on CPU times.
+    for key in ("cpu_server", "cpu_backends"):
         if key in ours:
             check = "meets" if ours[key] <= DB_CPU_LIMIT_US else "misses"
             lines.append(

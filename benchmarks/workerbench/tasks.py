@@ -8,16 +8,19 @@ worker's import stays cheap.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pgflow_kombu import PgFlow
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-RUN_TAG = os.environ.get("BENCH_TAG", "bench")  # keys and queues of one benchmark run
+# Names the Redis keys, queues and databases of one benchmark run (inherited by its workers).
+RUN_TAG = os.environ.setdefault("BENCH_TAG", f"bench{os.getpid()}")
 COUNT_KEY = f"{RUN_TAG}:done"
 STAMP_KEY = f"{RUN_TAG}:stamps"
 CELERY_QUEUE = f"{RUN_TAG}_celery"
@@ -146,28 +149,46 @@ def procrastinate_app() -> Any:
 # -- pgqueuer --------------------------------------------------------------------------------------
 
 
-async def pgqueuer_factory() -> Any:
-    """``pgq run benchmarks.workerbench.tasks:pgqueuer_factory``: its defaults, psycopg driver."""
-    import psycopg
+@contextlib.asynccontextmanager
+async def pgqueuer_factory() -> AsyncIterator[Any]:
+    """pgqueuer's app on one connection of asyncpg, the driver its documentation starts with."""
+    import asyncpg
     from pgqueuer import PgQueuer
-    from pgqueuer.db import PsycopgDriver
+    from pgqueuer.db import AsyncpgDriver
     from pgqueuer.models import Job
 
-    conn = await psycopg.AsyncConnection.connect(os.environ["BENCH_PGQ_URL"], autocommit=True)
-    pgq = PgQueuer(PsycopgDriver(conn))
+    conn = await asyncpg.connect(os.environ["BENCH_PGQ_URL"])
+    try:
+        pgq = PgQueuer(AsyncpgDriver(conn))
 
-    @pgq.entrypoint("q_noop")
-    async def q_noop(job: Job) -> None:
-        count_done()
+        @pgq.entrypoint("q_noop")
+        async def q_noop(job: Job) -> None:
+            count_done()
 
-    @pgq.entrypoint("q_stamp")
-    async def q_stamp(job: Job) -> None:
-        stamp_started(int(job.payload or b"0"))
+        @pgq.entrypoint("q_stamp")
+        async def q_stamp(job: Job) -> None:
+            stamp_started(int(job.payload or b"0"))
 
-    return pgq
+        yield pgq
+    finally:
+        await conn.close()
 
 
 if os.environ.get("BENCH_ROLE") == "celery":
     celery = celery_app()
 if os.environ.get("BENCH_ROLE") == "procrastinate":
     proc_app = procrastinate_app()
+
+
+def serve_pgqueuer() -> None:
+    """pgqueuer's worker with its defaults (``pgq run`` less its command line, whose log-level
+    option fails in pgqueuer 1.6.0 with this typer)."""
+    import asyncio
+
+    from pgqueuer import run
+
+    asyncio.run(run(pgqueuer_factory))
+
+
+if __name__ == "__main__":
+    serve_pgqueuer()
