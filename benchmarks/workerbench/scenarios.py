@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,22 +38,37 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def enqueue_all(enqueue: Callable[[int], None], n: int, producers: int) -> float:
-    """Enqueue jobs 0..n-1 from ``producers`` threads (contiguous shares); returns seconds."""
-    began = time.perf_counter()
+    """Enqueue jobs 0..n-1 from ``producers`` threads, one share each, started together;
+    returns seconds. The first error of a producer is raised."""
     if producers == 1:
+        began = time.perf_counter()
         for i in range(n):
             enqueue(i)
-    else:
+        return time.perf_counter() - began
+    start = threading.Barrier(producers + 1)
+    errors: list[BaseException] = []
 
-        def produce(share: range) -> None:
+    def produce(share: range) -> None:
+        start.wait()
+        try:
             for i in share:
                 enqueue(i)
+        except BaseException as exc:
+            errors.append(exc)
 
-        shares = [range(p, n, producers) for p in range(producers)]
-        with concurrent.futures.ThreadPoolExecutor(producers) as pool:
-            for future in [pool.submit(produce, share) for share in shares]:
-                future.result()
-    return time.perf_counter() - began
+    threads = [
+        threading.Thread(target=produce, args=(range(p, n, producers),)) for p in range(producers)
+    ]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - began
+    if errors:
+        raise errors[0]
+    return seconds
 
 
 def consume(system: System, counter: Counter, n: int) -> None:
