@@ -144,6 +144,7 @@ def main() -> None:
     dbcpu = DbCpu(server)
     options = Options(args.jobs, args.diamonds, args.latency_runs, tuple(args.scenario_list))
     build = makers(server, args)
+    began_at, load_before = time.gmtime(), os.getloadavg()[0]
     rounds: dict[str, list[Result]] = {name: [] for name in args.system_list}
     names: dict[str, str] = {}
     durable: dict[str, bool] = {}
@@ -165,8 +166,13 @@ def main() -> None:
         results = {key: median_result(rounds[key]) for key in args.system_list}
         print(
             f"\n{args.jobs} no-op jobs, {args.diamonds} diamonds, {args.latency_runs} latency "
-            f"runs, concurrency 4; {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+            f"runs, concurrency 4"
             + (f"; medians of {args.repeat} rounds" if args.repeat > 1 else "")
+        )
+        print(
+            f"{time.strftime('%Y-%m-%d %H:%M', began_at)}-{time.strftime('%H:%M UTC', time.gmtime())}"
+            f"; {os.cpu_count()} CPUs, load average (1 min) {load_before:.1f} at the start, "
+            f"{os.getloadavg()[0]:.1f} at the end"
         )
         print(describe(server, args.url is None, dbcpu) + "\n")
         print(report.table(results, names, durable))
