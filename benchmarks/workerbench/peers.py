@@ -22,7 +22,9 @@ from benchmarks.workerbench.tasks import (
 
 
 class CeleryPeer(RedisCounted):
-    def __init__(self, broker: str, name: str, *, confirm: bool = False, durable: bool = False):
+    def __init__(
+        self, broker: str, name: str, *, confirm: bool = False, durable: bool = False
+    ) -> None:
         self.broker = broker
         self.name = name
         self.confirm = confirm

@@ -42,8 +42,8 @@ def targets(results: dict[str, Result], names: dict[str, str], durable: dict[str
     ours = results.get("ours", {})
     lines: list[str] = []
 
-    def ratio(label: str, key: str, peer: str, *, peer_key: str | None = None) -> None:
-        other = results.get(peer, {}).get(peer_key or key)
+    def ratio(label: str, key: str, peer: str) -> None:
+        other = results.get(peer, {}).get(key)
         if key in ours and other:
             value = ours[key] / other
             better = "lower is better" if key in LOWER_IS_BETTER else "higher is better"
