@@ -715,8 +715,9 @@ class PgFlow:
 
         Every flow gets a worker of its own (its own pool of ``concurrency`` slots, connections,
         heartbeat thread and ``pgflow.workers`` row), so that :meth:`stop_worker` can stop one
-        flow's work and leave the others running. ``options`` are :class:`Worker`'s
-        (``concurrency``, ``pool``, ``prefetch``, ``shutdown_timeout``, ...) and apply to each.
+        flow's work and leave the others running. ``options`` are :class:`Worker`'s (any
+        :class:`~pgflow_kombu.settings.WorkerSettings` field, over this app's
+        ``settings.worker``) and apply to each.
         To serve many flows from one shared pool, run ``Worker(app.flows, url)`` or the
         ``pgflow-kombu worker`` command instead.
         """
@@ -738,6 +739,7 @@ class PgFlow:
                 self.ensure_flow(each)
 
         options.setdefault("hooks", self.hooks)
+        options.setdefault("settings", self.settings.worker)
         workers = self._flow_workers.start(
             served, self.database_url, prepare=compile_flows, **options
         )
@@ -779,7 +781,7 @@ class PgFlow:
 
     def list_workers(self, *, include_stale: bool = False) -> list[WorkerInfo]:
         return self.client.list_workers(
-            include_stale=include_stale, stale_after=self.settings.stalled_after
+            include_stale=include_stale, stale_after=self.settings.worker.stalled_after
         )
 
     def health_check(self) -> dict[str, Any]:

@@ -751,9 +751,10 @@ def dashboard(ctx: click.Context, host: str, port: int, read_only: bool, base_pa
 @click.pass_context
 def worker(ctx: click.Context, /, **options: Any) -> None:
     """Run a worker executing the app's flows (SIGTERM/Ctrl-C stop it gracefully)."""
-    from pgflow_kombu.worker.command import run_command
+    from pgflow_kombu.worker.command import run_command, worker_settings
     from pgflow_kombu.worker.loading import load_target
 
+    settings = worker_settings(options)  # a bad setting is a usage error (exit 2)
     # Before anything is said, so that with --log-format json every line on stderr is JSON.
     configure_logging(options["loglevel"], options["log_format"])
     try:
@@ -764,7 +765,7 @@ def worker(ctx: click.Context, /, **options: Any) -> None:
     except PgFlowError as exc:
         say(f"error: {exc}", event="worker_startup_failed", level=logging.ERROR)
         sys.exit(next((code for kinds, code in ERROR_EXIT_CODES if isinstance(exc, kinds)), 1))
-    sys.exit(run_command(url, **options))
+    sys.exit(run_command(url, settings, **options))
 
 
 def main() -> None:

@@ -26,12 +26,10 @@ from pgflow_kombu.worker.connectivity import Connectivity
 from pgflow_kombu.worker.link import Link, is_connection_error
 from pgflow_kombu.worker.tasks import Outcome
 
-__all__ = ["DEFAULT_BATCH_SIZE", "Reporter"]
+__all__ = ["Reporter"]
 
 log = logging.getLogger("pgflow_kombu.worker")
 
-# Each report runs in a subtransaction; PostgreSQL caches 64 per transaction before it spills.
-DEFAULT_BATCH_SIZE = 50
 DEFAULT_CONNECTIONS = 2
 
 Reported = Callable[[list[tuple[Outcome, str]]], None]
@@ -45,7 +43,7 @@ class Reporter:
         url: str,
         on_reported: Reported,
         *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int,
         connections: int = DEFAULT_CONNECTIONS,
         synchronous_commit: bool = True,
         on_connection_lost: Callable[[], None] | None = None,
