@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from uuid import UUID
 
 import psycopg
+from typing_extensions import Unpack
 
 from pgflow_kombu.client import CORE_VERSION, Client, FlowRef, flow_slug_of
 from pgflow_kombu.client.control import DEFAULT_PRUNE_BATCH
@@ -25,7 +26,7 @@ from pgflow_kombu.flows import Flow
 from pgflow_kombu.flows.dispatch import check_schedule
 from pgflow_kombu.flows.eager import EagerRuns
 from pgflow_kombu.flows.jsondata import Json
-from pgflow_kombu.flows.options import ConcurrencyKey
+from pgflow_kombu.flows.keywords import FlowKeywords, FlowOptionKeywords, TaskKeywords
 from pgflow_kombu.flows.schedules import CatchUp, ScheduleSpec
 from pgflow_kombu.flows.shapes import FlowShape, compare_shapes
 from pgflow_kombu.handles import FinishedRun, RunHandle
@@ -120,37 +121,14 @@ class PgFlow:
 
     # -- defining flows and tasks --------------------------------------------------------------
 
-    def flow(
-        self,
-        slug: str,
-        *,
-        max_attempts: int | None = None,
-        base_delay: int | None = None,
-        timeout: int | None = None,
-        max_concurrency: int | None = None,
-        rate_limit: str | None = None,
-        concurrency_key: ConcurrencyKey | None = None,
-        priority: int | None = None,
-        schedule: str | None = None,
-    ) -> Flow:
+    def flow(self, slug: str, **options: Unpack[FlowKeywords]) -> Flow:
         """Create and register a flow; add steps with ``@flow.step`` and ``@flow.map``.
 
         ``max_concurrency``, ``rate_limit`` (``"100/m"``), ``concurrency_key`` and ``priority``
         (the default of its runs) are enforced when our workers claim tasks (README: flow
         control). ``schedule`` (a cron expression) starts it with input ``{}`` at every tick
         (more options: :meth:`schedule`)."""
-        flow = Flow(
-            slug,
-            max_attempts=max_attempts,
-            base_delay=base_delay,
-            timeout=timeout,
-            max_concurrency=max_concurrency,
-            rate_limit=rate_limit,
-            concurrency_key=concurrency_key,
-            priority=priority,
-            schedule=schedule,
-        )
-        return self.register(flow)
+        return self.register(Flow(slug, **options))
 
     @overload
     def register(self, item: Flow) -> Flow: ...
@@ -196,15 +174,7 @@ class PgFlow:
         /,
         *,
         name: str | None = None,
-        max_attempts: int | None = None,
-        base_delay: int | None = None,
-        timeout: int | None = None,
-        start_delay: int | None = None,
-        max_concurrency: int | None = None,
-        rate_limit: str | None = None,
-        concurrency_key: ConcurrencyKey | None = None,
-        priority: int | None = None,
-        schedule: str | None = None,
+        **options: Unpack[TaskKeywords],
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -213,41 +183,20 @@ class PgFlow:
         /,
         *,
         name: str | None = None,
-        max_attempts: int | None = None,
-        base_delay: int | None = None,
-        timeout: int | None = None,
-        start_delay: int | None = None,
-        max_concurrency: int | None = None,
-        rate_limit: str | None = None,
-        concurrency_key: ConcurrencyKey | None = None,
-        priority: int | None = None,
-        schedule: str | None = None,
+        **options: Unpack[TaskKeywords],
     ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
         """Make a function a job: a single-step flow. ``task(...)`` still calls the function.
 
         ``schedule`` (a cron expression, e.g. ``"*/5 * * * *"``) starts it with no arguments at
         every tick; see :meth:`schedule` for input, time zone and catch-up."""
-        from pgflow_kombu.flows import Task
+        from pgflow_kombu.flows import task
 
         def decorate(func: Callable[P, R]) -> Task[P, R]:
-            task = Task(
-                func,
-                name=name,
-                max_attempts=max_attempts,
-                base_delay=base_delay,
-                timeout=timeout,
-                start_delay=start_delay,
-                max_concurrency=max_concurrency,
-                rate_limit=rate_limit,
-                concurrency_key=concurrency_key,
-                priority=priority,
-                schedule=schedule,
-            )
-            return self.register(task)
+            return self.register(task(name=name, **options)(func))
 
         return decorate(fn) if fn is not None else decorate
 
-    def chain(self, slug: str, *items: Any, **options: Any) -> Flow:
+    def chain(self, slug: str, *items: Any, **options: Unpack[FlowKeywords]) -> Flow:
         """A flow from existing tasks, each step fed its predecessor's output (Celery's chain).
 
         Items may be tasks, ``each(task)`` for one run per element, lists for fan-out/fan-in.
@@ -315,9 +264,7 @@ class PgFlow:
         slug: str,
         *,
         steps: Sequence[Mapping[str, Any]],
-        max_attempts: int | None = None,
-        base_delay: int | None = None,
-        timeout: int | None = None,
+        **options: Unpack[FlowOptionKeywords],
     ) -> dict[str, Any]:
         """(Re)compile a flow from plain data; destructive for an existing slug (runs deleted).
 
@@ -328,9 +275,7 @@ class PgFlow:
         Concurrent upserts of one slug are serialised by an advisory lock: one definition wins
         whole. See :meth:`Client.upsert_flow`.
         """
-        result = self.client.upsert_flow(
-            slug, steps=steps, max_attempts=max_attempts, base_delay=base_delay, timeout=timeout
-        )
+        result = self.client.upsert_flow(slug, steps=steps, **options)
         self._verified.discard(slug)
         return result
 
