@@ -240,6 +240,11 @@ def test_keywords_win_over_the_environment_and_settings_over_nothing(
     assert (worker.concurrency, worker.pool_kind, worker.prefetch) == (2, "asyncio", 9)
     app = PgFlow(concurrency=6, stalled_after=40)
     assert (app.settings.worker.concurrency, app.settings.worker.stalled_after) == (6, 40.0)
+    # The app's worker settings: whole, or as a mapping read over the environment.
+    assert PgFlow(worker=given, concurrency=7).settings.worker == given.replace(concurrency=7)
+    assert PgFlow(worker={"pool": "processes"}).settings.worker.concurrency == 3
+    with pytest.raises(ConfigurationError, match="concurrency='x'"):
+        PgFlow(concurrency="x")
 
 
 def test_the_old_variables_still_work_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -253,3 +258,25 @@ def test_the_old_variables_still_work_with_a_warning(monkeypatch: pytest.MonkeyP
         assert getattr(WorkerSettings.load(), name) == newer
         monkeypatch.delenv(old)
         monkeypatch.delenv(WORKER_ENV_PREFIX + name.upper())
+
+
+def test_the_worker_command_hands_its_settings_to_the_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pgflow_kombu.cli import cli
+
+    seen: list[WorkerSettings] = []
+
+    def fake_run(url: str, settings: WorkerSettings, **options: Any) -> int:
+        seen.append(settings)
+        return 0
+
+    monkeypatch.setattr("pgflow_kombu.worker.command.run_command", fake_run)
+    monkeypatch.setenv("PGFLOW_DATABASE_URL", "postgresql://x/y")  # restored after the test
+    args = ["--database-url", "postgresql://x/y", "worker", "-A", "pkg:app", "-c", "3"]
+    env = {"PGFLOW_WORKER_STALLED_AFTER": "45", "PGFLOW_WORKER_SCHEDULER": "off"}
+    result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert (seen[0].concurrency, seen[0].stalled_after, seen[0].scheduler) == (3, 45.0, False)
+    refused = CliRunner().invoke(cli, [*args, "--stalled-after", "2"], env=env)
+    assert refused.exit_code == 2 and "must exceed heartbeat_interval" in refused.output
