@@ -37,6 +37,7 @@ from pgflow_kombu.worker.command import worker_options
 from pgflow_kombu.worker.logs import configure_logging, say
 
 __all__ = [
+    "ERROR_EXIT_CODES",
     "EXIT_NOT_FOUND",
     "EXIT_RUN_FAILED",
     "EXIT_TIMEOUT",

@@ -33,6 +33,7 @@ __all__ = [
     "WORKER_DEFAULTS",
     "WORKER_ENV_PREFIX",
     "Liveness",
+    "Model",
     "PoolKind",
     "Settings",
     "WorkerSettings",

@@ -15,7 +15,6 @@ import click
 
 from pgflow_kombu.db.urls import redact
 from pgflow_kombu.errors import ConfigurationError, PgFlowError
-from pgflow_kombu.observability.hooks import Hooks
 from pgflow_kombu.settings import WORKER_ENV_PREFIX, PoolKind, WorkerSettings
 from pgflow_kombu.worker.logs import LOG_FORMATS, configure_logging, say
 from pgflow_kombu.worker.status import ExitCode
@@ -170,7 +169,7 @@ def _decorators(
 def run_command(url: str, settings: WorkerSettings, **options: Any) -> int:
     """Load the app, print the banner, serve until stopped; returns the exit code."""
     from pgflow_kombu.db import migrations
-    from pgflow_kombu.worker.loading import flows_of, load_target
+    from pgflow_kombu.worker.loading import flows_of, hooks_of, load_target
 
     configure_logging(options["loglevel"], options["log_format"])
     app_ref: str = options["app_ref"]
@@ -192,7 +191,7 @@ def run_command(url: str, settings: WorkerSettings, **options: Any) -> int:
             queues=queues,
             app_ref=app_ref,
             source=_source(options["source"], url),
-            hooks=target.hooks if isinstance(getattr(target, "hooks", None), Hooks) else None,
+            hooks=hooks_of(target),
         )
         stop_observing = observe(worker, url, options)
     except PgFlowError as exc:
@@ -281,9 +280,7 @@ def banner_rows(worker: Worker, app_ref: str, source: str) -> tuple[str, list[tu
 
     version = package_version("pgflow-kombu")
 
-    flows = ", ".join(
-        f"{slug} ({len(getattr(flow, 'steps', ()))} steps)" for slug, flow in worker.flows.items()
-    )
+    flows = ", ".join(f"{slug} ({len(flow.steps)} steps)" for slug, flow in worker.flows.items())
     rows = [
         ("app", app_ref),
         ("database", redact(worker.url)),

@@ -20,6 +20,7 @@ from typing_extensions import LiteralString
 from pgflow_kombu.client.control import prune_batches
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.errors import PgFlowError
+from pgflow_kombu.settings import WORKER_DEFAULTS
 from pgflow_kombu.worker.link import Link
 
 __all__ = ["DEFAULT_RETENTION_BATCH", "Retention"]
@@ -35,7 +36,7 @@ class Retention:
         url: str,
         retention: timedelta,
         *,
-        interval: float,
+        interval: float = WORKER_DEFAULTS.retention_interval,
         batch_size: int = DEFAULT_RETENTION_BATCH,
         pause: float = 0.05,
     ) -> None:

@@ -75,7 +75,7 @@ def test_app_task_takes_every_task_option_through_flows_task() -> None:
         assert step.options.as_dict() == {"start_delay": 4}
         assert each.options.as_dict() == {
             k: options[k] for k in ("max_attempts", "base_delay", "timeout", "start_delay")
-        }  # type: ignore[literal-required]
+        }
         assert (each.flow.limits.max_concurrency, each.flow.limits.priority) == (2, 7)
         assert each.flow.limits.rate_limit == "10/m"
     assert app.get_flow("double") is made.flow

@@ -92,7 +92,10 @@ def bad_value(name: str) -> str:
 
 
 # Settings the worker uses only together with another one.
-NEEDS = {"retention_interval": {"retention": "1d"}, "scheduler_poll_interval": {}}
+NEEDS: dict[str, dict[str, Any]] = {
+    "retention_interval": {"retention": "1d"},
+    "scheduler_poll_interval": {},
+}
 
 
 @pytest.fixture(autouse=True)
@@ -196,7 +199,8 @@ def test_a_bad_value_names_its_variable_option_or_keyword(
         assert isinstance(refused, str) and refused.startswith("exit 2")
         assert f"{setting_flag(name)}={bad!r}" in refused
     with pytest.raises(ConfigurationError, match=f"^invalid worker settings: {name}='{bad}'"):
-        Worker({"one": one}, URL, **{name: bad})
+        bad_keyword: dict[str, Any] = {name: bad}
+        Worker({"one": one}, URL, **bad_keyword)
     monkeypatch.setenv(variable, bad)
     with pytest.raises(ConfigurationError, match=f"{variable}='{bad}'"):
         Worker({"one": one}, URL)
