@@ -44,7 +44,12 @@ from benchmarks.workerbench.peers import (  # noqa: E402
 from benchmarks.workerbench.reference import ReferenceSql  # noqa: E402
 from benchmarks.workerbench.scenarios import SCENARIOS, Options, Result, measure  # noqa: E402
 from benchmarks.workerbench.system import System  # noqa: E402
-from benchmarks.workerbench.tasks import REDIS_URL  # noqa: E402
+from benchmarks.workerbench.tasks import (  # noqa: E402
+    COUNT_KEY,
+    REDIS_URL,
+    STAMP_KEY,
+    redis_client,
+)
 
 RABBIT_URL = os.environ.get("BENCH_RABBIT_URL", "amqp://guest:guest@127.0.0.1:5672//")
 SYSTEMS = (
@@ -183,6 +188,7 @@ def main() -> None:
     finally:
         dbcpu.close()
         servers.stop_servers()
+        redis_client().delete(COUNT_KEY, STAMP_KEY)
     # Skip interpreter teardown: Celery's result objects complain when Redis goes away first.
     os._exit(0)
 

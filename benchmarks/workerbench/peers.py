@@ -51,8 +51,16 @@ class CeleryPeer(RedisCounted):
     def teardown(self) -> None:
         self.stop_worker()
         with self.app.connection_for_write() as conn:
+            for name in self.queues:  # the queues and exchanges of this run only
+                conn.default_channel.queue_delete(name)
+                conn.default_channel.exchange_delete(name)
+        if self.broker.startswith("redis"):  # kombu keeps a Redis broker's bindings
+            import redis
+
+            client = redis.Redis.from_url(self.broker)
             for name in self.queues:
-                conn.default_channel.queue_purge(name)
+                client.delete(f"_kombu.binding.{name}", f"_kombu.binding_permanent.{name}")
+            client.close()
         self.app.close()
 
     def command(self) -> tuple[list[str], dict[str, str]]:
