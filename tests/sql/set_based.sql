@@ -1,0 +1,29 @@
+-- Queries of the set-based differential tests (tests/integration/test_differential_set_based.py).
+
+-- name: setb_start_flows
+SELECT ordinal, run_id FROM pgflow_kombu.start_flows(
+    flow_slug => %(flow_slug)s, inputs => %(inputs)s::jsonb[], run_ids => %(run_ids)s::uuid[])
+ORDER BY ordinal;
+
+-- name: setb_report_tasks
+SELECT ordinal, outcome, detail, retrying, run_status
+FROM pgflow_kombu.report_tasks(%(reports)s::jsonb)
+ORDER BY ordinal;
+
+-- name: setb_task_state
+SELECT status, attempts_count, last_worker_id FROM pgflow.step_tasks
+WHERE run_id = %(run_id)s AND step_slug = %(step_slug)s AND task_index = %(task_index)s;
+
+-- name: setb_run_status
+SELECT status FROM pgflow.runs WHERE run_id = %(run_id)s;
+
+-- name: setb_waiting_on_lock
+SELECT wait_event_type = 'Lock' AS waiting FROM pg_stat_activity WHERE pid = %(pid)s;
+
+-- name: setb_track_functions
+SET LOCAL track_functions = 'pl';
+
+-- name: setb_function_calls
+-- Calls of a pgflow_kombu function in the current transaction.
+SELECT coalesce(sum(calls), 0)::integer AS calls FROM pg_stat_xact_user_functions
+WHERE schemaname = 'pgflow_kombu' AND funcname = %(name)s;
