@@ -13,9 +13,11 @@
 
 CREATE SCHEMA IF NOT EXISTS pgflow_kombu;
 
--- A step started by pgflow_kombu.start_ready_steps_set, for its caller's events.
+-- A step that has just started (status started, remaining_tasks its task count), with what
+-- sending its tasks needs: the delay of their messages and the position of what started it.
 CREATE TYPE pgflow_kombu.started_step AS (
-    run_id uuid, step_slug text, pos bigint, started_at timestamptz, remaining_tasks integer
+    flow_slug text, run_id uuid, step_slug text, pos bigint, started_at timestamptz,
+    remaining_tasks integer, delay integer
 );
 
 -- A realtime event waiting to be sent: sent in (pos, phase, step_slug) order, the order the
@@ -43,20 +45,15 @@ BEGIN
 END;
 $$;
 
--- Starts, for a set of runs of any flows, the candidate steps (run_ids[i], step_slugs[i]) that
--- are ready: created, no dependency left, a positive task count, their run not failed. Each gets
--- status started and its tasks, one pgmq message per task visible after the step's start_delay
--- (or delay_seconds when longer), sent in (positions[i], step_slug, task_index) order, the order
--- per-row starts would send them in. Returns the started steps (their step:started events are the
--- caller's, to merge with its own). The one place a set of steps starts: used when runs start
--- (pgflow_kombu.start_flows) and when tasks complete (pgflow_kombu.complete_tasks_set).
-CREATE OR REPLACE FUNCTION pgflow_kombu.start_ready_steps_set(
-    run_ids uuid[], step_slugs text[], positions bigint[], delay_seconds integer DEFAULT 0
-) RETURNS SETOF pgflow_kombu.started_step
+-- The tasks of steps that have just started, for many runs of any flows: one pgmq message per
+-- task (visible after the step's delay) sent in (pos, step_slug, task_index) order, the order
+-- per-row starts send them in, one queue_send per flow queue; then the step_tasks rows. The one
+-- place a set of started steps gets its tasks: runs starting (pgflow_kombu.start_flows) and
+-- ready steps starting (pgflow_kombu.start_ready_steps_set).
+CREATE OR REPLACE FUNCTION pgflow_kombu.queue_started_steps(steps pgflow_kombu.started_step[])
+RETURNS void
 LANGUAGE plpgsql SET search_path = '' AS $$
-#variable_conflict use_column
 DECLARE
-    v_started pgflow_kombu.started_step[];
     v_flows text[];
     v_runs uuid[];
     v_slugs text[];
@@ -65,6 +62,60 @@ DECLARE
     v_delays integer[];
     v_flow text;
     v_msg_ids bigint[];
+BEGIN
+    SELECT array_agg(k.flow_slug ORDER BY k.pos, k.step_slug, i),
+           array_agg(k.run_id ORDER BY k.pos, k.step_slug, i),
+           array_agg(k.step_slug ORDER BY k.pos, k.step_slug, i),
+           array_agg(i ORDER BY k.pos, k.step_slug, i),
+           array_agg(jsonb_build_object('flow_slug', k.flow_slug, 'run_id', k.run_id,
+                                        'step_slug', k.step_slug, 'task_index', i)
+                     ORDER BY k.pos, k.step_slug, i),
+           array_agg(k.delay ORDER BY k.pos, k.step_slug, i)
+    INTO v_flows, v_runs, v_slugs, v_indexes, v_messages, v_delays
+    FROM unnest(queue_started_steps.steps) AS k
+    CROSS JOIN LATERAL generate_series(0, k.remaining_tasks - 1) AS i;
+    IF v_flows IS NULL THEN
+        RETURN;
+    END IF;
+    -- A batch is nearly always of one flow.
+    FOR v_flow IN SELECT DISTINCT f FROM unnest(v_flows) AS f ORDER BY 1 LOOP
+        IF v_flow = ALL (v_flows) THEN
+            v_msg_ids := pgflow_kombu.queue_send(v_flow, v_messages, v_delays);
+            INSERT INTO pgflow.step_tasks (flow_slug, run_id, step_slug, task_index, message_id)
+            SELECT v_flow, t.run_id, t.step_slug, t.task_index, t.message_id
+            FROM unnest(v_runs, v_slugs, v_indexes, v_msg_ids)
+                 AS t(run_id, step_slug, task_index, message_id);
+        ELSE
+            WITH mine AS (
+                SELECT t.* FROM unnest(v_flows, v_messages, v_delays)
+                    WITH ORDINALITY AS t(flow_slug, message, delay, ord)
+                WHERE t.flow_slug = v_flow
+            ),
+            sent AS (
+                SELECT array_agg(m.ord ORDER BY m.ord) AS ords,
+                       pgflow_kombu.queue_send(v_flow, array_agg(m.message ORDER BY m.ord),
+                                               array_agg(m.delay ORDER BY m.ord)) AS ids
+                FROM mine m
+            )
+            INSERT INTO pgflow.step_tasks (flow_slug, run_id, step_slug, task_index, message_id)
+            SELECT v_flow, v_runs[x.ord], v_slugs[x.ord], v_indexes[x.ord], x.message_id
+            FROM sent, unnest(sent.ords, sent.ids) AS x(ord, message_id);
+        END IF;
+    END LOOP;
+END;
+$$;
+
+-- Starts, for a set of runs of any flows, the candidate steps (run_ids[i], step_slugs[i], at
+-- position positions[i]) that are ready: created, no dependency left, a positive task count,
+-- their run not failed. Each gets status started and its tasks (queue_started_steps). Returns
+-- the started steps (their step:started events are the caller's, to merge with its own).
+CREATE OR REPLACE FUNCTION pgflow_kombu.start_ready_steps_set(
+    run_ids uuid[], step_slugs text[], positions bigint[]
+) RETURNS pgflow_kombu.started_step[]
+LANGUAGE plpgsql SET search_path = '' AS $$
+#variable_conflict use_column
+DECLARE
+    v_started pgflow_kombu.started_step[];
 BEGIN
     WITH candidates AS (
         SELECT c.run_id, c.step_slug, min(c.pos) AS pos
@@ -82,63 +133,15 @@ BEGIN
           AND NOT EXISTS (
               SELECT 1 FROM pgflow.runs r WHERE r.run_id = ss.run_id AND r.status = 'failed')
         RETURNING ss.flow_slug, ss.run_id, ss.step_slug, c.pos, ss.started_at,
-                  ss.remaining_tasks,
-                  greatest(coalesce(s.opt_start_delay, 0),
-                           start_ready_steps_set.delay_seconds) AS delay
-    ),
-    steps AS (
-        SELECT coalesce(array_agg(ROW(k.run_id, k.step_slug, k.pos, k.started_at,
-                                      k.remaining_tasks)::pgflow_kombu.started_step
-                                  ORDER BY k.pos, k.step_slug), '{}') AS started
-        FROM started k
-    ),
-    tasks AS (
-        SELECT array_agg(k.flow_slug ORDER BY k.pos, k.step_slug, i) AS flows,
-               array_agg(k.run_id ORDER BY k.pos, k.step_slug, i) AS runs,
-               array_agg(k.step_slug ORDER BY k.pos, k.step_slug, i) AS slugs,
-               array_agg(i ORDER BY k.pos, k.step_slug, i) AS indexes,
-               array_agg(jsonb_build_object('flow_slug', k.flow_slug, 'run_id', k.run_id,
-                                            'step_slug', k.step_slug, 'task_index', i)
-                         ORDER BY k.pos, k.step_slug, i) AS messages,
-               array_agg(k.delay ORDER BY k.pos, k.step_slug, i) AS delays
-        FROM started k
-        CROSS JOIN LATERAL generate_series(0, k.remaining_tasks - 1) AS i
+                  ss.remaining_tasks, coalesce(s.opt_start_delay, 0) AS delay
     )
-    SELECT steps.started, tasks.flows, tasks.runs, tasks.slugs, tasks.indexes, tasks.messages,
-           tasks.delays
-    INTO v_started, v_flows, v_runs, v_slugs, v_indexes, v_messages, v_delays
-    FROM steps, tasks;
-
-    IF cardinality(v_started) = 0 THEN
-        RETURN;
-    END IF;
-    -- One queue_send per flow queue (a batch is nearly always of one flow).
-    FOR v_flow IN SELECT DISTINCT f FROM unnest(v_flows) AS f ORDER BY 1 LOOP
-        IF v_flow = ALL (v_flows) THEN
-            v_msg_ids := pgflow_kombu.queue_send(v_flow, v_messages, v_delays);
-            INSERT INTO pgflow.step_tasks (flow_slug, run_id, step_slug, task_index, message_id)
-            SELECT v_flow, t.run_id, t.step_slug, t.task_index, t.message_id
-            FROM unnest(v_runs, v_slugs, v_indexes, v_msg_ids)
-                 AS t(run_id, step_slug, task_index, message_id);
-        ELSE
-            WITH mine AS (
-                SELECT t.* FROM unnest(v_flows, v_runs, v_slugs, v_indexes, v_messages, v_delays)
-                    WITH ORDINALITY AS t(flow_slug, run_id, step_slug, task_index, message,
-                                         delay, ord)
-                WHERE t.flow_slug = v_flow
-            ),
-            sent AS (
-                SELECT array_agg(m.ord ORDER BY m.ord) AS ords,
-                       pgflow_kombu.queue_send(v_flow, array_agg(m.message ORDER BY m.ord),
-                                               array_agg(m.delay ORDER BY m.ord)) AS ids
-                FROM mine m
-            )
-            INSERT INTO pgflow.step_tasks (flow_slug, run_id, step_slug, task_index, message_id)
-            SELECT v_flow, v_runs[x.ord], v_slugs[x.ord], v_indexes[x.ord], x.message_id
-            FROM sent, unnest(sent.ords, sent.ids) AS x(ord, message_id);
-        END IF;
-    END LOOP;
-    RETURN QUERY SELECT * FROM unnest(v_started);
+    SELECT coalesce(array_agg(ROW(k.flow_slug, k.run_id, k.step_slug, k.pos, k.started_at,
+                                  k.remaining_tasks, k.delay)::pgflow_kombu.started_step
+                              ORDER BY k.pos, k.step_slug), '{}')
+    INTO v_started
+    FROM started k;
+    PERFORM pgflow_kombu.queue_started_steps(v_started);
+    RETURN v_started;
 END;
 $$;
 
@@ -192,10 +195,9 @@ DECLARE
         AND to_regprocedure('realtime.send(jsonb,text,text,boolean)') IS NOT NULL;
     v_events pgflow_kombu.pending_event[];
     v_row record;
-    v_runs uuid[];
-    v_slugs text[];
-    v_positions bigint[];
+    v_taskless boolean[];
     v_started pgflow_kombu.started_step[];
+    v_stretch pgflow_kombu.started_step[];
     i integer;
 BEGIN
     IF v_delay < 0 THEN
@@ -265,8 +267,7 @@ BEGIN
         FROM generate_series(1, cardinality(start_flows.inputs)) AS x(ord)
         ORDER BY x.ord);
 
-    -- Runs, then their step states (created: the ready ones start below), then the control
-    -- rows of 0060 and the trace context of 0080.
+    -- Runs, their step states, then the control rows of 0060 and the trace context of 0080.
     WITH runs AS (
         INSERT INTO pgflow.runs (run_id, flow_slug, input, remaining_steps)
         SELECT x.run_id, start_flows.flow_slug, x.input, v_steps
@@ -287,14 +288,41 @@ BEGIN
     FROM runs r
     JOIN unnest(v_ids) WITH ORDINALITY AS x(run_id, ord) ON x.run_id = r.run_id;
 
-    INSERT INTO pgflow.step_states (flow_slug, run_id, step_slug, remaining_deps, initial_tasks)
-    SELECT s.flow_slug, x.run_id, s.step_slug, s.deps_count,
-           CASE WHEN s.step_type <> 'map' THEN 1
-                WHEN s.deps_count = 0 THEN jsonb_array_length(x.input) END
-    FROM unnest(v_ids, start_flows.inputs) WITH ORDINALITY AS x(run_id, input, ord)
-    CROSS JOIN pgflow.steps s
-    WHERE s.flow_slug = start_flows.flow_slug
-    ORDER BY x.ord, s.step_index;
+    -- A run whose root map got an empty array starts as start_flow has it (the taskless
+    -- cascade first); the others' root steps are inserted started (one write per step).
+    v_taskless := ARRAY(
+        SELECT CASE WHEN v_root_maps > 0 THEN jsonb_array_length(x.input) = 0 ELSE false END
+        FROM unnest(start_flows.inputs) WITH ORDINALITY AS x(input, ord)
+        ORDER BY x.ord);
+    WITH created AS (
+        INSERT INTO pgflow.step_states (
+            flow_slug, run_id, step_slug, remaining_deps, initial_tasks,
+            status, started_at, remaining_tasks
+        )
+        SELECT s.flow_slug, x.run_id, s.step_slug, s.deps_count, n.tasks,
+               CASE WHEN n.starts THEN 'started' ELSE 'created' END,
+               CASE WHEN n.starts THEN now() END,
+               CASE WHEN n.starts THEN n.tasks END
+        FROM unnest(v_ids, start_flows.inputs) WITH ORDINALITY AS x(run_id, input, ord)
+        CROSS JOIN pgflow.steps s
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN s.step_type <> 'map' THEN 1
+                        WHEN s.deps_count = 0 THEN jsonb_array_length(x.input) END AS tasks,
+                   s.deps_count = 0 AND NOT v_taskless[x.ord] AS starts
+        ) n
+        WHERE s.flow_slug = start_flows.flow_slug
+        ORDER BY x.ord, s.step_index
+        RETURNING flow_slug, run_id, step_slug, status, started_at, remaining_tasks
+    )
+    SELECT coalesce(array_agg(ROW(c.flow_slug, c.run_id, c.step_slug, x.ord, c.started_at,
+                                  c.remaining_tasks,
+                                  greatest(coalesce(s.opt_start_delay, 0), v_delay)
+                              )::pgflow_kombu.started_step ORDER BY x.ord, c.step_slug), '{}')
+    INTO v_started
+    FROM created c
+    JOIN unnest(v_ids) WITH ORDINALITY AS x(run_id, ord) ON x.run_id = c.run_id
+    JOIN pgflow.steps s ON s.flow_slug = c.flow_slug AND s.step_slug = c.step_slug
+    WHERE c.status = 'started';
 
     IF v_controlled THEN
         INSERT INTO pgflow_kombu.run_controls (run_id, flow_slug, priority, keys)
@@ -315,36 +343,29 @@ BEGIN
         FROM unnest(v_ids) AS x(run_id);
     END IF;
 
-    -- Root steps start: every run but those whose root map got an empty array, which start as
-    -- start_flow has them (the taskless cascade first), each after the runs before it.
+    -- Tasks and events, run after run: runs in a stretch without an empty root map together,
+    -- the others one at a time through start_flow's functions.
     FOR v_row IN
-        WITH plan AS (
-            SELECT x.ord, x.run_id,
-                   CASE WHEN v_root_maps > 0 THEN jsonb_array_length(x.input) = 0
-                        ELSE false END AS taskless
-            FROM unnest(v_ids, start_flows.inputs) WITH ORDINALITY AS x(run_id, input, ord)
-        )
-        SELECT p.taskless, array_agg(p.run_id ORDER BY p.ord) AS runs,
-               array_agg(p.ord ORDER BY p.ord) AS ords
-        FROM (SELECT p.*, p.ord - row_number() OVER (PARTITION BY p.taskless ORDER BY p.ord)
-                          AS segment
-              FROM plan p) AS p
+        SELECT p.taskless, min(p.ord) AS first, max(p.ord) AS last
+        FROM (SELECT x.ord, x.taskless,
+                     x.ord - row_number() OVER (PARTITION BY x.taskless ORDER BY x.ord) AS segment
+              FROM unnest(v_taskless) WITH ORDINALITY AS x(taskless, ord)) AS p
         GROUP BY p.taskless, p.segment
         ORDER BY min(p.ord)
     LOOP
         IF v_row.taskless THEN
-            FOR i IN 1 .. cardinality(v_row.runs) LOOP
+            FOR i IN v_row.first .. v_row.last LOOP
                 IF v_rt THEN
                     PERFORM pgflow_kombu.send_events(ARRAY(
-                        SELECT e FROM unnest(v_events) AS e WHERE e.pos = v_row.ords[i]));
+                        SELECT e FROM unnest(v_events) AS e WHERE e.pos = i));
                 END IF;
-                PERFORM pgflow.cascade_complete_taskless_steps(v_row.runs[i]);
-                PERFORM pgflow.start_ready_steps(v_row.runs[i]);
-                PERFORM pgflow.maybe_complete_run(v_row.runs[i]);
+                PERFORM pgflow.cascade_complete_taskless_steps(v_ids[i]);
+                PERFORM pgflow.start_ready_steps(v_ids[i]);
+                PERFORM pgflow.maybe_complete_run(v_ids[i]);
                 IF v_delay > 0 THEN
                     PERFORM pgmq.set_vt(t.flow_slug, t.message_id, v_delay)
                     FROM pgflow.step_tasks AS t
-                    WHERE t.run_id = v_row.runs[i] AND t.status = 'queued'
+                    WHERE t.run_id = v_ids[i] AND t.status = 'queued'
                       AND t.message_id IS NOT NULL
                       AND NOT EXISTS (
                           SELECT 1 FROM pgflow.steps AS s
@@ -353,18 +374,18 @@ BEGIN
                 END IF;
             END LOOP;
         ELSE
-            SELECT array_agg(x.run_id ORDER BY x.ord, s.step_slug),
-                   array_agg(s.step_slug ORDER BY x.ord, s.step_slug),
-                   array_agg(x.ord ORDER BY x.ord, s.step_slug)
-            INTO v_runs, v_slugs, v_positions
-            FROM unnest(v_row.runs, v_row.ords) AS x(run_id, ord)
-            JOIN pgflow.steps s ON s.flow_slug = start_flows.flow_slug AND s.deps_count = 0;
-            v_started := ARRAY(SELECT k FROM pgflow_kombu.start_ready_steps_set(
-                v_runs, v_slugs, v_positions, v_delay) AS k);
+            IF v_row.first > 1 OR v_row.last < cardinality(v_ids) THEN
+                v_stretch := ARRAY(SELECT k FROM unnest(v_started) AS k
+                                   WHERE k.pos BETWEEN v_row.first AND v_row.last);
+            ELSE
+                v_stretch := v_started;
+            END IF;
+            PERFORM pgflow_kombu.queue_started_steps(v_stretch);
             IF v_rt THEN
                 PERFORM pgflow_kombu.send_events(
-                    ARRAY(SELECT e FROM unnest(v_events) AS e WHERE e.pos = ANY (v_row.ords))
-                    || pgflow_kombu.started_events(v_started));
+                    ARRAY(SELECT e FROM unnest(v_events) AS e
+                          WHERE e.pos BETWEEN v_row.first AND v_row.last)
+                    || pgflow_kombu.started_events(v_stretch));
             END IF;
         END IF;
     END LOOP;
@@ -415,13 +436,25 @@ BEGIN
                     complete_tasks_set.task_indexes, complete_tasks_set.outputs)
              WITH ORDINALITY AS x(run_id, step_slug, task_index, output, pos)
     ),
+    -- Each task found by primary key (a LATERAL probe per task), then updated by tuple id: a
+    -- join on the key could be planned as a scan of every started task.
+    targets AS MATERIALIZED (
+        SELECT q.tid, i.pos, i.output
+        FROM input i
+        CROSS JOIN LATERAL (
+            SELECT t.ctid AS tid
+            FROM pgflow.step_tasks t
+            WHERE t.run_id = i.run_id AND t.step_slug = i.step_slug
+              AND t.task_index = i.task_index AND t.status = 'started'
+            LIMIT 1
+        ) q
+    ),
     tasks AS (
         UPDATE pgflow.step_tasks t
-        SET status = 'completed', completed_at = now(), output = i.output, error_message = NULL
-        FROM input i
-        WHERE t.run_id = i.run_id AND t.step_slug = i.step_slug AND t.task_index = i.task_index
-          AND t.status = 'started'
-        RETURNING t.flow_slug, t.run_id, t.step_slug, t.message_id, i.pos, i.output
+        SET status = 'completed', completed_at = now(), output = k.output, error_message = NULL
+        FROM targets k
+        WHERE t.ctid = ANY (ARRAY(SELECT x.tid FROM targets x)) AND t.ctid = k.tid
+        RETURNING t.flow_slug, t.run_id, t.step_slug, t.message_id, k.pos, k.output
     ),
     per_step AS (
         SELECT k.run_id, k.step_slug, count(*)::integer AS n, max(k.pos) AS pos,
@@ -479,14 +512,43 @@ BEGIN
             SELECT x.run_id, count(*)::integer AS n, max(x.pos) AS pos
             FROM done x GROUP BY x.run_id
         ),
+        -- The output of each run this batch finishes, as pgflow_kombu.run_output gives it (no
+        -- step of these runs was skipped: flows with conditions never come here).
+        closing AS (
+            SELECT k.run_id, (
+                SELECT jsonb_object_agg(
+                    ss.step_slug,
+                    CASE WHEN s.step_type = 'map' THEN (
+                        SELECT coalesce(jsonb_agg(t.output ORDER BY t.task_index), '[]'::jsonb)
+                        FROM pgflow.step_tasks t
+                        WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug
+                          AND t.status = 'completed'
+                    ) ELSE (
+                        SELECT t.output
+                        FROM pgflow.step_tasks t
+                        WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug
+                          AND t.status = 'completed'
+                        LIMIT 1
+                    ) END)
+                FROM pgflow.step_states ss
+                JOIN pgflow.steps s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+                WHERE ss.run_id = k.run_id AND ss.status = 'completed'
+                  AND NOT EXISTS (
+                      SELECT 1 FROM pgflow.deps d
+                      WHERE d.flow_slug = ss.flow_slug AND d.dep_slug = ss.step_slug)
+            ) AS output
+            FROM finished k
+            JOIN pgflow.runs r ON r.run_id = k.run_id
+            WHERE r.remaining_steps = k.n
+        ),
         runs AS (
             UPDATE pgflow.runs r
             SET remaining_steps = r.remaining_steps - k.n,
                 status = CASE WHEN r.remaining_steps = k.n THEN 'completed' ELSE r.status END,
                 completed_at = CASE WHEN r.remaining_steps = k.n THEN now() END,
-                output = CASE WHEN r.remaining_steps = k.n
-                              THEN pgflow_kombu.run_output(r.run_id) END
+                output = CASE WHEN r.remaining_steps = k.n THEN c.output END
             FROM finished k
+            LEFT JOIN closing c ON c.run_id = k.run_id
             WHERE r.run_id = k.run_id
             RETURNING r.run_id, r.flow_slug, r.status, r.output, r.completed_at, k.pos
         )
@@ -504,8 +566,7 @@ BEGIN
     END IF;
 
     IF v_ready_runs IS NOT NULL THEN
-        v_started := ARRAY(SELECT k FROM pgflow_kombu.start_ready_steps_set(
-            v_ready_runs, v_ready_slugs, v_ready_pos, 0) AS k);
+        v_started := pgflow_kombu.start_ready_steps_set(v_ready_runs, v_ready_slugs, v_ready_pos);
     END IF;
 
     IF v_rt AND cardinality(v_done) > 0 THEN
@@ -671,9 +732,15 @@ BEGIN
     RETURN ARRAY(
         WITH judged AS (
             SELECT x.*, j.mode AS judged_mode, j.detail AS judged_detail
-            FROM unnest(plan_reports.reports) WITH ORDINALITY
-                 AS x(ord, run_id, step_slug, task_index, attempt, worker_id, is_failure, output,
-                      error, is_final, mode, detail, n)
+            FROM (
+                SELECT y.*, row_number() OVER (
+                           PARTITION BY y.run_id, y.step_slug, y.task_index, y.attempt,
+                                        y.worker_id
+                           ORDER BY y.n) AS repeat
+                FROM unnest(plan_reports.reports) WITH ORDINALITY
+                     AS y(ord, run_id, step_slug, task_index, attempt, worker_id, is_failure,
+                          output, error, is_final, mode, detail, n)
+            ) AS x
             LEFT JOIN pgflow.runs AS run ON run.run_id = x.run_id
             LEFT JOIN pgflow.step_tasks AS t
               ON t.run_id = x.run_id AND t.step_slug = x.step_slug AND t.task_index = x.task_index
@@ -684,14 +751,7 @@ BEGIN
                          OR t.last_worker_id IS DISTINCT FROM x.worker_id THEN 'stale'
                     WHEN run.status = 'failed' THEN 'idle'
                     -- The same attempt reported again: the first report completes it.
-                    WHEN EXISTS (
-                        SELECT 1 FROM unnest(plan_reports.reports) WITH ORDINALITY
-                             AS y(ord, run_id, step_slug, task_index, attempt, worker_id,
-                                  is_failure, output, error, is_final, mode, detail, n)
-                        WHERE y.run_id = x.run_id AND y.step_slug = x.step_slug
-                          AND y.task_index = x.task_index AND y.n < x.n
-                          AND y.attempt = x.attempt
-                          AND y.worker_id IS NOT DISTINCT FROM x.worker_id) THEN 'again'
+                    WHEN x.repeat > 1 THEN 'again'
                     WHEN run.status <> 'started' THEN 'row'
                     WHEN EXISTS (SELECT 1 FROM pgflow_kombu.step_conditions AS c
                                  WHERE c.flow_slug = run.flow_slug) THEN 'row'
@@ -758,6 +818,10 @@ DECLARE
     r pgflow_kombu.task_report;
     one record;
     v_set boolean;
+    v_runs uuid[];
+    v_slugs text[];
+    v_indexes integer[];
+    v_outputs jsonb[];
     archive_flows text[] := '{}';
     archive_ids bigint[] := '{}';
     queue record;
@@ -802,31 +866,30 @@ BEGIN
     LOOP
         IF v_stretch.by_set THEN
             BEGIN
-                PERFORM pgflow_kombu.complete_tasks_set(
-                    ARRAY(SELECT x.run_id FROM unnest(v_reports[v_stretch.first:v_stretch.last]) x
-                          WHERE x.mode = 'set'),
-                    ARRAY(SELECT x.step_slug FROM unnest(v_reports[v_stretch.first:v_stretch.last]) x
-                          WHERE x.mode = 'set'),
-                    ARRAY(SELECT x.task_index FROM unnest(v_reports[v_stretch.first:v_stretch.last]) x
-                          WHERE x.mode = 'set'),
-                    ARRAY(SELECT x.output FROM unnest(v_reports[v_stretch.first:v_stretch.last]) x
-                          WHERE x.mode = 'set'));
+                SELECT array_agg(x.run_id ORDER BY x.n), array_agg(x.step_slug ORDER BY x.n),
+                       array_agg(x.task_index ORDER BY x.n), array_agg(x.output ORDER BY x.n)
+                INTO v_runs, v_slugs, v_indexes, v_outputs
+                FROM unnest(v_reports[v_stretch.first:v_stretch.last]) WITH ORDINALITY
+                     AS x(ord, run_id, step_slug, task_index, attempt, worker_id, is_failure,
+                          output, error, is_final, mode, detail, n)
+                WHERE x.mode = 'set';
+                IF v_runs IS NOT NULL THEN
+                    PERFORM pgflow_kombu.complete_tasks_set(v_runs, v_slugs, v_indexes,
+                                                            v_outputs);
+                END IF;
                 RETURN QUERY
                 SELECT x.ord,
                        CASE WHEN x.mode = 'stale' THEN 'stale' ELSE 'completed' END,
                        x.detail, NULL::boolean,
+                       -- The run's last completion finished it.
                        CASE WHEN x.mode = 'set' AND run.status = 'completed'
-                                 AND x.ord = last.ord THEN 'completed' END
-                FROM unnest(v_reports[v_stretch.first:v_stretch.last]) AS x
-                LEFT JOIN pgflow.runs AS run ON run.run_id = x.run_id
-                LEFT JOIN LATERAL (
-                    SELECT y.ord FROM unnest(v_reports[v_stretch.first:v_stretch.last])
-                        WITH ORDINALITY AS y(ord, run_id, step_slug, task_index, attempt,
-                                             worker_id, is_failure, output, error, is_final,
-                                             mode, detail, n)
-                    WHERE y.run_id = x.run_id AND y.mode = 'set'
-                    ORDER BY y.n DESC LIMIT 1
-                ) AS last ON true;
+                                 AND x.n = max(x.n) FILTER (WHERE x.mode = 'set')
+                                               OVER (PARTITION BY x.run_id)
+                            THEN 'completed' END
+                FROM unnest(v_reports[v_stretch.first:v_stretch.last]) WITH ORDINALITY
+                     AS x(ord, run_id, step_slug, task_index, attempt, worker_id, is_failure,
+                          output, error, is_final, mode, detail, n)
+                LEFT JOIN pgflow.runs AS run ON run.run_id = x.run_id;
                 CONTINUE;
             EXCEPTION WHEN OTHERS THEN
                 NULL;  -- nothing of the set stays: report by report below

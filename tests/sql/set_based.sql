@@ -27,3 +27,20 @@ SET LOCAL track_functions = 'pl';
 -- Calls of a pgflow_kombu function in the current transaction.
 SELECT coalesce(sum(calls), 0)::integer AS calls FROM pg_stat_xact_user_functions
 WHERE schemaname = 'pgflow_kombu' AND funcname = %(name)s;
+
+-- name: setb_bench_start_flows
+SELECT run_id FROM pgflow_kombu.start_flows(flow_slug => %(flow_slug)s, inputs => %(inputs)s::jsonb[]);
+
+-- name: setb_bench_read
+SELECT msg_id FROM pgmq.read(queue_name => %(flow_slug)s, vt => 30, qty => %(n)s);
+
+-- name: setb_bench_claim_tasks
+SELECT run_id, step_slug, task_index, attempt
+FROM pgflow_kombu.claim_tasks(flow_slug => %(flow_slug)s, msg_ids => %(msg_ids)s::bigint[],
+                              worker_id => %(worker_id)s::uuid);
+
+-- name: setb_bench_report_set
+SELECT outcome FROM pgflow_kombu.report_tasks(%(reports)s::jsonb);
+
+-- name: setb_bench_report_per_row
+SELECT outcome FROM public.bench_report_tasks_per_row(%(reports)s::jsonb);
