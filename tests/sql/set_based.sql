@@ -44,3 +44,37 @@ SELECT outcome FROM pgflow_kombu.report_tasks(%(reports)s::jsonb);
 
 -- name: setb_bench_report_per_row
 SELECT outcome FROM public.bench_report_tasks_per_row(%(reports)s::jsonb);
+
+-- name: setb_start_flows_controlled
+SELECT ordinal, run_id FROM pgflow_kombu.start_flows(
+    flow_slug => %(flow_slug)s, inputs => %(inputs)s::jsonb[], run_ids => %(run_ids)s::uuid[],
+    delay_seconds => %(delay_seconds)s, priority => %(priority)s::int,
+    keys => %(keys)s::jsonb[], traceparent => %(traceparent)s, tracestate => %(tracestate)s)
+ORDER BY ordinal;
+
+-- name: setb_start_flow_controlled
+SELECT pgflow_kombu.start_flow_controlled(
+    flow_slug => %(flow_slug)s, input => %(input)s::jsonb, run_id => %(run_id)s::uuid,
+    delay_seconds => %(delay_seconds)s, priority => %(priority)s::int, keys => %(keys)s::jsonb)
+    AS run_id;
+
+-- name: setb_save_trace
+INSERT INTO pgflow_kombu.run_trace_context (run_id, traceparent, tracestate)
+VALUES (%(run_id)s, %(traceparent)s, %(tracestate)s);
+
+-- name: setb_controls
+SELECT c.run_id, c.flow_slug, c.priority, c.keys, t.traceparent, t.tracestate
+FROM pgflow_kombu.run_controls AS c
+LEFT JOIN pgflow_kombu.run_trace_context AS t ON t.run_id = c.run_id
+ORDER BY c.run_id;
+
+-- name: setb_flow_limits
+SELECT flow_slug, step_slug, prioritized FROM pgflow_kombu.flow_limits ORDER BY 1, 2;
+
+-- name: setb_set_condition
+SELECT pgflow_kombu.set_step_condition(
+    flow_slug => %(flow_slug)s, step_slug => %(step_slug)s, if_pattern => %(if_pattern)s::jsonb,
+    if_not_pattern => NULL, when_unmet => %(when_unmet)s, when_exhausted => NULL);
+
+-- name: setb_skipped
+SELECT run_id, step_slug, skip_reason FROM pgflow_kombu.skipped_steps ORDER BY 1, 2;
