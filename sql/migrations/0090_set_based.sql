@@ -614,9 +614,61 @@ BEGIN
 END;
 $$;
 
+-- Fails a batch of started tasks that have attempts left, as pgflow.fail_task does for each:
+-- the task goes back to queued with the error, and its message becomes visible again after the
+-- backoff (base_delay * 2^attempts). The caller holds the runs' locks and has checked that each
+-- run is started, each task 'started' with attempts left and listed once.
+CREATE OR REPLACE FUNCTION pgflow_kombu.retry_tasks_set(
+    run_ids uuid[], step_slugs text[], task_indexes integer[], errors text[]
+) RETURNS void
+LANGUAGE plpgsql SET search_path = '' AS $$
+DECLARE
+    v_queue record;
+BEGIN
+    FOR v_queue IN
+        WITH input AS (
+            SELECT x.* FROM unnest(retry_tasks_set.run_ids, retry_tasks_set.step_slugs,
+                                   retry_tasks_set.task_indexes, retry_tasks_set.errors)
+                AS x(run_id, step_slug, task_index, error)
+        ),
+        targets AS MATERIALIZED (
+            SELECT q.tid, i.error
+            FROM input i
+            CROSS JOIN LATERAL (
+                SELECT t.ctid AS tid
+                FROM pgflow.step_tasks t
+                WHERE t.run_id = i.run_id AND t.step_slug = i.step_slug
+                  AND t.task_index = i.task_index AND t.status = 'started'
+                LIMIT 1
+            ) q
+        ),
+        retried AS (
+            UPDATE pgflow.step_tasks t
+            SET status = 'queued', failed_at = NULL, started_at = NULL, error_message = k.error
+            FROM targets k
+            WHERE t.ctid = ANY (ARRAY(SELECT x.tid FROM targets x)) AND t.ctid = k.tid
+            RETURNING t.flow_slug, t.step_slug, t.message_id, t.attempts_count
+        )
+        SELECT r.flow_slug, array_agg(r.message_id ORDER BY r.message_id) AS ids,
+               array_agg(pgflow.calculate_retry_delay(coalesce(s.opt_base_delay, f.opt_base_delay),
+                                                      r.attempts_count)
+                         ORDER BY r.message_id) AS delays
+        FROM retried r
+        JOIN pgflow.steps s ON s.flow_slug = r.flow_slug AND s.step_slug = r.step_slug
+        JOIN pgflow.flows f ON f.flow_slug = r.flow_slug
+        WHERE r.message_id IS NOT NULL
+        GROUP BY r.flow_slug
+        ORDER BY r.flow_slug
+    LOOP
+        PERFORM pgflow_kombu.queue_set_vt(v_queue.flow_slug, v_queue.ids, v_queue.delays);
+    END LOOP;
+END;
+$$;
+
 -- One report of a batch, as parsed by report_tasks; mode says how it is handled: 'set' (a
--- completion pgflow_kombu.complete_tasks_set does), 'stale', 'idle' (its run failed meanwhile:
--- complete_task changes nothing) or 'row' (through the per-row functions).
+-- completion pgflow_kombu.complete_tasks_set does), 'retry' (a failure retry_tasks_set does),
+-- 'stale', 'idle' (its run failed meanwhile: complete_task changes nothing) or 'row' (through
+-- the per-row functions).
 CREATE TYPE pgflow_kombu.task_report AS (
     ord integer, run_id uuid, step_slug text, task_index integer, attempt integer,
     worker_id uuid, is_failure boolean, output jsonb, error text, is_final boolean,
@@ -722,9 +774,11 @@ $$;
 
 -- Decides how report_tasks handles each report (their runs locked, the reports in order): the
 -- mode and, for a stale one, the detail the per-row path would give it. A completion is 'set'
--- when complete_tasks_set can do it; a run keeps to one way: when one of its reports needs the
--- per-row functions (a failure, a flow with conditions, an output that leaves a dependent map
--- without tasks or is not the array it maps over), all of them take it.
+-- when complete_tasks_set can do it, a failure with attempts left 'retry' (retry_tasks_set); a
+-- run keeps to one way: when one of its reports needs the per-row functions (a last attempt
+-- failed, a flow with conditions, an output that leaves a dependent map without tasks or is
+-- not the array it maps over, two reports of one task where one is a failure), all of them
+-- take it.
 CREATE OR REPLACE FUNCTION pgflow_kombu.plan_reports(reports pgflow_kombu.task_report[])
 RETURNS pgflow_kombu.task_report[]
 LANGUAGE plpgsql SET search_path = '' AS $$
@@ -736,7 +790,9 @@ BEGIN
                 SELECT y.*, row_number() OVER (
                            PARTITION BY y.run_id, y.step_slug, y.task_index, y.attempt,
                                         y.worker_id
-                           ORDER BY y.n) AS repeat
+                           ORDER BY y.n) AS repeat,
+                       count(*) OVER (PARTITION BY y.run_id, y.step_slug, y.task_index)
+                           AS reports_of_task
                 FROM unnest(plan_reports.reports) WITH ORDINALITY
                      AS y(ord, run_id, step_slug, task_index, attempt, worker_id, is_failure,
                           output, error, is_final, mode, detail, n)
@@ -744,11 +800,20 @@ BEGIN
             LEFT JOIN pgflow.runs AS run ON run.run_id = x.run_id
             LEFT JOIN pgflow.step_tasks AS t
               ON t.run_id = x.run_id AND t.step_slug = x.step_slug AND t.task_index = x.task_index
+            LEFT JOIN pgflow.steps AS st
+              ON st.flow_slug = t.flow_slug AND st.step_slug = t.step_slug
+            LEFT JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
             CROSS JOIN LATERAL (
                 SELECT CASE
-                    WHEN x.is_failure THEN 'row'
                     WHEN t.status IS DISTINCT FROM 'started' OR t.attempts_count <> x.attempt
                          OR t.last_worker_id IS DISTINCT FROM x.worker_id THEN 'stale'
+                    -- A failure with attempts left, alone on its task, in a started run: back
+                    -- to queued after the backoff (no event, no counter moves).
+                    WHEN x.is_failure THEN CASE
+                        WHEN NOT x.is_final AND x.reports_of_task = 1 AND run.status = 'started'
+                             AND t.attempts_count < coalesce(st.opt_max_attempts,
+                                                             f.opt_max_attempts)
+                        THEN 'retry' ELSE 'row' END
                     WHEN run.status = 'failed' THEN 'idle'
                     -- The same attempt reported again: the first report completes it.
                     WHEN x.repeat > 1 THEN 'again'
@@ -796,10 +861,10 @@ $$;
 -- Report a batch of finished attempts in one transaction (the contract is 0030_worker.sql's:
 -- same reports, same result rows). Reports are handled in (run_id, step_slug, task_index) order,
 -- each run locked first (all of them up front, in that order), so concurrent batches take locks
--- in one order. Runs whose reports are all completions that the set can do (see
--- complete_tasks_set) go through it, a stretch of consecutive such runs at a time; the others,
--- between them, report by report through the per-row functions, so messages and events follow
--- the per-row order. Should the set fail (a bad output), its stretch goes report by report.
+-- in one order. Runs whose reports the set can do (completions: complete_tasks_set; failures
+-- with attempts left: retry_tasks_set; see plan_reports) go through them, a stretch of
+-- consecutive such runs at a time; the others, between them, report by report through the
+-- per-row functions, so messages and events follow the per-row order. Should the set fail (a bad output), its stretch goes report by report.
 CREATE OR REPLACE FUNCTION pgflow_kombu.report_tasks(
     reports jsonb
 ) RETURNS TABLE (
@@ -822,6 +887,7 @@ DECLARE
     v_slugs text[];
     v_indexes integer[];
     v_outputs jsonb[];
+    v_errors text[];
     archive_flows text[] := '{}';
     archive_ids bigint[] := '{}';
     queue record;
@@ -877,10 +943,21 @@ BEGIN
                     PERFORM pgflow_kombu.complete_tasks_set(v_runs, v_slugs, v_indexes,
                                                             v_outputs);
                 END IF;
+                SELECT array_agg(x.run_id ORDER BY x.n), array_agg(x.step_slug ORDER BY x.n),
+                       array_agg(x.task_index ORDER BY x.n), array_agg(x.error ORDER BY x.n)
+                INTO v_runs, v_slugs, v_indexes, v_errors
+                FROM unnest(v_reports[v_stretch.first:v_stretch.last]) WITH ORDINALITY
+                     AS x(ord, run_id, step_slug, task_index, attempt, worker_id, is_failure,
+                          output, error, is_final, mode, detail, n)
+                WHERE x.mode = 'retry';
+                IF v_runs IS NOT NULL THEN
+                    PERFORM pgflow_kombu.retry_tasks_set(v_runs, v_slugs, v_indexes, v_errors);
+                END IF;
                 RETURN QUERY
                 SELECT x.ord,
-                       CASE WHEN x.mode = 'stale' THEN 'stale' ELSE 'completed' END,
-                       x.detail, NULL::boolean,
+                       CASE x.mode WHEN 'stale' THEN 'stale' WHEN 'retry' THEN 'failed'
+                                   ELSE 'completed' END,
+                       x.detail, CASE WHEN x.mode = 'retry' THEN true END,
                        -- The run's last completion finished it.
                        CASE WHEN x.mode = 'set' AND run.status = 'completed'
                                  AND x.n = max(x.n) FILTER (WHERE x.mode = 'set')

@@ -114,15 +114,18 @@ def report_per_row(db: Db, reports: list[dict[str, Any]]) -> list[dict[str, Any]
     return sorted(rows, key=lambda row: row["ordinal"])
 
 
+SET_FUNCTIONS = ["complete_tasks_set", "retry_tasks_set"]
+
+
 def report_both(
     pair: Pair, reports: list[dict[str, Any]], *, by_set: bool = True
 ) -> list[dict[str, Any]]:
     """report_tasks on ours, per row on the reference; the result rows must match. by_set: ours
-    took the set path (complete_tasks_set) at least once, else never."""
+    took the set path (complete_tasks_set, retry_tasks_set) at least once, else never."""
     with pair.ours.conn.transaction():
         pair.ours.execute("setb_track_functions")
         ours = pair.ours.execute("setb_report_tasks", {"reports": Jsonb(reports)})
-        (calls,) = pair.ours.execute("setb_function_calls", {"name": "complete_tasks_set"})
+        (calls,) = pair.ours.execute("setb_function_calls", {"names": SET_FUNCTIONS})
     assert (calls["calls"] >= 1) == by_set, f"complete_tasks_set called {calls['calls']} times"
     expected = report_per_row(pair.reference, reports)
     assert_same(ours, expected, "report_tasks")
@@ -375,3 +378,31 @@ def test_concurrent_batches_on_overlapping_runs(pair: Pair) -> None:
     assert {row[1] for row in results["low"] + results["high"]} == {"completed"}
     pair.assert_same_state()
     drain(pair, "fan", batch=6)
+
+
+def test_batches_of_failures_retry_with_backoff_or_fail_the_run(pair: Pair) -> None:
+    define(
+        pair, "flaky", [("a", [], "single"), ("b", ["a"], "single")], max_attempts=2, base_delay=3
+    )
+    ids = start_many(pair, "flaky", [{"n": i} for i in range(6)], first=1)
+    first = pair.claim("flaky")
+    rows = report_both(pair, [report(t, error=f"boom {t['run_id']}") for t in first])
+    assert [(r["outcome"], r["retrying"]) for r in rows] == [("failed", True)] * 6
+    state = pair.assert_same_state()
+    assert {t["status"] for t in state["step_tasks"]} == {"queued"}
+    assert all(5 < m["visible_in"] <= 6 for m in state["queues"]["flaky"]["live"])  # 3 * 2^1
+
+    pair.make_visible("flaky")
+    second = pair.claim("flaky")
+    # Runs 1-3 fail for good (their last attempt), runs 4-6 complete and go on.
+    reports = [
+        report(t, {"ok": 1}, attempt=2)
+        if t["run_id"] in ids[3:]
+        else report(t, error="again", attempt=2)
+        for t in second
+    ]
+    rows = report_both(pair, reports)
+    assert [r["run_status"] for r in rows] == ["failed"] * 3 + [None] * 3
+    state = pair.assert_same_state()
+    assert [r["status"] for r in state["runs"]] == ["failed"] * 3 + ["started"] * 3
+    drain(pair, "flaky", batch=6)

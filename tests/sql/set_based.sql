@@ -24,9 +24,9 @@ SELECT wait_event_type = 'Lock' AS waiting FROM pg_stat_activity WHERE pid = %(p
 SET LOCAL track_functions = 'pl';
 
 -- name: setb_function_calls
--- Calls of a pgflow_kombu function in the current transaction.
+-- Calls of pgflow_kombu functions in the current transaction.
 SELECT coalesce(sum(calls), 0)::integer AS calls FROM pg_stat_xact_user_functions
-WHERE schemaname = 'pgflow_kombu' AND funcname = %(name)s;
+WHERE schemaname = 'pgflow_kombu' AND funcname = ANY (%(names)s::text[]);
 
 -- name: setb_bench_start_flows
 SELECT run_id FROM pgflow_kombu.start_flows(flow_slug => %(flow_slug)s, inputs => %(inputs)s::jsonb[]);
