@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pgflow_kombu.db.urls import check_url
 from pgflow_kombu.errors import ConfigurationError
 
+__all__ = ["ENV_PREFIX", "Liveness", "Model", "Settings"]
+
 ENV_PREFIX = "PGFLOW_"
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -55,6 +57,11 @@ class Liveness(BaseModel):
     ``PGFLOW_<FIELD>``; the libpq parameters of the same name in a database URL win.
     ``statement_timeout`` bounds the statements of workers, transport and client (not
     migrations); 0 turns a setting off.
+
+    ``poll_only`` is for a transaction-pooling PgBouncer (or any pooler that lends a server
+    connection per transaction) between the process and PostgreSQL: its connections then carry no
+    session state (no startup ``options``, no session settings, no prepared statements, no LISTEN,
+    no session advisory locks) and everything that waits on NOTIFY wakes by polling instead.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -65,6 +72,7 @@ class Liveness(BaseModel):
     tcp_user_timeout: float = Field(default=10.0, ge=0, description="seconds unacknowledged")
     client_connection_check_interval: float = Field(default=5.0, ge=0, description="seconds")
     statement_timeout: float = Field(default=60.0, ge=0, description="seconds")
+    poll_only: bool = Field(default=False, description="no session state; wake by polling")
 
     @classmethod
     def load(cls, **overrides: Any) -> Liveness:
