@@ -94,7 +94,8 @@ def claim(conn: Any, setup: str, flow_slug: str, n: int) -> list[tuple[Any, ...]
     ]
     name = "sqlcore_bench_start_tasks" if setup == "reference" else "setb_bench_claim_tasks"
     params = {"flow_slug": flow_slug, "msg_ids": msg_ids, "worker_id": WORKER_ID}
-    return conn.execute(test_query(name), params).fetchall()
+    rows: list[tuple[Any, ...]] = conn.execute(test_query(name), params).fetchall()
+    return rows
 
 
 def report(conn: Any, setup: str, tasks: list[tuple[Any, ...]]) -> None:
