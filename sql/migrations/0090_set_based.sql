@@ -54,7 +54,7 @@ $$;
 -- ready steps starting (pgflow_kombu.start_ready_steps_set).
 CREATE OR REPLACE FUNCTION pgflow_kombu.queue_started_steps(steps pgflow_kombu.started_step[])
 RETURNS void
-LANGUAGE plpgsql SET search_path = '' AS $$
+LANGUAGE plpgsql SET search_path = '' SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_flows text[];
     v_runs uuid[];
@@ -65,17 +65,20 @@ DECLARE
     v_flow text;
     v_msg_ids bigint[];
 BEGIN
-    SELECT array_agg(k.flow_slug ORDER BY k.pos, k.step_slug, i),
-           array_agg(k.run_id ORDER BY k.pos, k.step_slug, i),
-           array_agg(k.step_slug ORDER BY k.pos, k.step_slug, i),
-           array_agg(i ORDER BY k.pos, k.step_slug, i),
-           array_agg(jsonb_build_object('flow_slug', k.flow_slug, 'run_id', k.run_id,
-                                        'step_slug', k.step_slug, 'task_index', i)
-                     ORDER BY k.pos, k.step_slug, i),
-           array_agg(k.delay ORDER BY k.pos, k.step_slug, i)
+    -- One sort: the aggregates read the ordered rows in turn.
+    SELECT array_agg(t.flow_slug), array_agg(t.run_id), array_agg(t.step_slug),
+           array_agg(t.i), array_agg(jsonb_build_object('flow_slug', t.flow_slug,
+                                                        'run_id', t.run_id,
+                                                        'step_slug', t.step_slug,
+                                                        'task_index', t.i)),
+           array_agg(t.delay)
     INTO v_flows, v_runs, v_slugs, v_indexes, v_messages, v_delays
-    FROM unnest(queue_started_steps.steps) AS k
-    CROSS JOIN LATERAL generate_series(0, k.remaining_tasks - 1) AS i;
+    FROM (
+        SELECT k.flow_slug, k.run_id, k.step_slug, i, k.delay
+        FROM unnest(queue_started_steps.steps) AS k
+        CROSS JOIN LATERAL generate_series(0, k.remaining_tasks - 1) AS i
+        ORDER BY k.pos, k.step_slug, i
+    ) AS t;
     IF v_flows IS NULL THEN
         RETURN;
     END IF;
@@ -114,7 +117,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgflow_kombu.start_ready_steps_set(
     run_ids uuid[], step_slugs text[], positions bigint[]
 ) RETURNS pgflow_kombu.started_step[]
-LANGUAGE plpgsql SET search_path = '' AS $$
+LANGUAGE plpgsql SET search_path = '' SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     v_started pgflow_kombu.started_step[];
@@ -181,7 +184,7 @@ CREATE OR REPLACE FUNCTION pgflow_kombu.start_flows(
     traceparent text DEFAULT NULL,
     tracestate text DEFAULT NULL
 ) RETURNS TABLE (ordinal integer, run_id uuid)
-LANGUAGE plpgsql SET search_path = '' AS $$
+LANGUAGE plpgsql SET search_path = '' SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     v_ours boolean := to_regprocedure(

@@ -19,7 +19,7 @@ CREATE TYPE pgflow_kombu.completed_step AS (
 CREATE OR REPLACE FUNCTION pgflow_kombu.complete_tasks_set(
     run_ids uuid[], step_slugs text[], task_indexes integer[], outputs jsonb[]
 ) RETURNS integer
-LANGUAGE plpgsql SET search_path = '' AS $$
+LANGUAGE plpgsql SET search_path = '' SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     v_rt boolean := to_regnamespace('realtime') IS NOT NULL
@@ -228,7 +228,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgflow_kombu.retry_tasks_set(
     run_ids uuid[], step_slugs text[], task_indexes integer[], errors text[]
 ) RETURNS void
-LANGUAGE plpgsql SET search_path = '' AS $$
+LANGUAGE plpgsql SET search_path = '' SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_queue record;
 BEGIN

@@ -118,7 +118,7 @@ $$;
 -- take it.
 CREATE OR REPLACE FUNCTION pgflow_kombu.plan_reports(reports pgflow_kombu.task_report[])
 RETURNS pgflow_kombu.task_report[]
-LANGUAGE plpgsql SET search_path = '' AS $$
+LANGUAGE plpgsql SET search_path = '' SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
     RETURN ARRAY(
         WITH judged AS (
