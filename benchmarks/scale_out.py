@@ -461,7 +461,8 @@ def run_count(
 def describe(args: argparse.Namespace, plain: bool, bouncer: PgBouncer | None) -> None:
     why = "--plain" if args.plain else netns_unavailable()
     with connect(f"postgresql://postgres@127.0.0.1:{args.port}/postgres") as admin:
-        version = admin.execute(test_query("scale_server_version")).fetchone()[0]
+        row = admin.execute(test_query("scale_server_version")).fetchone()
+        version = row[0] if row else "?"
     where = f"plain local processes ({why})" if plain else "one network namespace each (pks-*)"
     print(
         f"server: PostgreSQL {version} on port {args.port}, default settings + "
@@ -538,7 +539,7 @@ def report(results: Results) -> None:
     print("-" * len(head))
     rates = {(p.route, p.workload, p.workers): p.tasks / p.seconds for p in phases}
     fewest = {(p.route, p.workload): min(q.workers for q in phases) for p in phases}
-    ones = {key: rates[(*key, n)] for key, n in fewest.items()}
+    ones = {key: rates[(key[0], key[1], n)] for key, n in fewest.items()}
     for p in sorted(phases, key=lambda p: (p.route, p.workload, p.workers)):
         rate = rates[p.route, p.workload, p.workers]
         direct = rates.get(("direct", p.workload, p.workers))

@@ -23,13 +23,13 @@ from pgflow_kombu.client.control import prune_batches
 from pgflow_kombu.db.connect import poll_only
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.errors import ConfigurationError, PgFlowError
+from pgflow_kombu.settings import WORKER_DEFAULTS
 from pgflow_kombu.worker.link import Link
 
-__all__ = ["DEFAULT_RETENTION_BATCH", "DEFAULT_RETENTION_INTERVAL", "Retention"]
+__all__ = ["DEFAULT_RETENTION_BATCH", "Retention"]
 
 log = logging.getLogger("pgflow_kombu.worker")
 
-DEFAULT_RETENTION_INTERVAL = 300.0
 DEFAULT_RETENTION_BATCH = 500
 
 
@@ -39,7 +39,7 @@ class Retention:
         url: str,
         retention: timedelta,
         *,
-        interval: float = DEFAULT_RETENTION_INTERVAL,
+        interval: float = WORKER_DEFAULTS.retention_interval,
         batch_size: int = DEFAULT_RETENTION_BATCH,
         pause: float = 0.05,
     ) -> None:
