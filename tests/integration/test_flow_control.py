@@ -546,6 +546,43 @@ def test_prune_deletes_the_buckets_full_again_and_a_deleted_one_admits_as_a_full
         client.close()
 
 
+def test_a_claim_waiting_on_a_bucket_being_pruned_admits_from_a_full_one_and_debits_it(
+    db_url: str,
+) -> None:
+    client = Client(db_url)
+    try:
+        client.upsert_flow("waits", steps=[{"slug": "pay"}], rate_limit="2/h")
+        client.start_flow("waits", {})
+        with connect(db_url) as conn:
+            assert len(claim(conn, "waits", register_worker(conn, "waits"))[1]) == 1
+            conn.execute(
+                test_query("limits_age_bucket"), {"flow_slug": "waits", "key": "", "seconds": 7200}
+            )
+        client.start_flow("waits", {})
+        claimed: list[list[int]] = []
+        with connect(db_url, autocommit=False) as pruning:
+            row = pruning.execute(query("control.prune_rate_buckets"), {"batch_size": 10})
+            assert row.fetchone() == (1,)  # deleted, not committed yet: the row stays locked
+
+            def claimer() -> None:
+                with connect(db_url) as conn:
+                    claimed.append(claim(conn, "waits", register_worker(conn, "waits"))[1])
+
+            thread = threading.Thread(target=claimer)
+            thread.start()
+            thread.join(1.0)
+            assert thread.is_alive()  # the claim waits for the pruning transaction
+            pruning.commit()
+        thread.join(30)
+        assert [len(c) for c in claimed] == [1]
+        with connect(db_url) as conn:
+            buckets = conn.execute(test_query("limits_buckets"), {"flow_slug": "waits"})
+            ((key, tokens),) = buckets.fetchall()
+        assert key == "" and 0.99 < tokens < 1.01  # recreated full (2), debited by the claim
+    finally:
+        client.close()
+
+
 def test_pruning_buckets_while_threads_claim_never_admits_beyond_a_key_s_tokens(
     db_url: str,
 ) -> None:
