@@ -233,10 +233,18 @@ def run(args: argparse.Namespace) -> None:
                     f"p99 {peer.p99[-1]:.2f} ms"
                 )
     finally:
-        for producer in producers.values():
-            producer.close()
         for peer in peers:
             peer.stop()
+        redis_producer = producers.get(peers[-1].name)
+        if redis_producer is not None:  # leave no queue or binding behind in Redis
+            with redis_producer.connection_for_write() as conn:
+                channel: Any = conn.default_channel
+                channel.queue_delete(QUEUE)
+                # The bindings of Celery's exchange of the same name (kombu's Redis key names).
+                prefixes = (channel.keyprefix_queue, channel.keyprefix_binding_permanent)
+                channel.client.delete(*(prefix % QUEUE for prefix in prefixes))
+        for producer in producers.values():
+            producer.close()
     report(peers, args)
 
 
