@@ -29,3 +29,6 @@ SELECT clock_timestamp();
 SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - tick_at)),
        max(extract(epoch FROM started_at - tick_at))
 FROM pgflow_kombu.schedule_ticks WHERE schedule_name = %(name)s AND NOT manual;
+
+-- name: idempotency_keys_of_flow
+SELECT key, run_id FROM pgflow_kombu.idempotency_keys WHERE flow_slug = %(flow_slug)s ORDER BY key;
