@@ -6,11 +6,13 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
+import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from pgflow_kombu import PgFlow
 from pgflow_kombu.client import Client
@@ -371,3 +373,36 @@ def test_bad_batch_keys_are_refused_and_start_nothing(
         app.client.start_many("charge", inputs, idempotency_keys=keys, idempotency_ttl=ttl)
     assert count(db_url, "runs_of_flow", flow_slug="charge") == 0
     assert count(db_url, "idempotency_key_rows", flow_slug="charge") == 0
+
+
+def test_the_sql_function_says_which_runs_it_started_and_refuses_bad_arrays(
+    app: PgFlow, db_url: str
+) -> None:
+    app.ensure_flow(app.get_flow("charge"))
+    used = app.client.start_flow("charge", {"order": 0}, idempotency_key="u")
+
+    def call(inputs: list[Any], keys: Sequence[str | None]) -> list[tuple[Any, ...]]:
+        with connect(db_url) as conn:
+            return conn.execute(
+                test_query("start_flows_idempotent_raw"),
+                {
+                    "flow_slug": "charge",
+                    "inputs": [Jsonb(i) for i in inputs],
+                    "idempotency_keys": keys,
+                },
+            ).fetchall()
+
+    rows = call([1, 2, 3, 4], ["n", "u", None, "n"])
+    assert [r[0] for r in rows] == [1, 2, 3, 4]
+    assert [r[2] for r in rows] == [True, False, True, False]
+    assert rows[1][1] == used and rows[3][1] == rows[0][1]
+    assert count(db_url, "runs_of_flow", flow_slug="charge") == 3
+
+    for inputs, keys, message in [
+        ([1, 2], ["a"], "idempotency_keys has 1 elements but inputs has 2"),
+        ([1, 2, 3], ["a", "b", ""], "key #2 is empty"),
+    ]:
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
+            call(inputs, keys)
+    assert count(db_url, "runs_of_flow", flow_slug="charge") == 3
+    assert count(db_url, "idempotency_key_rows", flow_slug="charge") == 2

@@ -32,3 +32,9 @@ FROM pgflow_kombu.schedule_ticks WHERE schedule_name = %(name)s AND NOT manual;
 
 -- name: idempotency_keys_of_flow
 SELECT key, run_id FROM pgflow_kombu.idempotency_keys WHERE flow_slug = %(flow_slug)s ORDER BY key;
+
+-- name: start_flows_idempotent_raw
+SELECT ordinal, run_id, created FROM pgflow_kombu.start_flows_idempotent(
+    flow_slug => %(flow_slug)s, inputs => %(inputs)s::jsonb[],
+    idempotency_keys => %(idempotency_keys)s::text[])
+ORDER BY ordinal;
