@@ -3,7 +3,8 @@
 Threads of a running worker: the loop (the caller's thread under :meth:`Worker.run`), the pool's
 slots, two reporters, one heartbeat. The loop asks its message source for what one drain cycle
 delivers (at most the free prefetch), claims it with one ``pgflow_kombu.claim_tasks`` per flow
-(see claims.py), and hands the claimed tasks to the pool. A finished task frees its slot at once
+(see claims.py), and hands the claimed tasks to the pool; the default source
+(:class:`~pgflow_kombu.worker.claiming.ClaimingSource`) does both in one statement. A finished task frees its slot at once
 (its message is acknowledged, which returns room to the QoS prefetch) and its outcome goes to
 the reporter, which reports outcomes in grouped transactions while the loop claims more.
 
@@ -33,6 +34,7 @@ from pgflow_kombu.errors import ConfigurationError, PgFlowError
 from pgflow_kombu.flows.schedules import ScheduleSpec
 from pgflow_kombu.observability.hooks import Hooks
 from pgflow_kombu.worker.cancellation import Cancellations
+from pgflow_kombu.worker.claiming import ClaimingSource
 from pgflow_kombu.worker.claims import Claims, read_visibility
 from pgflow_kombu.worker.connectivity import Connectivity
 from pgflow_kombu.worker.events import WorkerEvents
@@ -91,7 +93,7 @@ class Worker:
         stalled_after: float = 30.0,
         recovery_interval: float | None = None,
         app_ref: str | None = None,
-        source: MessageSource | None = None,
+        source: MessageSource | ClaimingSource | None = None,
         ensure_flows: bool = True,
         report_batch: int = DEFAULT_BATCH_SIZE,
         fetch_timeout: float = 1.0,
@@ -349,12 +351,17 @@ class Worker:
             try:
                 if self._claims.needs_reconcile:
                     self._claims.reconcile()
-                retry = self._claims.pending_retry()
-                if retry:
-                    self._claims.claim(source, retry, self._submit)
-                deliveries = source.fetch(free, self.fetch_timeout)
-                if deliveries:
-                    self._claims.claim(source, deliveries, self._submit)
+                if isinstance(source, ClaimingSource):
+                    tasks = source.claim(self._claims, free, self.fetch_timeout)
+                    if tasks:
+                        self._submit(tasks)
+                else:
+                    retry = self._claims.pending_retry()
+                    if retry:
+                        self._claims.claim(source, retry, self._submit)
+                    deliveries = source.fetch(free, self.fetch_timeout)
+                    if deliveries:
+                        self._claims.claim(source, deliveries, self._submit)
                 self.connectivity.succeeded()
                 worked_at = time.monotonic()
                 backoff = 0.1
@@ -544,8 +551,6 @@ class Worker:
                 log.exception("error while stopping the worker")
 
 
-def default_source(url: str) -> MessageSource:
-    """The ``pgflow://`` kombu transport."""
-    from pgflow_kombu.worker.consumer import KombuSource
-
-    return KombuSource(url)
+def default_source(url: str) -> ClaimingSource:
+    """Read and claim in one round trip (see claiming.py)."""
+    return ClaimingSource(url)

@@ -15,13 +15,15 @@ from pgflow_kombu.client import Client
 from pgflow_kombu.db.connect import connect
 from pgflow_kombu.db.urls import database_of
 from pgflow_kombu.flows import Flow
-from pgflow_kombu.worker import ExitCode, PgmqSource, Worker
+from pgflow_kombu.worker import ClaimingSource, ExitCode, PgmqSource, Worker
 from tests.support.sql import test_query
 
-SOURCES = ["kombu", "pgmq"]
+SOURCES = ["claim", "kombu", "pgmq"]
 
 
 def make_source(kind: str, url: str) -> Any:
+    if kind == "claim":
+        return ClaimingSource(url)
     if kind == "pgmq":
         return PgmqSource(url, poll_interval=0.05)
     from pgflow_kombu.worker.consumer import KombuSource
