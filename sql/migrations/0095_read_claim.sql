@@ -14,8 +14,89 @@
 -- claimed. Messages are taken in the order of the kombu transport's reads (0010_transport.sql):
 -- the time they became visible, then msg_id (pgmq.read takes msg_id order), on the queue's
 -- delivery-order index that pgflow_kombu.ensure_queue makes, so a read never wades through the
--- messages other workers hold. A queue read is a dynamic statement (one table per queue); its
--- planning is paid once per call and queue, not per message.
+-- messages other workers hold.
+--
+-- The read of a queue is pgflow_kombu.queue_read(queue, qty, visibility) -> bigint[] (the ids
+-- read, in order), generated like the statements of 0003_queue_statements.sql: one static
+-- statement per flow queue, planned once per session (planned on every call, as a dynamic
+-- statement, the read cost more than it took to run), reached through a binary search on the
+-- queue name, with a dynamic statement for a queue it does not know yet. It is generated again
+-- at the commit of every transaction that creates a flow, and by refresh_queue_reads().
+
+CREATE OR REPLACE FUNCTION pgflow_kombu.queue_read_statement(p_table text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = '' AS $$
+BEGIN
+    IF p_table IS NOT NULL THEN
+        RETURN format(
+            'WITH picked AS ('
+            'SELECT q.msg_id FROM pgmq.%1$s AS q WHERE q.vt <= now() '
+            'ORDER BY pgflow_kombu.message_priority(q.message) DESC, q.vt, q.msg_id '
+            'LIMIT queue_read.qty FOR UPDATE SKIP LOCKED), '
+            'taken AS (UPDATE pgmq.%1$s AS q '
+            'SET vt = clock_timestamp() + make_interval(secs => queue_read.visibility), '
+            'read_ct = q.read_ct + 1 FROM picked WHERE q.msg_id = picked.msg_id '
+            'RETURNING q.msg_id) '
+            'SELECT array_agg(taken.msg_id ORDER BY taken.msg_id) INTO ids FROM taken; '
+            'RETURN ids;',
+            p_table);
+    END IF;
+    RETURN 'EXECUTE format(''WITH picked AS ('
+        'SELECT q.msg_id FROM pgmq.%1$I AS q WHERE q.vt <= now() '
+        'ORDER BY pgflow_kombu.message_priority(q.message) DESC, q.vt, q.msg_id '
+        'LIMIT $1 FOR UPDATE SKIP LOCKED), '
+        'taken AS (UPDATE pgmq.%1$I AS q '
+        'SET vt = clock_timestamp() + make_interval(secs => $2), '
+        'read_ct = q.read_ct + 1 FROM picked WHERE q.msg_id = picked.msg_id '
+        'RETURNING q.msg_id) '
+        'SELECT array_agg(taken.msg_id ORDER BY taken.msg_id) FROM taken'', '
+        '''q_'' || lower(queue)) INTO ids USING qty, visibility; RETURN ids;';
+END;
+$$;
+
+-- (Re)generates queue_read for every flow whose queue table exists. Serialised by an advisory
+-- lock; runs as the owner of the schema (see refresh_queue_statements).
+CREATE OR REPLACE FUNCTION pgflow_kombu.refresh_queue_reads() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
+DECLARE
+    v_names text[];
+    v_reads text[];
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('pgflow_kombu.refresh_queue_reads'));
+    SELECT coalesce(array_agg(f.flow_slug ORDER BY f.flow_slug COLLATE "C"), '{}'),
+           coalesce(array_agg(pgflow_kombu.queue_read_statement(quote_ident(q.relname))
+                              ORDER BY f.flow_slug COLLATE "C"), '{}')
+    INTO v_names, v_reads
+    FROM pgflow.flows AS f
+    JOIN pg_catalog.pg_class AS q
+      ON q.oid = to_regclass('pgmq.' || quote_ident('q_' || lower(f.flow_slug)));
+    EXECUTE format(
+        'CREATE OR REPLACE FUNCTION pgflow_kombu.queue_read('
+        'queue text, qty integer, visibility integer) RETURNS bigint[] '
+        'LANGUAGE plpgsql SET search_path = '''' AS %L',
+        E'DECLARE ids bigint[];\nBEGIN\n'
+        || pgflow_kombu.queue_dispatch(v_names, v_reads, 1, cardinality(v_names))
+        || pgflow_kombu.queue_read_statement(NULL) || E'\nEND;');
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION pgflow_kombu.refresh_queue_reads_on_commit() RETURNS trigger
+LANGUAGE plpgsql SET search_path = '' AS $$
+BEGIN
+    PERFORM pgflow_kombu.refresh_queue_reads();
+    RETURN NULL;
+END;
+$$;
+
+-- At commit, when create_flow has made the flow's queue (it inserts the flow row first).
+DROP TRIGGER IF EXISTS pgflow_kombu_queue_reads ON pgflow.flows;
+CREATE CONSTRAINT TRIGGER pgflow_kombu_queue_reads
+AFTER INSERT ON pgflow.flows
+DEFERRABLE INITIALLY DEFERRED
+FOR EACH ROW
+EXECUTE FUNCTION pgflow_kombu.refresh_queue_reads_on_commit();
+
+SELECT pgflow_kombu.refresh_queue_reads();
+
 CREATE OR REPLACE FUNCTION pgflow_kombu.read_and_claim(
     flow_slugs text[],
     worker_ids uuid[],
@@ -88,21 +169,7 @@ BEGIN
     FOR position IN 1 .. coalesce(cardinality(flow_slugs), 0) LOOP
         EXIT WHEN left_to_claim < 1;
         flow := flow_slugs[position];
-        EXECUTE format(
-            'WITH picked AS ('
-            '    SELECT q.msg_id FROM pgmq.%1$I AS q'
-            '    WHERE q.vt <= now()'
-            '    ORDER BY pgflow_kombu.message_priority(q.message) DESC, q.vt, q.msg_id'
-            '    LIMIT $1 FOR UPDATE SKIP LOCKED'
-            '), taken AS ('
-            '    UPDATE pgmq.%1$I AS q'
-            '    SET vt = clock_timestamp() + make_interval(secs => $2), read_ct = q.read_ct + 1'
-            '    FROM picked WHERE q.msg_id = picked.msg_id'
-            '    RETURNING q.msg_id'
-            ') SELECT array_agg(taken.msg_id ORDER BY taken.msg_id) FROM taken',
-            'q_' || lower(flow))
-        INTO ids
-        USING left_to_claim, read_visibility;
+        ids := pgflow_kombu.queue_read(flow, left_to_claim, read_and_claim.read_visibility);
         CONTINUE WHEN ids IS NULL;
         claimed := 0;
         FOR flow_slug, run_id, step_slug, task_index, msg_id, input, attempt, timeout IN

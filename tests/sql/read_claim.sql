@@ -16,3 +16,25 @@ ORDER BY message_id;
 SELECT * FROM pgflow_kombu.read_and_claim(
     flow_slugs => %(flow_slugs)s::text[], worker_ids => %(worker_ids)s::uuid[],
     qty => %(qty)s::int, read_visibility => %(read_visibility)s::int);
+
+-- name: bench_claim_extension
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+
+-- name: bench_claim_reset
+SELECT pg_stat_statements_reset();
+
+-- name: bench_claim_statements
+-- The top-level statements run in this database since the last reset (what clients sent), by
+-- kind: claim (reads and claims), report, other. Times in milliseconds.
+SELECT CASE
+           WHEN s.query LIKE '%read_and_claim%' OR s.query LIKE '%claim_tasks%'
+                OR s.query LIKE '%SKIP LOCKED%' OR s.query LIKE '%pgmq.read%' THEN 'claim'
+           WHEN s.query LIKE '%report_tasks%' THEN 'report'
+           ELSE 'other'
+       END AS kind,
+       sum(s.calls)::bigint AS calls,
+       sum(s.total_exec_time)::float8 AS exec_ms
+FROM pg_stat_statements AS s
+WHERE s.dbid = (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database())
+  AND s.query NOT LIKE '%pg_stat_statements%'
+GROUP BY 1;
