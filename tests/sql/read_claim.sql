@@ -38,3 +38,15 @@ FROM pg_stat_statements AS s
 WHERE s.dbid = (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database())
   AND s.query NOT LIKE '%pg_stat_statements%'
 GROUP BY 1;
+
+-- name: claiming_kill_listener
+-- Cut the listening connections of the message sources on this database.
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+WHERE application_name = 'pgflow-kombu-listen' AND datname = current_database();
+
+-- name: claiming_has_trigger
+SELECT EXISTS (SELECT 1 FROM pg_trigger
+               WHERE tgrelid = to_regclass('pgmq.' || %(table)s) AND tgname = 'pgflow_kombu_wake');
+
+-- name: claiming_drop_trigger
+DROP TRIGGER IF EXISTS pgflow_kombu_wake ON pgmq.{};
