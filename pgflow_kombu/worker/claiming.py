@@ -79,6 +79,11 @@ class ClaimingSource:
             raise ConnectionFailed(f"cannot listen for new messages: {describe(exc)}") from exc
         self._listen = conn
 
+    @property
+    def backlogged(self) -> bool:
+        """The last read took all it asked for: the queues may well hold more."""
+        return self._dirty and self._read_at > 0
+
     def claim(self, claims: Claims, limit: int, timeout: float) -> list[ClaimedTask]:
         """Claim up to ``limit`` tasks, waiting up to ``timeout`` s for some to be queued;
         returns early (maybe with nothing) after :meth:`wake`.

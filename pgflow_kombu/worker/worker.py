@@ -344,7 +344,7 @@ class Worker:
             # two batches (a slow database slows claiming down too).
             backlog = max(0, self._reporter.backlog - 2 * self._reporter.batch_size)
             free = self.prefetch - self._held - backlog
-            if free <= 0 or not self._may_claim():
+            if free <= 0 or not self._may_claim() or self._batching(source):
                 self._wakeup.wait(0.5)
                 self._wakeup.clear()
                 continue
@@ -382,6 +382,16 @@ class Worker:
                 self.connectivity.failed(worked_at, exc)
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    def _batching(self, source: Any) -> bool:
+        """Whether to let room build up before the next claim: the queues hold more than the
+        last claim took and every slot has a task, so claiming now would only take a few (each
+        claim costs about the same however many it takes); a slot without a task claims."""
+        return (
+            isinstance(source, ClaimingSource)
+            and source.backlogged
+            and self._held > self.concurrency // 2
+        )
 
     def _may_claim(self) -> bool:
         """Claim only while the last heartbeat went through and no other worker can take what
