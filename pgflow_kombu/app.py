@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from pgflow_kombu.worker import Worker
     from pgflow_kombu.worker.byflow import FlowWorkers
 
+__all__ = ["PgFlow"]
+
 P = ParamSpec("P")
 R = TypeVar("R")
 

@@ -42,6 +42,18 @@ if TYPE_CHECKING:
     from pgflow_kombu.app import PgFlow
     from pgflow_kombu.client import Client
 
+__all__ = [
+    "ERROR_EXIT_CODES",
+    "EXIT_NOT_FOUND",
+    "EXIT_RUN_FAILED",
+    "EXIT_TIMEOUT",
+    "URL_ENV",
+    "Moment",
+    "app_database_url",
+    "cli",
+    "main",
+]
+
 URL_ENV = "PGFLOW_DATABASE_URL"
 
 # Exit codes: 0 success, 1 error, 2 usage (click), and for runs:

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pgflow_kombu.db.urls import check_url
 from pgflow_kombu.errors import ConfigurationError
 
+__all__ = ["ENV_PREFIX", "Liveness", "Model", "Settings"]
+
 ENV_PREFIX = "PGFLOW_"
 
 Model = TypeVar("Model", bound=BaseModel)

@@ -8,6 +8,24 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
+__all__ = [
+    "JSON",
+    "FlowInfo",
+    "PruneResult",
+    "Run",
+    "RunEvent",
+    "RunEventType",
+    "RunPage",
+    "RunStatus",
+    "ScheduleInfo",
+    "ScheduleTick",
+    "StepState",
+    "StepStatus",
+    "StepTask",
+    "TaskStatus",
+    "WorkerInfo",
+]
+
 JSON = Any
 RunStatus = Literal["started", "completed", "failed", "cancelled"]
 """pgflow's run statuses, plus ``cancelled``: a run cancelled through this package (pgflow's row

@@ -20,6 +20,8 @@ import psycopg
 from pgflow_kombu.db.connect import connect
 from pgflow_kombu.db.queries import query
 
+__all__ = ["RunListener"]
+
 log = logging.getLogger(__name__)
 
 

@@ -37,6 +37,8 @@ from pgflow_kombu.transport.queues import QueueInfo, touch_period
 if TYPE_CHECKING:
     from pgflow_kombu.transport.transport import Transport
 
+__all__ = ["ConsumingChannel", "PendingKey"]
+
 PendingKey = tuple[str, str]  # (table, pgmq queue)
 
 
@@ -197,7 +199,7 @@ class ConsumingChannel(virtual.Channel):
         for queue in queues[self._rotation :] + queues[: self._rotation]:
             if queue not in self._dirty:
                 continue
-            if queue not in self.connection._callbacks:
+            if not self.connection.consumes(queue):
                 self._dirty.discard(queue)
                 continue
             limit = self.room()
@@ -240,14 +242,14 @@ class ConsumingChannel(virtual.Channel):
                 # An insert that raced with this read may have skipped its wake-up (see the
                 # trigger in 0010_transport.sql): look again shortly.
                 self.connection.recheck_later(self, queue)
-        deliver = self.connection._deliver
+        deliver = self.connection.deliver
         delivered = 0
         for position, (msg_id, read_ct, text) in enumerate(rows):
             if read_ct is None or text is None:
                 continue  # expired: already deleted
             payload = self._payload(queue, info, msg_id, read_ct, text)
             try:
-                deliver(payload, queue)  # type: ignore[no-untyped-call]
+                deliver(payload, queue)
             except BaseException:
                 # Hand back what this batch took but never delivered, instead of letting it
                 # wait for the visibility timeout.
@@ -306,7 +308,8 @@ class ConsumingChannel(virtual.Channel):
         self.qos.ack(delivery_tag)
 
     def _tags_upto(self, last: Any) -> list[Any]:
-        return [tag for tag in list(self.qos._delivered) if tag <= last]
+        qos: QoS = self.qos
+        return qos.tags_upto(last)
 
     def _settle(self, pgmq_queue: str, msg_id: int) -> None:
         key = (table_name(pgmq_queue), pgmq_queue)

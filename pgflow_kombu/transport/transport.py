@@ -169,6 +169,14 @@ class Transport(virtual.Transport):
 
     # -- delivering ------------------------------------------------------------------------
 
+    def consumes(self, queue: str) -> bool:
+        """Whether a consumer of this connection is registered on ``queue``."""
+        return queue in self._callbacks
+
+    def deliver(self, payload: Any, queue: str) -> None:
+        """Hand a message read from ``queue`` to the consumer registered on it."""
+        self._deliver(payload, queue)  # type: ignore[no-untyped-call]
+
     def defers_acks(self) -> bool:
         """Whether an ack given now may wait for the end of the current delivery cycle."""
         me = threading.get_ident()

@@ -14,7 +14,6 @@ import click
 
 from pgflow_kombu.db.urls import redact
 from pgflow_kombu.errors import ConfigurationError, PgFlowError
-from pgflow_kombu.observability.hooks import Hooks
 from pgflow_kombu.worker.logs import LOG_FORMATS, configure_logging, say
 from pgflow_kombu.worker.pools import POOL_KINDS
 from pgflow_kombu.worker.status import ExitCode
@@ -191,7 +190,7 @@ def _decorators(
 def run_command(url: str, **options: Any) -> int:
     """Load the app, print the banner, serve until stopped; returns the exit code."""
     from pgflow_kombu.db import migrations
-    from pgflow_kombu.worker.loading import flows_of, load_target
+    from pgflow_kombu.worker.loading import flows_of, hooks_of, load_target
 
     configure_logging(options["loglevel"], options["log_format"])
     app_ref: str = options["app_ref"]
@@ -218,7 +217,7 @@ def run_command(url: str, **options: Any) -> int:
             stalled_after=options["stalled_after"],
             app_ref=app_ref,
             source=_source(options["source"], url),
-            hooks=target.hooks if isinstance(getattr(target, "hooks", None), Hooks) else None,
+            hooks=hooks_of(target),
             retention=options.get("retention"),
             scheduler=options.get("scheduler", True),
         )
@@ -320,9 +319,7 @@ def banner_rows(worker: Worker, app_ref: str, source: str) -> tuple[str, list[tu
 
     version = package_version("pgflow-kombu")
 
-    flows = ", ".join(
-        f"{slug} ({len(getattr(flow, 'steps', ()))} steps)" for slug, flow in worker.flows.items()
-    )
+    flows = ", ".join(f"{slug} ({len(flow.steps)} steps)" for slug, flow in worker.flows.items())
     rows = [
         ("app", app_ref),
         ("database", redact(worker.url)),

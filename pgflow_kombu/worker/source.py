@@ -65,6 +65,10 @@ class MessageSource(Protocol):
         """Deliver nothing more (shutdown); acks still work."""
         ...
 
+    def wake(self) -> None:
+        """Make a :meth:`fetch` waiting in another thread return soon (work to hand back)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -52,7 +52,7 @@ from pgflow_kombu.worker.schedulesync import check_schedules, sync_schedules
 from pgflow_kombu.worker.signals import install_stop_signals
 from pgflow_kombu.worker.source import MessageSource
 from pgflow_kombu.worker.status import ExitCode, WorkerStats
-from pgflow_kombu.worker.tasks import ClaimedTask, Outcome
+from pgflow_kombu.worker.tasks import ClaimedTask, Outcome, ReportResult
 
 __all__ = ["Worker"]
 
@@ -189,12 +189,11 @@ class Worker:
         )
         if isinstance(self._pool, SlotPool):
             self._pool.on_start = self._events.task_started
-        cancel_run = getattr(self._pool, "cancel_run", None)
-        if cancel_run is not None:  # the asyncio pool cancels the coroutines of a cancelled run
-            self.cancellations.listeners.append(cancel_run)
+        # The asyncio pool cancels the coroutines of a cancelled run.
+        self.cancellations.listeners.append(self._pool.cancel_run)
         self._pool.gate = self._may_start
         self._not_started: queue.SimpleQueue[ClaimedTask] = queue.SimpleQueue()
-        self._reported: queue.SimpleQueue[list[tuple[Outcome, str]]] = queue.SimpleQueue()
+        self._reported: queue.SimpleQueue[list[tuple[Outcome, ReportResult]]] = queue.SimpleQueue()
         self._done_tasks: queue.SimpleQueue[ClaimedTask] = queue.SimpleQueue()
         self._wakeup = threading.Event()
         self._stopping = threading.Event()
@@ -227,7 +226,7 @@ class Worker:
         finish within ``shutdown_timeout``; a second SIGINT exits the process at once.
         """
         restore = install_stop_signals(
-            self.request_stop, self._stop_description, on_force=getattr(self._pool, "kill", None)
+            self.request_stop, self._stop_description, on_force=self._pool.kill
         )
         try:
             return self._serve()
@@ -442,7 +441,7 @@ class Worker:
         self._done_tasks.put(outcome.task)
         self._wake()
 
-    def _on_reported(self, done: list[tuple[Outcome, str]]) -> None:
+    def _on_reported(self, done: list[tuple[Outcome, ReportResult]]) -> None:
         """Called by the reporter thread after a batch committed."""
         self._reported.put(done)
         # The loop may be waiting for the report backlog to shrink before it claims more.
@@ -473,12 +472,7 @@ class Worker:
                 break
             for outcome, result in done:
                 self._claims.forget(outcome.task)
-                if result == "completed":
-                    self.stats.completed += 1
-                elif result in ("failed", "rejected"):
-                    self.stats.failed += 1
-                else:
-                    self.stats.stale += 1
+                self.stats.count_report(result)
 
     def _hand_back_not_started(self) -> None:
         tasks: list[ClaimedTask] = []
@@ -500,9 +494,8 @@ class Worker:
 
     def _wake(self) -> None:
         self._wakeup.set()
-        waker = getattr(self._source, "wake", None)
-        if waker is not None:
-            waker()
+        if self._source is not None:
+            self._source.wake()
 
     # -- shutdown ------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from pgflow_kombu.db.urls import with_database
 
 
 def ensure_template(
-    admin_url: str, name: str, build: Callable[[str], None], *, fingerprint: str
+    admin_url: str, name: str, build: Callable[[str], object], *, fingerprint: str
 ) -> None:
     """Make sure template database ``name`` exists and was built from ``fingerprint``.
 

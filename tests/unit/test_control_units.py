@@ -149,7 +149,7 @@ def test_a_task_of_a_cancelled_run_that_waited_for_a_slot_is_not_run() -> None:
     async def run_sync(call: object) -> object:
         raise AssertionError("not called")
 
-    result = asyncio.run(aexecute({"f": flow}, waiting, run_sync))  # type: ignore[arg-type]
+    result = asyncio.run(aexecute({"f": flow}, waiting, run_sync))
     assert result.error == "CancelledError: run r1 was cancelled"
     assert calls == [5]
 
