@@ -4,9 +4,10 @@ Threads of a running worker: the loop (the caller's thread under :meth:`Worker.r
 slots, two reporters, one heartbeat. The loop asks its message source for what one drain cycle
 delivers (at most the free prefetch), claims it with one ``pgflow_kombu.claim_tasks`` per flow
 (see claims.py), and hands the claimed tasks to the pool; the default source
-(:class:`~pgflow_kombu.worker.claiming.ClaimingSource`) does both in one statement. A finished task frees its slot at once
-(its message is acknowledged, which returns room to the QoS prefetch) and its outcome goes to
-the reporter, which reports outcomes in grouped transactions while the loop claims more.
+(:class:`~pgflow_kombu.worker.claiming.ClaimingSource`) does both in one statement. A finished
+task frees its slot at once (its message is acknowledged, which returns room to the QoS
+prefetch) and its outcome goes to the reporter, which reports outcomes in grouped transactions
+while the loop claims more.
 
 Network faults: every connection has keepalives and timeouts (``db/connect.py``), so a cut link
 fails within seconds and is logged once (``connectivity.py``). The worker claims only while its
@@ -384,12 +385,13 @@ class Worker:
 
     def _batching(self, source: Any) -> bool:
         """Whether to let room build up before the next claim: the queues hold more than the
-        last claim took and every slot has a task, so claiming now would only take a few (each
-        claim costs about the same however many it takes); a slot without a task claims."""
+        last claim took and every slot has a task, so claiming now would take only the few that
+        finished (a claim costs about the same however many it takes). Once a slot has no task,
+        the loop claims: no slot waits for a batch to build up."""
         return (
             isinstance(source, ClaimingSource)
             and source.backlogged
-            and self._held > self.concurrency // 2
+            and self._held >= self.concurrency
         )
 
     def _may_claim(self) -> bool:
