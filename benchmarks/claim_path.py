@@ -23,7 +23,9 @@ throughput, jobs/s of the new path over the old one (above 1: the new path is fa
         [--jobs 3000] [--rounds 3] [--sources kombu,claim] [--concurrency 4]
 
 The statement figures need pg_stat_statements loaded by the server
-(``-c shared_preload_libraries=pg_stat_statements``); without it they are left out.
+(``-c shared_preload_libraries=pg_stat_statements``; add ``-c pg_stat_statements.track_planning=on``
+so that the database time of top-level statements includes their planning, as that of the
+statements inside a function does); without it they are left out.
 """
 
 from __future__ import annotations

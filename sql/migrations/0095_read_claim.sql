@@ -20,7 +20,9 @@
 -- read, in order), generated like the statements of 0003_queue_statements.sql: one static
 -- statement per flow queue, planned once per session (planned on every call, as a dynamic
 -- statement, the read cost more than it took to run), reached through a binary search on the
--- queue name, with a dynamic statement for a queue it does not know yet. It is generated again
+-- queue name, with a dynamic statement for a queue it does not know yet. The plan is the generic
+-- one, shaped so that it does not depend on qty (the ids taken go to the update as an array,
+-- which the primary key finds whatever their number). It is generated again
 -- at the commit of every transaction that creates a flow, and by refresh_queue_reads().
 
 CREATE OR REPLACE FUNCTION pgflow_kombu.queue_read_statement(p_table text) RETURNS text
@@ -28,13 +30,13 @@ LANGUAGE plpgsql IMMUTABLE SET search_path = '' AS $$
 BEGIN
     IF p_table IS NOT NULL THEN
         RETURN format(
-            'WITH picked AS ('
-            'SELECT q.msg_id FROM pgmq.%1$s AS q WHERE q.vt <= now() '
-            'ORDER BY pgflow_kombu.message_priority(q.message) DESC, q.vt, q.msg_id '
-            'LIMIT queue_read.qty FOR UPDATE SKIP LOCKED), '
-            'taken AS (UPDATE pgmq.%1$s AS q '
+            'WITH taken AS (UPDATE pgmq.%1$s AS q '
             'SET vt = clock_timestamp() + make_interval(secs => queue_read.visibility), '
-            'read_ct = q.read_ct + 1 FROM picked WHERE q.msg_id = picked.msg_id '
+            'read_ct = q.read_ct + 1 '
+            'WHERE q.msg_id = ANY(ARRAY('
+            'SELECT p.msg_id FROM pgmq.%1$s AS p WHERE p.vt <= now() '
+            'ORDER BY pgflow_kombu.message_priority(p.message) DESC, p.vt, p.msg_id '
+            'LIMIT queue_read.qty FOR UPDATE SKIP LOCKED)) '
             'RETURNING q.msg_id) '
             'SELECT array_agg(taken.msg_id ORDER BY taken.msg_id) INTO ids FROM taken; '
             'RETURN ids;',
@@ -72,7 +74,8 @@ BEGIN
     EXECUTE format(
         'CREATE OR REPLACE FUNCTION pgflow_kombu.queue_read('
         'queue text, qty integer, visibility integer) RETURNS bigint[] '
-        'LANGUAGE plpgsql SET search_path = '''' AS %L',
+        'LANGUAGE plpgsql SET search_path = '''' SET plan_cache_mode = force_generic_plan '
+        'AS %L',
         E'DECLARE ids bigint[];\nBEGIN\n'
         || pgflow_kombu.queue_dispatch(v_names, v_reads, 1, cardinality(v_names))
         || pgflow_kombu.queue_read_statement(NULL) || E'\nEND;');

@@ -25,7 +25,9 @@ SELECT pg_stat_statements_reset();
 
 -- name: bench_claim_statements
 -- The top-level statements run in this database since the last reset (what clients sent), by
--- kind: claim (reads and claims), report, other. Times in milliseconds.
+-- kind: claim (reads and claims), report, other. Times in milliseconds: execution, and planning
+-- when the server tracks it (pg_stat_statements.track_planning; nested statements' planning is
+-- part of their caller's execution).
 SELECT CASE
            WHEN s.query LIKE '%read_and_claim%' OR s.query LIKE '%claim_tasks%'
                 OR s.query LIKE '%SKIP LOCKED%' OR s.query LIKE '%pgmq.read%' THEN 'claim'
@@ -33,7 +35,7 @@ SELECT CASE
            ELSE 'other'
        END AS kind,
        sum(s.calls)::bigint AS calls,
-       sum(s.total_exec_time)::float8 AS exec_ms
+       sum(s.total_exec_time + s.total_plan_time)::float8 AS exec_ms
 FROM pg_stat_statements AS s
 WHERE s.dbid = (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database())
   AND s.query NOT LIKE '%pg_stat_statements%'
