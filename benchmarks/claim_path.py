@@ -13,7 +13,8 @@ turns that alternate the order every round:
   completion;
 * statements during the drain, from pg_stat_statements (top-level statements, i.e. round trips
   the clients sent): the claim statements (reads and claims) per claimed job and their
-  database time per job, and every statement per job (reports, heartbeats... included).
+  database time per job, and every statement per job (reports, heartbeats... included); the
+  claim statements during the end-to-end run as well.
 
 Prints each round, then medians per source and the ratios old/new (kombu/claim, pgmq/claim):
 for round trips and database time a ratio above 1 means the new path sends/spends less; for
@@ -120,11 +121,16 @@ def measure(system: Sourced, jobs: int) -> dict[str, float]:
             result["all_trips"] = sum(c for c, _ in figures.values()) / jobs
             result["all_ms"] = sum(m for _, m in figures.values()) / jobs
         system.reset()
+        system.reset_statements()
         began = time.time()
         for i in range(jobs):
             system.enqueue(i)
         _first, last = counter.wait_for(jobs)
         result["e2e"] = rate(jobs, last - began)
+        figures = system.statement_figures()
+        if figures:
+            result["e2e_claim_trips"] = figures.get("claim", (0, 0.0))[0] / jobs
+            result["e2e_claim_ms"] = figures.get("claim", (0, 0.0))[1] / jobs
     finally:
         system.teardown()
     return result
@@ -137,6 +143,8 @@ ROWS = [
     ("claim_ms", "claim database ms per job (drain)", "old/new"),
     ("all_trips", "all statements per job (drain)", "old/new"),
     ("all_ms", "all statements' database ms per job (drain)", "old/new"),
+    ("e2e_claim_trips", "claim round trips per job (end-to-end)", "old/new"),
+    ("e2e_claim_ms", "claim database ms per job (end-to-end)", "old/new"),
 ]
 
 
