@@ -4,7 +4,7 @@
 the tasks in one statement) against ``--source kombu`` (a read through the ``pgflow://`` kombu
 transport, then ``pgflow_kombu.claim_tasks``), and optionally ``--source pgmq`` (``pgmq.read``,
 then ``claim_tasks``). The worker is the command, ``-c 4`` threads as in benchmarks/worker.py,
-serving that module's app (no-op ``@app.task`` jobs). Per source, each on a fresh database, in
+serving its app (benchmarks/workerbench/tasks.py: no-op ``@app.task`` jobs). Per source, each on a fresh database, in
 turns that alternate the order every round:
 
 * drain: N jobs enqueued with ``start_many``, then the worker started; from its probe job (on a
@@ -45,16 +45,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.worker import (  # noqa: E402
-    RUN_TAG,
-    Ours,
-    admin_url,
-    rate,
-    spawn,
-    timed_drain,
-)
+from benchmarks.workerbench.ours import Ours  # noqa: E402
+from benchmarks.workerbench.scenarios import rate, timed_drain  # noqa: E402
+from benchmarks.workerbench.tasks import RUN_TAG  # noqa: E402
 from pgflow_kombu.db.connect import connect  # noqa: E402
-from pgflow_kombu.db.urls import with_database  # noqa: E402
 from tests.support.sql import test_query  # noqa: E402
 
 NEW = "claim"
@@ -67,9 +61,8 @@ class Sourced(Ours):
         super().__init__(admin)
         self.source = source
         self.concurrency = concurrency
-        self.name = f"--source {source}"
-        self.dbname = f"{RUN_TAG}_claim_{source}_{os.getpid()}"
-        self.url = with_database(admin, self.dbname)
+        self.name = f"source-{source}"
+        self.database = f"{RUN_TAG}_claim_{source}_{os.getpid()}"
         self.statements = False
 
     def setup(self) -> None:
@@ -82,13 +75,15 @@ class Sourced(Ours):
         except psycopg.Error as exc:
             print(f"  no statement figures: {exc}", file=sys.stderr)
 
-    def start_worker(self, wait: bool = True) -> None:
-        command = [sys.executable, "-m", "pgflow_kombu", "--database-url", self.url, "worker"]
-        command += ["-A", "benchmarks.worker:app", "-c", str(self.concurrency), "-P", self.pool]
-        command += ["-l", "warning", "--source", self.source]
-        self.process = spawn(command, {}, f"claim-{self.source}")
-        if wait:
-            self.stamp(-1)
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        command, env = super().command()
+        at = command.index("-c")
+        command[at + 1] = str(self.concurrency)
+        return [*command, "--source", self.source], env
+
+    def enqueue_backlog(self, n: int, chunk: int = 500) -> None:
+        for start in range(0, n, chunk):
+            self.enqueue_batch(range(start, min(n, start + chunk)))
 
     def reset_statements(self) -> None:
         if self.statements:
@@ -109,7 +104,7 @@ def measure(system: Sourced, jobs: int) -> dict[str, float]:
     system.setup()
     try:
         system.reset()
-        system.enqueue_many(jobs)
+        system.enqueue_backlog(jobs)
         counter = system.counter()
         system.reset_statements()
         result["drain"] = rate(jobs, timed_drain(system, counter, jobs))
@@ -156,7 +151,9 @@ def main() -> None:
     parser.add_argument("--sources", default="kombu,claim", help="of kombu,claim,pgmq")
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
-    server = admin_url(args.url)
+    server = args.url or os.environ.get("PGFLOW_TEST_DATABASE_URL")
+    if not server:
+        parser.error("give --url (or set PGFLOW_TEST_DATABASE_URL)")
     sources = [s.strip() for s in args.sources.split(",")]
     if NEW not in sources or len(sources) < 2:
         parser.error(f"--sources must list {NEW!r} and at least one other source")

@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from typing_extensions import Unpack
 
 from pgflow_kombu.client.base import ClientBase
 from pgflow_kombu.client.conditions import read_conditions, write_conditions
@@ -15,6 +16,7 @@ from pgflow_kombu.db.queries import query
 from pgflow_kombu.errors import FlowDefinitionError, FlowNotFound
 from pgflow_kombu.flows.definitions import define_flow
 from pgflow_kombu.flows.flow import Flow
+from pgflow_kombu.flows.keywords import FlowOptionKeywords
 from pgflow_kombu.flows.options import FlowOptions, StepOptions
 from pgflow_kombu.flows.shapes import FlowShape, StepShape, compare_shapes
 from pgflow_kombu.types import FlowInfo
@@ -88,9 +90,7 @@ class FlowsMixin(ClientBase):
         slug: str,
         *,
         steps: Sequence[Mapping[str, Any]],
-        max_attempts: int | None = None,
-        base_delay: int | None = None,
-        timeout: int | None = None,
+        **options: Unpack[FlowOptionKeywords],
     ) -> dict[str, Any]:
         """(Re)compile a flow from plain data. Destructive for an existing slug: its definition,
         runs, tasks and queued messages are deleted first.
@@ -108,9 +108,7 @@ class FlowsMixin(ClientBase):
         transaction-level advisory lock on the slug: concurrent upserts of one slug leave
         exactly one of their definitions.
         """
-        shape = define_flow(
-            slug, steps=steps, max_attempts=max_attempts, base_delay=base_delay, timeout=timeout
-        ).shape()
+        shape = define_flow(slug, steps=steps, **options).shape()
         before = self.replace_flow(shape)
         if before is None:
             return {"status": "compiled", "differences": []}

@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from typing_extensions import Unpack
+
 from pgflow_kombu.flows.conditions import ConditionShape
 from pgflow_kombu.flows.flow import Flow
+from pgflow_kombu.flows.keywords import FlowOptionKeywords, StepKeywords, check_keywords, pick
 from pgflow_kombu.flows.options import STEP_OPTION_NAMES
 
 __all__ = ["define_flow"]
@@ -34,10 +37,8 @@ def define_flow(
     slug: str,
     *,
     steps: Sequence[Mapping[str, Any]],
-    max_attempts: int | None = None,
-    base_delay: int | None = None,
-    timeout: int | None = None,
     handlers: Mapping[str, Callable[..., Any]] | None = None,
+    **options: Unpack[FlowOptionKeywords],
 ) -> Flow:
     """Build a flow from plain data, as the Elixir port's ``upsert_flow`` takes it.
 
@@ -50,7 +51,8 @@ def define_flow(
     optionally maps step slugs to functions (bound by parameter name as with ``@flow.step``);
     steps without one have a shape but cannot run.
     """
-    flow = Flow(slug, max_attempts=max_attempts, base_delay=base_delay, timeout=timeout)
+    check_keywords(options, FlowOptionKeywords, "define_flow()")
+    flow = Flow(slug, **options)
     handlers = dict(handlers or {})
     if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence):
         raise flow._error(None, "steps must be a list of step mappings")
@@ -68,11 +70,11 @@ def define_flow(
         for dep in deps:
             if dep not in flow and dep in declared and dep != step_slug:
                 _raise_order_error(flow, steps, str(step_slug), dep)
-        options = {
+        step_options: dict[str, Any] = {
             **dict(data.get("options") or {}),
             **{k: data[k] for k in STEP_OPTION_NAMES if k in data},
         }
-        unknown_options = set(options) - set(STEP_OPTION_NAMES)
+        unknown_options = set(step_options) - set(STEP_OPTION_NAMES)
         if unknown_options:
             raise flow._error(str(step_slug), f"unknown options {sorted(unknown_options)}")
         condition = data.get("condition") or {}
@@ -86,8 +88,7 @@ def define_flow(
             handlers.pop(step_slug, None),
             depends_on=deps,
             step_type=data.get("step_type", "single"),
-            **options,
-            **condition,
+            **pick({**step_options, **condition}, StepKeywords),  # both checked above
         )
     if handlers:
         raise flow._error(None, f"handlers given for unknown steps: {sorted(handlers)}")

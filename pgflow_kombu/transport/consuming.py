@@ -155,8 +155,8 @@ class ConsumingChannel(virtual.Channel):
     def _add_consumer(self, info: QueueInfo) -> None:
         """Count this channel among the consumers of the queue, for as long as the transport's
         listening connection lives; this also (re)creates the pgmq queue if it is missing."""
-        pid = self.connection.listener().backend_pid()
         with self.db() as conn:
+            pid = self.connection.consumer_pid(conn)
             store.add_consumer(conn, info.name, info.pgmq, self._owner, pid)
         self.connection.queues.mark_ensured(info.pgmq)
 

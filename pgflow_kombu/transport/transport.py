@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 from kombu.transport import virtual
 
+from pgflow_kombu.db.connect import poll_only
 from pgflow_kombu.db.errors import CONNECTION_ERRORS, translate
 from pgflow_kombu.errors import ConnectionFailed, DatabaseError, PgFlowError
 from pgflow_kombu.transport import store
@@ -65,6 +66,8 @@ class Transport(virtual.Transport):
         self.options = Options.from_transport_options(client.transport_options or {})
         self.polling_interval = self.options.polling_interval
         self.url = url_from_client(client)
+        # Behind a transaction pooler nothing can LISTEN: consumers read on the polling timer.
+        self.poll_only = poll_only()
         self.queues = QueueRegistry()
         self._pools: dict[bool, Pool] = {}
         self._listener: Listener | None = None
@@ -137,7 +140,16 @@ class Transport(virtual.Transport):
         return listener
 
     def listen(self, channel: str) -> None:
-        self.listener().listen(channel)
+        if not self.poll_only:
+            self.listener().listen(channel)
+
+    def consumer_pid(self, conn: psycopg.Connection[Any]) -> int:
+        """The backend whose life a consumer's registration follows: the listening connection's
+        (the consumer lives as long as its LISTEN), or in poll-only mode the one ``conn`` reports
+        (a pooler's, which the sweep cannot find: see the transport's docstring)."""
+        if self.poll_only:
+            return int(conn.info.backend_pid)
+        return self.listener().backend_pid()
 
     def sweep(self) -> None:
         """Delete the queues whose time has come: x-expires ran out, or auto-delete queues whose
@@ -255,7 +267,7 @@ class Transport(virtual.Transport):
             self._wait(wait)
 
     def _wait(self, seconds: float) -> None:
-        if not any(c._consumers for c in self._channels()):
+        if self.poll_only or not any(c._consumers for c in self._channels()):
             waker = self._waker
             if waker is None:
                 threading.Event().wait(seconds)
@@ -282,12 +294,15 @@ class Transport(virtual.Transport):
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
         self._hub = loop
         self._hub_thread = threading.get_ident()
-        listener = self.listener()
-        self._hub_fds = [listener.fileno()]
-        loop.add_reader(self._hub_fds[0], self.on_readable)
+        self._hub_fds = []
+        if not self.poll_only:
+            fd = self.listener().fileno()
+            self._hub_fds.append(fd)
+            loop.add_reader(fd, self.on_readable)
         if self._waker is not None:
-            self._hub_fds.append(self._waker.fileno())
-            loop.add_reader(self._hub_fds[1], self._on_waker)
+            fd = self._waker.fileno()
+            self._hub_fds.append(fd)
+            loop.add_reader(fd, self._on_waker)
         loop.on_tick.add(self.on_tick)
         self._hub_timers = [
             loop.call_repeatedly(self.options.polling_interval, self._on_poll_timer),

@@ -23,16 +23,15 @@ from typing_extensions import assert_never
 
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.errors import PgFlowError
+from pgflow_kombu.settings import WORKER_DEFAULTS
 from pgflow_kombu.worker.connectivity import Connectivity
 from pgflow_kombu.worker.link import Link, is_connection_error
 from pgflow_kombu.worker.tasks import Outcome, ReportResult
 
-__all__ = ["DEFAULT_BATCH_SIZE", "ReportRow", "Reporter", "parse_report_rows"]
+__all__ = ["ReportRow", "Reporter", "parse_report_rows"]
 
 log = logging.getLogger("pgflow_kombu.worker")
 
-# Each report runs in a subtransaction; PostgreSQL caches 64 per transaction before it spills.
-DEFAULT_BATCH_SIZE = 50
 DEFAULT_CONNECTIONS = 2
 
 Reported = Callable[[list[tuple[Outcome, ReportResult]]], None]
@@ -65,7 +64,7 @@ class Reporter:
         url: str,
         on_reported: Reported,
         *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int = WORKER_DEFAULTS.report_batch,
         connections: int = DEFAULT_CONNECTIONS,
         synchronous_commit: bool = True,
         on_connection_lost: Callable[[], None] | None = None,

@@ -4,7 +4,9 @@ A thread of its own (a long prune never delays heartbeats) wakes every ``interva
 tries a session advisory lock, so one worker at a time prunes however many run; the others skip
 the round. The holder deletes ``batch_size`` rows per transaction (``pgflow_kombu.prune_runs``
 then ``prune_archives``) with a short pause between batches, so the rows it locks are few and
-briefly held and the workers' claims and reports go on meanwhile.
+briefly held and the workers' claims and reports go on meanwhile. A session lock cannot live
+behind a transaction pooler, so poll-only mode (``PGFLOW_POLL_ONLY``) refuses a retention: run
+``pgflow-kombu runs prune`` on a schedule instead.
 """
 
 from __future__ import annotations
@@ -18,15 +20,16 @@ from typing import Any
 from typing_extensions import LiteralString
 
 from pgflow_kombu.client.control import prune_batches
+from pgflow_kombu.db.connect import poll_only
 from pgflow_kombu.db.queries import query
-from pgflow_kombu.errors import PgFlowError
+from pgflow_kombu.errors import ConfigurationError, PgFlowError
+from pgflow_kombu.settings import WORKER_DEFAULTS
 from pgflow_kombu.worker.link import Link
 
-__all__ = ["DEFAULT_RETENTION_BATCH", "DEFAULT_RETENTION_INTERVAL", "Retention"]
+__all__ = ["DEFAULT_RETENTION_BATCH", "Retention"]
 
 log = logging.getLogger("pgflow_kombu.worker")
 
-DEFAULT_RETENTION_INTERVAL = 300.0
 DEFAULT_RETENTION_BATCH = 500
 
 
@@ -36,10 +39,16 @@ class Retention:
         url: str,
         retention: timedelta,
         *,
-        interval: float = DEFAULT_RETENTION_INTERVAL,
+        interval: float = WORKER_DEFAULTS.retention_interval,
         batch_size: int = DEFAULT_RETENTION_BATCH,
         pause: float = 0.05,
     ) -> None:
+        if poll_only():
+            raise ConfigurationError(
+                "a worker's retention takes a session advisory lock, which a transaction pooler "
+                "cannot hold (PGFLOW_POLL_ONLY is set): run `pgflow-kombu runs prune "
+                "--older-than AGE` on a schedule instead"
+            )
         self.retention = retention
         self.interval = interval
         self.batch_size = batch_size

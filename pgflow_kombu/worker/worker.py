@@ -25,15 +25,14 @@ import queue
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
 from typing import Any
 
 from pgflow_kombu.db.connect import liveness
 from pgflow_kombu.db.urls import check_url
-from pgflow_kombu.durations import parse_duration
 from pgflow_kombu.errors import ConfigurationError, PgFlowError
 from pgflow_kombu.flows.schedules import ScheduleSpec
 from pgflow_kombu.observability.hooks import Hooks
+from pgflow_kombu.settings import WorkerSettings
 from pgflow_kombu.worker.cancellation import Cancellations
 from pgflow_kombu.worker.claiming import ClaimingSource
 from pgflow_kombu.worker.claims import Claims, read_visibility
@@ -43,11 +42,11 @@ from pgflow_kombu.worker.execution import FlowLike
 from pgflow_kombu.worker.link import is_connection_error
 from pgflow_kombu.worker.logs import log_outcome
 from pgflow_kombu.worker.membership import Membership
-from pgflow_kombu.worker.options import check_options, select_flows
+from pgflow_kombu.worker.options import select_flows
 from pgflow_kombu.worker.pools import Pool, make_pool
 from pgflow_kombu.worker.pools.base import SlotPool
-from pgflow_kombu.worker.reporter import DEFAULT_BATCH_SIZE, Reporter
-from pgflow_kombu.worker.retention import DEFAULT_RETENTION_INTERVAL, Retention
+from pgflow_kombu.worker.reporter import Reporter
+from pgflow_kombu.worker.retention import Retention
 from pgflow_kombu.worker.scheduler import Scheduler
 from pgflow_kombu.worker.schedulesync import check_schedules, sync_schedules
 from pgflow_kombu.worker.signals import install_stop_signals
@@ -63,97 +62,85 @@ log = logging.getLogger("pgflow_kombu.worker")
 class Worker:
     """Runs the handlers of ``flows`` (flow slug -> flow) for tasks queued in ``url``'s database.
 
-    ``queues`` restricts the served flows; ``prefetch`` (default twice ``concurrency``) bounds the
-    tasks claimed and held at once; ``shutdown_timeout`` is how long a stop waits for running
-    handlers; ``heartbeat_interval``/``stalled_after`` drive liveness and stalled-task recovery.
-    ``app_ref`` ("pkg.module:app") lets the process pool's children import the flows.
-    ``hooks`` (an app's :class:`~pgflow_kombu.observability.Hooks`) are called along with the
-    worker's own ``worker.hooks``.
+    How it runs is a :class:`~pgflow_kombu.settings.WorkerSettings`: ``settings``, else the
+    ``PGFLOW_WORKER_*`` environment, with any of its fields given as keywords on top
+    (``Worker(flows, url, concurrency=8, pool="processes")``); a bad value raises
+    :class:`ConfigurationError` naming it before anything touches the database. ``queues``
+    restricts the served flows. ``app_ref`` ("pkg.module:app") lets the process pool's children
+    import the flows. ``hooks`` (an app's :class:`~pgflow_kombu.observability.Hooks`) are called
+    along with the worker's own ``worker.hooks``.
 
     Schedules: on start the worker writes ``schedules`` (default: those of the served flows,
     ``flow.schedules``) to the database and disables the code schedules of its flows that are
-    gone; with ``scheduler`` (default) a thread fires the due ticks of every schedule in the
-    database (each tick starts once however many workers run; see worker/scheduler.py).
-
-    ``retention`` (``"7d"``, a timedelta or seconds) makes the worker prune finished runs and
-    queue archives older than that every ``retention_interval`` seconds (one worker at a time:
-    see retention.py).
+    gone; with the ``scheduler`` setting (default) a thread fires the due ticks of every schedule
+    in the database (each tick starts once however many workers run; see worker/scheduler.py).
+    With ``retention`` the worker prunes finished runs and queue archives older than that every
+    ``retention_interval`` seconds (one worker at a time: see retention.py).
     """
 
     def __init__(
         self,
         flows: Mapping[str, FlowLike],
         url: str,
+        settings: WorkerSettings | None = None,
         *,
         queues: Sequence[str] | None = None,
-        concurrency: int = 4,
-        pool: str = "threads",
-        prefetch: int | None = None,
-        shutdown_timeout: float = 30.0,
-        heartbeat_interval: float = 5.0,
-        stalled_after: float = 30.0,
-        recovery_interval: float | None = None,
         app_ref: str | None = None,
         source: MessageSource | ClaimingSource | None = None,
         ensure_flows: bool = True,
-        report_batch: int = DEFAULT_BATCH_SIZE,
-        fetch_timeout: float = 1.0,
         function_name: str | None = None,
-        synchronous_commit: bool = False,
         hooks: Hooks | None = None,
-        retention: timedelta | str | float | None = None,
-        retention_interval: float = DEFAULT_RETENTION_INTERVAL,
         schedules: Sequence[ScheduleSpec] | None = None,
-        scheduler: bool = True,
-        scheduler_poll_interval: float = 5.0,
+        **options: Any,
     ) -> None:
         self.url = check_url(url)
         served = select_flows(flows, queues)
-        prefetch = check_options(
-            concurrency=concurrency,
-            pool=pool,
-            prefetch=prefetch,
-            shutdown_timeout=shutdown_timeout,
-            heartbeat_interval=heartbeat_interval,
-            stalled_after=stalled_after,
-        )
+        unknown = sorted(set(options) - set(WorkerSettings.model_fields))
+        if unknown:  # as for any keyword a function does not take
+            raise TypeError(
+                f"Worker() got unexpected keyword argument(s) {', '.join(unknown)} "
+                f"(settings: {', '.join(WorkerSettings.model_fields)})"
+            )
+        config = WorkerSettings.load(**options) if settings is None else settings.replace(**options)
+        self.settings = config
         self.flows: dict[str, FlowLike] = served
-        self.concurrency = concurrency
-        self.pool_kind = pool
-        self.prefetch = prefetch
-        self.shutdown_timeout = shutdown_timeout
+        self.concurrency = config.concurrency
+        self.pool_kind = config.pool
+        self.prefetch = config.claim_ahead
+        self.shutdown_timeout = config.shutdown_timeout
         self.app_ref = app_ref
         self.ensure_flows = ensure_flows
-        self.fetch_timeout = fetch_timeout
+        self.fetch_timeout = config.fetch_timeout
         self.stats = WorkerStats()
         self.schedules = check_schedules(served, schedules)
         self.scheduler: Scheduler | None = (
-            Scheduler(self.url, poll_interval=scheduler_poll_interval) if scheduler else None
+            Scheduler(self.url, poll_interval=config.scheduler_poll_interval)
+            if config.scheduler
+            else None
         )
         self.exit_code: int | None = None
         # This worker's callbacks, then those of ``hooks`` (its app's): see observability/hooks.py.
         self.hooks = Hooks(hooks)
         self._events = WorkerEvents(self.hooks)
-        if retention_interval is None or not retention_interval > 0:
-            raise ConfigurationError(f"retention_interval must be > 0, got {retention_interval}")
         self.retention = (
             None
-            if retention is None
-            else Retention(self.url, parse_duration(retention), interval=retention_interval)
+            if config.retention is None
+            else Retention(self.url, config.retention, interval=config.retention_interval)
         )
         self.cancellations = Cancellations()
         self.connectivity = Connectivity()
         # Statements are cancelled after the configured statement_timeout; claims and heartbeats
         # are pointless beyond stalled_after (the others may have taken the worker's tasks).
         timeout = liveness().statement_timeout or None
+        stalled_after = config.stalled_after
         short_timeout = min(timeout or stalled_after, stalled_after)
 
         self.membership = Membership(
             self.url,
             list(served),
-            heartbeat_interval=heartbeat_interval,
+            heartbeat_interval=config.heartbeat_interval,
             stalled_after=stalled_after,
-            recovery_interval=recovery_interval,
+            recovery_interval=config.recovery_interval,
             function_name=function_name,
             on_deprecated=self._wake,
             on_connection_lost=self._on_connection_lost,
@@ -166,24 +153,24 @@ class Worker:
             self.url,
             self.membership.worker_ids,
             self.stats,
-            synchronous_commit=synchronous_commit,
+            synchronous_commit=config.synchronous_commit,
             statement_timeout=short_timeout,
             connectivity=self.connectivity,
         )
         self._reporter = Reporter(
             self.url,
             self._on_reported,
-            batch_size=report_batch,
-            synchronous_commit=synchronous_commit,
+            batch_size=config.report_batch,
+            synchronous_commit=config.synchronous_commit,
             on_connection_lost=self._on_connection_lost,
             on_settled=self._events.settled,
             statement_timeout=timeout,
             connectivity=self.connectivity,
         )
         self._pool: Pool = make_pool(
-            pool,
+            config.pool,
             served,
-            concurrency,
+            config.concurrency,
             self._on_outcome,
             app_ref=app_ref,
             loglevel=logging.getLogger().getEffectiveLevel(),

@@ -54,7 +54,7 @@ URL = ["--database-url", "postgresql://x/y"]
 def test_worker_takes_the_app_given_before_the_subcommand(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
 
-    def fake_run(url: str, **options: Any) -> int:
+    def fake_run(url: str, settings: Any, **options: Any) -> int:
         seen.update(options, url=url)
         return 0
 

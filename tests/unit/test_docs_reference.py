@@ -2,8 +2,9 @@
 is exactly what they document.
 
 docs/cli.md must mention each command path (``runs start``) and each option of the worker
-command; docs/configuration.md each ``Settings`` and ``Liveness`` field with its environment variable, and each
-``Worker`` option. A command or setting added without its documentation fails here.
+command; docs/configuration.md each ``Settings`` and ``Liveness`` field with its environment
+variable, each ``Worker`` argument, and the worker settings' table exactly as ``WorkerSettings``
+renders it. A command or setting added without its documentation fails here.
 """
 
 from __future__ import annotations
@@ -20,13 +21,24 @@ import pytest
 
 import pgflow_kombu
 from pgflow_kombu.cli import cli
-from pgflow_kombu.settings import ENV_PREFIX, Liveness, Settings
+from pgflow_kombu.settings import ENV_PREFIX, WORKER_ENV_PREFIX, Liveness, Settings, WorkerSettings
 from pgflow_kombu.worker import Worker
+from pgflow_kombu.worker.command import SHORT_FLAGS, default_text, setting_flag
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
-# Worker arguments that are wiring, not settings a user chooses.
-WORKER_WIRING = {"self", "flows", "url", "app_ref", "source", "ensure_flows", "function_name"}
+# Worker arguments that are wiring, not settings a user chooses; ``options`` are the
+# ``WorkerSettings`` fields (checked against their own table).
+WORKER_WIRING = {
+    "self",
+    "flows",
+    "url",
+    "app_ref",
+    "source",
+    "ensure_flows",
+    "function_name",
+    "options",
+}
 
 
 def _commands(group: click.Group, prefix: str = "") -> Iterator[tuple[str, click.Command]]:
@@ -61,6 +73,7 @@ def test_every_setting_is_in_the_configuration_page() -> None:
         name
         for model in (Settings, Liveness)
         for name in model.model_fields
+        if name != "worker"  # its fields: test_the_worker_settings_table_is_the_model
         if f"`{name}`" not in page or f"`{ENV_PREFIX}{name.upper()}`" not in page
     ]
     assert not missing, f"docs/configuration.md does not list: {missing}"
@@ -81,6 +94,27 @@ def test_every_public_name_is_in_the_api_reference() -> None:
         if f"::: pgflow_kombu.{name}\n" not in page and f"`{name}`" not in page
     ]
     assert not missing, f"docs/api.md does not document: {missing}"
+
+
+def worker_settings_table() -> str:
+    """The table of docs/configuration.md's worker section, rendered from ``WorkerSettings``."""
+    rows = ["| setting | option / env | default | |", "|---|---|---|---|"]
+    for name, field in WorkerSettings.model_fields.items():
+        flag = setting_flag(name)
+        if field.annotation is bool:
+            flag = f"{flag}/--no-{flag[2:]}"
+        short = f"{SHORT_FLAGS[name]}, " if name in SHORT_FLAGS else ""
+        env = f"{WORKER_ENV_PREFIX}{name.upper()}"
+        rows.append(
+            f"| `{name}` | `{short}{flag}` / `{env}` | {default_text(name)} | {field.description} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def test_the_worker_settings_table_is_the_model() -> None:
+    page = (DOCS / "configuration.md").read_text()
+    table = worker_settings_table()
+    assert table in page, f"docs/configuration.md: the worker settings table should be\n{table}"
 
 
 # -- public and private names ----------------------------------------------------------------------
