@@ -90,7 +90,7 @@ class ClaimingSource:
 
         Raises :class:`~pgflow_kombu.errors.PgFlowError` (a
         :class:`~pgflow_kombu.errors.ConnectionFailed` when the database is lost)."""
-        if not self._consuming or limit <= 0:
+        if not self._consuming or limit <= 0 or not self._queues:
             return []
         deadline = time.monotonic() + timeout
         while True:
@@ -129,7 +129,11 @@ class ClaimingSource:
         return self._queues[self._turn :] + self._queues[: self._turn]
 
     def _wait(self, timeout: float) -> str:
-        """Wait for a notification ("notified"), a :meth:`wake` ("woken") or the timeout."""
+        """Wait for a notification ("notified"), a :meth:`wake` ("woken") or the timeout.
+
+        A broken listening connection (it may have died in an outage that is over by now) is
+        replaced at once and counts as a notification: any sent meanwhile are lost, so read.
+        Raises :class:`~pgflow_kombu.errors.ConnectionFailed` when no new one can be opened."""
         self._ensure_listening()
         conn = self._listen
         assert conn is not None
@@ -144,9 +148,10 @@ class ClaimingSource:
             if ready and any(True for _ in conn.notifies(timeout=0)):
                 return "notified"
             return "timeout"
-        except (psycopg.Error, OSError) as exc:
+        except (psycopg.Error, OSError):
             self._drop_listen()
-            raise ConnectionFailed(f"lost the listening connection: {describe(exc)}") from exc
+            self._ensure_listening()
+            return "notified"
 
     def ack(self, handles: Sequence[Any]) -> None:
         """Nothing to do: reporting the task archives or delays its message."""

@@ -52,3 +52,7 @@ SELECT EXISTS (SELECT 1 FROM pg_trigger
 
 -- name: claiming_drop_trigger
 DROP TRIGGER IF EXISTS pgflow_kombu_wake ON pgmq.{};
+
+-- name: claiming_listeners
+SELECT count(*) FROM pg_stat_activity
+WHERE application_name = 'pgflow-kombu-listen' AND datname = current_database();
