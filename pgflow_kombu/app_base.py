@@ -103,8 +103,7 @@ class AppBase:
         try:
             stored = self.client.get_flow_shape(flow.slug)
         except FlowNotFound:
-            if self.client.compile_flow(shape):
-                self.client.store_limits(flow)
+            if self.client.compile_flow(shape, limits=flow.limit_rows()):
                 self._verified.add(flow.slug)
                 return
             stored = self.client.get_flow_shape(flow.slug)  # created meanwhile elsewhere
@@ -120,8 +119,9 @@ class AppBase:
                 differences=[str(d) for d in differences],
             )
         if differences:
-            self.client.replace_flow(shape)
-        self.client.store_limits(flow)
+            self.client.replace_flow(shape, limits=flow.limit_rows())
+        else:
+            self.client.store_limits(flow)
         self._verified.add(flow.slug)
 
     def _served(self, flows: Sequence[FlowRef] | None) -> dict[str, Flow]:

@@ -4,14 +4,14 @@ database."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, cast, overload
 
 from typing_extensions import Unpack
 
 from pgflow_kombu.app_base import AppBase
 from pgflow_kombu.errors import ConfigurationError
 from pgflow_kombu.flows import Flow
-from pgflow_kombu.flows.keywords import FlowKeywords, FlowOptionKeywords, TaskKeywords
+from pgflow_kombu.flows.keywords import FlowDataKeywords, FlowKeywords, TaskKeywords
 from pgflow_kombu.flows.shapes import FlowShape
 from pgflow_kombu.types import FlowInfo
 
@@ -116,6 +116,15 @@ class FlowsFacade(AppBase):
 
         return self.register(chain(slug, *items, **options))
 
+    @overload
+    def list_flows(self, *, database: Literal[False] = False) -> list[FlowShape]: ...
+
+    @overload
+    def list_flows(self, *, database: Literal[True]) -> list[FlowInfo]: ...
+
+    @overload
+    def list_flows(self, *, database: bool) -> list[FlowShape] | list[FlowInfo]: ...
+
     def list_flows(self, *, database: bool = False) -> list[FlowShape] | list[FlowInfo]:
         """The registered flows' shapes; ``database=True`` lists what the database holds."""
         if database:
@@ -127,9 +136,11 @@ class FlowsFacade(AppBase):
         slug: str,
         *,
         steps: Sequence[Mapping[str, Any]],
-        **options: Unpack[FlowOptionKeywords],
+        **options: Unpack[FlowDataKeywords],
     ) -> dict[str, Any]:
         """(Re)compile a flow from plain data; destructive for an existing slug (runs deleted).
+        Its limits (flow keywords ``max_concurrency``, ``rate_limit``, ``concurrency_key``,
+        ``priority``; the same keys in a step) are stored with it, in its transaction.
 
         Returns ``{"status": "compiled", "differences": []}`` for a new flow and
         ``{"status": "recompiled", "differences": [...]}`` for a replaced one (the differences

@@ -252,7 +252,8 @@ class RunsFacade(AppBase):
         self, *, older_than: timedelta | str | float, batch_size: int = DEFAULT_PRUNE_BATCH
     ) -> PruneResult:
         """Delete runs finished more than ``older_than`` ago (``"7d"``, a timedelta, seconds)
-        and as old queue archive messages, ``batch_size`` rows per transaction."""
+        and as old queue archive messages, and rate-limit buckets full again, ``batch_size``
+        rows per transaction."""
         return self.client.prune(older_than=older_than, batch_size=batch_size)
 
     # -- runs API and live events (see Client.find_runs, Client.events) --------------------------

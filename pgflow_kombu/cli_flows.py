@@ -10,7 +10,7 @@ import click
 from pgflow_kombu import cli_output as out
 from pgflow_kombu.cli_base import client_for, database_url, load_app
 from pgflow_kombu.cli_globals import app_option, json_option
-from pgflow_kombu.flows.options import FLOW_OPTION_NAMES
+from pgflow_kombu.flows.keywords import FlowDataKeywords
 
 __all__ = ["flows"]
 
@@ -71,19 +71,24 @@ def flows_show(ctx: click.Context, slug: str, as_json: bool) -> None:
 @click.option("--file", "shape_file", type=click.File(), help="A JSON flow shape instead of -A.")
 @click.pass_context
 def flows_upsert(ctx: click.Context, slug: str, app_spec: str | None, shape_file: Any) -> None:
-    """(Re)compile a flow from the app's code or a JSON file. Destructive: deletes its runs."""
+    """(Re)compile a flow from the app's code or a JSON file. Destructive: deletes its runs.
+
+    The flow's limits (max_concurrency, rate_limit, priority) are stored with it."""
     from pgflow_kombu.app import PgFlow
+    from pgflow_kombu.client.flows import upsert_outcome
 
     if shape_file is not None:
         steps, options = _shape_from_file(shape_file)
+        result = PgFlow(database_url(ctx)).upsert_flow(slug, steps=steps, **options)
     elif app_spec:
         app = load_app(app_spec)
         database_url(ctx, app_target=app)
-        shape = app.get_flow(slug).shape()
-        steps, options = shape["steps"], shape["options"]
+        flow = app.get_flow(slug)  # the object, not its shape: the limits (a key function too)
+        shape = flow.shape()
+        before = client_for(ctx).replace_flow(shape, limits=flow.limit_rows())
+        result = upsert_outcome(before, shape)
     else:
         raise click.UsageError("give -A MODULE:APP or --file SHAPE.json")
-    result = PgFlow(database_url(ctx)).upsert_flow(slug, steps=steps, **options)
     click.echo(f"{slug}: {result['status']}")
     for difference in result["differences"]:
         click.echo(f"  changed: {difference}")
@@ -103,10 +108,11 @@ def _shape_from_file(shape_file: Any) -> tuple[list[Any], dict[str, Any]]:
             "'pgflow-kombu flows show SLUG --json' prints",
             param_hint="--file",
         )
-    if not isinstance(options, dict) or not set(options) <= set(FLOW_OPTION_NAMES):
+    known = sorted(FlowDataKeywords.__optional_keys__)
+    if not isinstance(options, dict) or not set(options) <= set(known):
         raise click.BadParameter(
             f'{name}: "options" must be an object with keys among '
-            f"{', '.join(FLOW_OPTION_NAMES)}, got {options!r}",
+            f"{', '.join(known)}, got {options!r}",
             param_hint="--file",
         )
     return shape["steps"], options

@@ -266,7 +266,8 @@ def runs_delete(ctx: click.Context, run_id: str, yes: bool) -> None:
 @json_option
 @click.pass_context
 def runs_prune(ctx: click.Context, older_than: str, batch_size: int, as_json: bool) -> None:
-    """Delete finished runs (and queue archive messages) older than AGE, in small batches."""
+    """Delete finished runs (and queue archive messages) older than AGE, and idle rate
+    buckets, in small batches."""
     from pgflow_kombu.durations import parse_duration
 
     try:
@@ -277,4 +278,7 @@ def runs_prune(ctx: click.Context, older_than: str, batch_size: int, as_json: bo
     if as_json:
         out.emit_json(result.model_dump())
     else:
-        click.echo(f"pruned {result.runs} run(s), {result.archived_messages} archived message(s)")
+        click.echo(
+            f"pruned {result.runs} run(s), {result.archived_messages} archived message(s), "
+            f"{result.rate_buckets} idle rate bucket(s)"
+        )

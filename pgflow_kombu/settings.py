@@ -94,7 +94,8 @@ class WorkerSettings(BaseModel):
     retention: timedelta | None = Field(
         default=None,
         description="prune runs finished longer ago than this (7d, 12h, 30m, or seconds) and as "
-        "old queue archive messages, one worker at a time (unset: runs are kept)",
+        "old queue archive messages, and idle rate-limit buckets, one worker at a time "
+        "(unset: runs are kept)",
     )
     retention_interval: float = Field(
         default=300.0, gt=0, description="seconds between retention rounds"

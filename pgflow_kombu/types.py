@@ -111,10 +111,11 @@ class Run(_Row):
 
 class PruneResult(_Row):
     """What ``prune`` deleted: finished runs (with their steps, tasks and messages) and
-    archived queue messages older than the cut-off."""
+    archived queue messages older than the cut-off, and rate-limit buckets full again."""
 
     runs: int = 0
     archived_messages: int = 0
+    rate_buckets: int = 0
 
 
 class RunPage(_Row):

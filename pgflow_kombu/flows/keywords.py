@@ -17,6 +17,7 @@ from pgflow_kombu.flows.conditions import WhenExhausted, WhenUnmet
 from pgflow_kombu.flows.options import ConcurrencyKey, FlowOptions, Limits, StepOptions
 
 __all__ = [
+    "FlowDataKeywords",
     "FlowKeywords",
     "FlowOptionKeywords",
     "LimitKeywords",
@@ -58,6 +59,13 @@ class FlowKeywords(FlowOptionKeywords, LimitKeywords, total=False):
 
     priority: int | None
     schedule: str | None
+
+
+class FlowDataKeywords(FlowOptionKeywords, LimitKeywords, total=False):
+    """What a flow built from plain data takes (``define_flow``, ``upsert_flow``): its
+    options, its limits and its runs' default priority."""
+
+    priority: int | None
 
 
 class TaskKeywords(StepOptionKeywords, LimitKeywords, total=False):

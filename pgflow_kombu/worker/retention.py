@@ -1,9 +1,10 @@
-"""The worker's retention: prune finished runs and queue archives older than ``retention``.
+"""The worker's retention: prune finished runs and queue archives older than ``retention``, and
+rate-limit buckets that are full again.
 
 A thread of its own (a long prune never delays heartbeats) wakes every ``interval`` seconds and
 tries a session advisory lock, so one worker at a time prunes however many run; the others skip
-the round. The holder deletes ``batch_size`` rows per transaction (``pgflow_kombu.prune_runs``
-then ``prune_archives``) with a short pause between batches, so the rows it locks are few and
+the round. The holder deletes ``batch_size`` rows per transaction (``pgflow_kombu.prune_runs``,
+``prune_archives`` then ``prune_rate_buckets``) with a short pause between batches, so the rows it locks are few and
 briefly held and the workers' claims and reports go on meanwhile. A session lock cannot live
 behind a transaction pooler, so poll-only mode (``PGFLOW_POLL_ONLY``) refuses a retention: run
 ``pgflow-kombu runs prune`` on a schedule instead.
@@ -55,6 +56,7 @@ class Retention:
         self.pause = pause
         self.pruned_runs = 0
         self.pruned_messages = 0
+        self.pruned_buckets = 0
         self.rounds = 0  # rounds this worker held the lock for
         self._link = Link(url, application_name="pgflow-kombu-retention")
         self._stop = threading.Event()
@@ -80,7 +82,7 @@ class Retention:
                 found = self._link.fetch(sql, params)
                 return int(found[0][0]) if found and found[0][0] else 0
 
-            runs, messages = prune_batches(
+            runs, messages, buckets = prune_batches(
                 count, self.retention, self.batch_size, pause=self.pause, stop=self._stop.is_set
             )
         finally:
@@ -89,13 +91,21 @@ class Retention:
         self.rounds += 1
         self.pruned_runs += runs
         self.pruned_messages += messages
-        if runs or messages:
+        self.pruned_buckets += buckets
+        if runs or messages or buckets:
             log.info(
-                "pruned %d finished run(s) and %d archived message(s) older than %s",
+                "pruned %d finished run(s) and %d archived message(s) older than %s, "
+                "%d idle rate bucket(s)",
                 runs,
                 messages,
                 self.retention,
-                extra={"event": "pruned", "runs": runs, "messages": messages},
+                buckets,
+                extra={
+                    "event": "pruned",
+                    "runs": runs,
+                    "messages": messages,
+                    "rate_buckets": buckets,
+                },
             )
         return True
 

@@ -19,7 +19,6 @@ worker that could know it lost the task).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
@@ -29,7 +28,7 @@ from typing import Any
 
 from pgflow_kombu.db.connect import liveness
 from pgflow_kombu.db.urls import check_url
-from pgflow_kombu.errors import ConfigurationError, PgFlowError
+from pgflow_kombu.errors import PgFlowError
 from pgflow_kombu.flows.schedules import ScheduleSpec
 from pgflow_kombu.observability.hooks import Hooks
 from pgflow_kombu.settings import WorkerSettings
@@ -39,8 +38,8 @@ from pgflow_kombu.worker.claims import Claims, read_visibility
 from pgflow_kombu.worker.connectivity import Connectivity
 from pgflow_kombu.worker.events import WorkerEvents
 from pgflow_kombu.worker.execution import FlowLike
+from pgflow_kombu.worker.lifecycle import Lifecycle
 from pgflow_kombu.worker.link import is_connection_error
-from pgflow_kombu.worker.logs import log_outcome
 from pgflow_kombu.worker.membership import Membership
 from pgflow_kombu.worker.options import select_flows
 from pgflow_kombu.worker.pools import Pool, make_pool
@@ -49,9 +48,8 @@ from pgflow_kombu.worker.reporter import Reporter
 from pgflow_kombu.worker.retention import Retention
 from pgflow_kombu.worker.scheduler import Scheduler
 from pgflow_kombu.worker.schedulesync import check_schedules, sync_schedules
-from pgflow_kombu.worker.signals import install_stop_signals
 from pgflow_kombu.worker.source import MessageSource
-from pgflow_kombu.worker.status import ExitCode, WorkerStats
+from pgflow_kombu.worker.status import WorkerStats
 from pgflow_kombu.worker.tasks import ClaimedTask, Outcome, ReportResult
 
 __all__ = ["Worker"]
@@ -59,7 +57,7 @@ __all__ = ["Worker"]
 log = logging.getLogger("pgflow_kombu.worker")
 
 
-class Worker:
+class Worker(Lifecycle):
     """Runs the handlers of ``flows`` (flow slug -> flow) for tasks queued in ``url``'s database.
 
     How it runs is a :class:`~pgflow_kombu.settings.WorkerSettings`: ``settings``, else the
@@ -207,84 +205,7 @@ class Worker:
     def pool_stats(self) -> dict[str, int]:
         return self._pool.stats.as_dict()
 
-    def run(self) -> int:
-        """Serve until stopped (SIGTERM/SIGINT when on the main thread, or :meth:`stop`).
-
-        Returns an :class:`ExitCode`. The first signal stops claiming and lets running handlers
-        finish within ``shutdown_timeout``; a second SIGINT exits the process at once.
-        """
-        restore = install_stop_signals(
-            self.request_stop, self._stop_description, on_force=self._pool.kill
-        )
-        try:
-            return self._serve()
-        finally:
-            restore()
-
-    def start(self) -> None:
-        """Serve from a background thread; returns once serving (raises if the start failed)."""
-        if self._thread is not None:
-            raise ConfigurationError("this worker was already started")
-        self._thread = threading.Thread(target=self._serve, name="pgflow-worker", daemon=True)
-        self._thread.start()
-        while not self._started.wait(0.1):
-            if self._finished.is_set():
-                break
-        if self._startup_error is not None:
-            self._thread.join()
-            raise self._startup_error
-
-    def stop(self, timeout: float | None = None) -> int | None:
-        """Stop claiming, wait for running handlers (up to ``timeout``, default
-        ``shutdown_timeout``), and return the exit code (None if still stopping)."""
-        if timeout is not None:
-            self.shutdown_timeout = timeout
-        self.request_stop()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(self.shutdown_timeout + 30)
-        return self.exit_code
-
-    def request_stop(self) -> None:
-        """Begin a graceful stop without waiting (safe from signal handlers)."""
-        self._stopping.set()
-        self._wake()
-
-    def wait_stopped(self, timeout: float | None = None) -> bool:
-        return self._finished.wait(timeout)
-
-    def _stop_description(self) -> str:
-        return f"waiting up to {self.shutdown_timeout:g} s for {self._pool.running} running task(s)"
-
     # -- the loop ------------------------------------------------------------------------------
-
-    def _serve(self) -> int:
-        try:
-            self._startup()
-        except BaseException as exc:
-            self._startup_error = exc
-            log.error("worker failed to start: %s", exc, extra={"event": "startup_failed"})
-            self._reporter.stop(0)
-            self._teardown()
-            self.exit_code = ExitCode.STARTUP_FAILED
-            self._finished.set()
-            return self.exit_code
-        self._started.set()
-        code = ExitCode.OK
-        try:
-            self._loop()
-        except Exception:
-            log.exception("worker loop crashed", extra={"event": "crashed"})
-            code = ExitCode.CRASHED
-        try:
-            left = self._shutdown()
-        except Exception:
-            log.exception("error during shutdown")
-            left = -1
-        if code == ExitCode.OK and left:
-            code = ExitCode.TASKS_LEFT
-        self.exit_code = code
-        self._finished.set()
-        return code
 
     def _startup(self) -> None:
         if self.ensure_flows:
@@ -385,146 +306,6 @@ class Worker:
         """Claim only while the last heartbeat went through and no other worker can take what
         is claimed now before it starts."""
         return self.membership.healthy and time.monotonic() < self.membership.alive_until()
-
-    def _may_start(self, task: ClaimedTask) -> bool:
-        """The pool's gate (a slot's thread): start ``task`` only if no recovery can have given
-        it to another worker yet, judged by the last heartbeat that went through. Otherwise the
-        loop hands it back (if it is still ours) and it is never started here."""
-        late = time.monotonic() - self.membership.alive_until()
-        if late < 0:
-            return True
-        log.warning(
-            "not starting %s (run %s, attempt %d): no heartbeat went through for nearly %g s, "
-            "another worker may have it; handing it back",
-            task.label,
-            task.run_id,
-            task.attempt,
-            self.membership.stalled_after,
-            extra={"event": "task_not_started", "run_id": task.run_id, "attempt": task.attempt},
-        )
-        self._not_started.put(task)
-        self._wake()
-        return False
-
-    def _submit(self, tasks: list[ClaimedTask]) -> None:
-        self._held += len(tasks)
-        self._events.claimed(tasks)
-        for task in tasks:
-            self.cancellations.watch(task)
-            self._pool.submit(task)
-
-    def _on_outcome(self, outcome: Outcome) -> None:
-        """Called by the pool (any thread) when an attempt ends."""
-        self.cancellations.forget(outcome.task)
-        if outcome.task.cancelled:
-            log.info(
-                "result of %s (run %s, attempt %d) discarded: its run was cancelled",
-                outcome.task.label,
-                outcome.task.run_id,
-                outcome.task.attempt,
-                extra={"event": "cancelled_result_discarded", "run_id": outcome.task.run_id},
-            )
-        log_outcome(outcome)
-        self._reporter.put(outcome)
-        # Its slot is free: the loop may claim more while the report is being committed.
-        self._done_tasks.put(outcome.task)
-        self._wake()
-
-    def _on_reported(self, done: list[tuple[Outcome, ReportResult]]) -> None:
-        """Called by the reporter thread after a batch committed."""
-        self._reported.put(done)
-        # The loop may be waiting for the report backlog to shrink before it claims more.
-        self._wakeup.set()
-
-    def _on_connection_lost(self) -> None:
-        """A connection of the worker broke: reports or claims committed just before may be lost
-        (commits are asynchronous), so once the database is back, tasks the database says we
-        started but we no longer hold are handed back (at-least-once)."""
-        self._claims.needs_reconcile = True
-
-    def _drain_reported(self) -> None:
-        self._hand_back_not_started()
-        handles: list[Any] = []
-        while True:
-            try:
-                task = self._done_tasks.get_nowait()
-            except queue.Empty:
-                break
-            self._held -= 1
-            handles.append(task.delivery)
-        if handles and self._source is not None:
-            self._source.ack(handles)
-        while True:
-            try:
-                done = self._reported.get_nowait()
-            except queue.Empty:
-                break
-            for outcome, result in done:
-                self._claims.forget(outcome.task)
-                self.stats.count_report(result)
-
-    def _hand_back_not_started(self) -> None:
-        tasks: list[ClaimedTask] = []
-        while True:
-            try:
-                tasks.append(self._not_started.get_nowait())
-            except queue.Empty:
-                break
-        if not tasks:
-            return
-        self._held -= len(tasks)
-        self.stats.not_started += len(tasks)
-        if self._source is not None:
-            self._source.ack([t.delivery for t in tasks])
-        try:
-            self._claims.hand_back(tasks)
-        except PgFlowError as exc:
-            log.error("could not hand back %d task(s): %s", len(tasks), exc)
-
-    def _wake(self) -> None:
-        self._wakeup.set()
-        if self._source is not None:
-            self._source.wake()
-
-    # -- shutdown ------------------------------------------------------------------------------
-
-    def _shutdown(self) -> int:
-        """Graceful stop; returns how many tasks were left for stalled-task recovery."""
-        deadline = time.monotonic() + self.shutdown_timeout
-        if self.scheduler is not None:  # no new runs from a worker that is going away
-            self.scheduler.stop()
-        if self._source is not None:
-            with contextlib.suppress(Exception):
-                self._source.stop_consuming()
-        unstarted = self._pool.close()
-        if unstarted and self._claims.release(unstarted):
-            self._held -= len(unstarted)
-            if self._source is not None:
-                self._source.ack([t.delivery for t in unstarted])
-        finished = self._pool.join(max(0.0, deadline - time.monotonic()))
-        running = self._pool.running
-        if not finished:
-            log.warning(
-                "%d task(s) still running after %g s: left for stalled-task recovery",
-                running,
-                self.shutdown_timeout,
-                extra={"event": "tasks_abandoned", "count": running},
-            )
-        unreported = self._reporter.stop(max(5.0, deadline - time.monotonic()))
-        if unreported:
-            log.warning(
-                "%d outcome(s) could not be reported: left for stalled-task recovery",
-                unreported,
-                extra={"event": "reports_abandoned", "count": unreported},
-            )
-        self._drain_reported()
-        self._teardown()
-        log.info(
-            "worker stopped: %s",
-            ", ".join(f"{k} {v}" for k, v in self.stats.as_dict().items()),
-            extra={"event": "worker_stopped", **self.stats.as_dict()},
-        )
-        return (0 if finished else running) + unreported
 
     def _teardown(self) -> None:
         for closer in (

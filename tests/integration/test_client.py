@@ -188,7 +188,7 @@ def test_flows_admin_from_plain_data(app: PgFlow) -> None:
     again = app.upsert_flow("tenant_sync", steps=[{"slug": "reshape"}])
     assert again["status"] == "recompiled"
     assert any("Step count differs" in d for d in again["differences"])
-    assert [f.flow_slug for f in app.list_flows(database=True)] == ["tenant_sync"]  # type: ignore[union-attr]
+    assert [f.flow_slug for f in app.list_flows(database=True)] == ["tenant_sync"]
     app.delete_flow("tenant_sync")
     assert not app.flow_exists("tenant_sync")
     with pytest.raises(FlowNotFound):

@@ -328,9 +328,10 @@ def test_workers_page_shows_typescript_workers_live_and_stale(db_url: str, clien
 
 
 class BareClient(Client):
-    """A client without run control: the dashboard shows no control button."""
+    """A client declaring no run control (its methods are still there): the dashboard shows no
+    control button and refuses the actions."""
 
-    retry_run = delete_run = cancel_run = None  # type: ignore[assignment]
+    run_control = False
 
 
 class ControlClient(Client):
