@@ -77,7 +77,8 @@ def _json_argument(text: str, param_hint: str) -> Any:
     try:
         return run_input(json.loads(text, parse_constant=refuse))
     except ValueError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint=param_hint) from None
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        raise click.BadParameter(f"{shown!r} is not JSON: {exc}", param_hint=param_hint) from None
     except FlowInputError as exc:
         raise click.BadParameter(str(exc), param_hint=param_hint) from None
 
