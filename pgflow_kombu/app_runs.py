@@ -139,7 +139,7 @@ class RunsFacade(AppBase):
             inputs = [registered.prepare_input(i) for i in inputs]
             if self.eager:  # in turn, as the database would: a repeated key gives the first run
                 keys = dedup or [None] * len(inputs)
-                return [
+                handles = [
                     self._start_eager(
                         registered,
                         data,
@@ -149,16 +149,22 @@ class RunsFacade(AppBase):
                     )
                     for data, key in zip(inputs, keys, strict=True)
                 ]
-            self.ensure_flow(registered)
-        run_ids = self.client.start_many(
-            registered if registered is not None else slug,
-            inputs,
-            connection=connection,
-            priority=priority,
-            idempotency_keys=dedup,
-            idempotency_ttl=idempotency_ttl,
-        )
-        return [RunHandle(self.client, run_id, slug) for run_id in run_ids]
+            else:
+                self.ensure_flow(registered)
+        if registered is None or not self.eager:
+            run_ids = self.client.start_many(
+                registered if registered is not None else slug,
+                inputs,
+                connection=connection,
+                priority=priority,
+                idempotency_keys=dedup,
+                idempotency_ttl=idempotency_ttl,
+            )
+            handles = [RunHandle(self.client, run_id, slug) for run_id in run_ids]
+        if slug in self._tasks:  # a task's handles return its value from get(), as delay's do
+            for handle in handles:
+                handle.result_key = slug
+        return handles
 
     def _registered_or_eager(self, slug: str) -> Flow | None:
         """The registered flow of ``slug``; an eager app can run nothing else."""

@@ -184,7 +184,8 @@ def test_eager_start_many_honours_idempotency_keys(app: PgFlow) -> None:
     )
     assert handles[0].run_id == first.run_id
     assert handles[3].run_id == handles[1].run_id != handles[2].run_id
-    assert [h.get() for h in handles] == [{"each": n} for n in (1, 3, 4, 3)]
+    assert [h.get() for h in handles] == [1, 3, 4, 3]  # a task's handles give its value
+    assert [h.output for h in handles] == [{"each": n} for n in (1, 3, 4, 3)]
     assert calls == [1, 3, 4]
     with pytest.raises(FlowInputError, match=r"idempotency_keys\[1\] .* got ''"):
         app.start_many(each, [{"n": 6}, {"n": 7}], idempotency_keys=["c", ""])
