@@ -14,7 +14,7 @@ from pgflow_kombu.flows import Flow
 from pgflow_kombu.flows.eager import EagerRuns
 from pgflow_kombu.flows.shapes import compare_shapes
 from pgflow_kombu.observability.hooks import Hooks
-from pgflow_kombu.settings import Settings
+from pgflow_kombu.settings import DATABASE_URL_ENV, Settings
 
 if TYPE_CHECKING:
     from pgflow_kombu.flows import Task
@@ -55,10 +55,10 @@ class AppBase:
     def database_url(self) -> str:
         """The configured URL; else ``PGFLOW_DATABASE_URL`` as it is at first use, so that a
         module-level ``app = PgFlow()`` finds the database a CLI command set up after import."""
-        url = self.settings.database_url or os.environ.get("PGFLOW_DATABASE_URL")
+        url = self.settings.database_url or os.environ.get(DATABASE_URL_ENV)
         if not url:
             raise ConfigurationError(
-                "no database configured: set PGFLOW_DATABASE_URL or pass PgFlow(database_url=...) "
+                f"no database configured: set {DATABASE_URL_ENV} or pass PgFlow(database_url=...) "
                 "(the pgflow-kombu CLI starts an embedded PostgreSQL and sets it for you)"
             )
         return url

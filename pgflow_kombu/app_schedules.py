@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing_extensions import Unpack
 
 from pgflow_kombu.app_base import AppBase
 from pgflow_kombu.client import FlowRef
-from pgflow_kombu.flows.schedules import CatchUp, ScheduleSpec
+from pgflow_kombu.flows.keywords import ScheduleKeywords, check_keywords
+from pgflow_kombu.flows.schedules import ScheduleSpec
 from pgflow_kombu.handles import RunHandle
 from pgflow_kombu.types import ScheduleInfo
 
@@ -19,16 +20,7 @@ class SchedulesFacade(AppBase):
     # -- schedules ---------------------------------------------------------------------------------
 
     def schedule(
-        self,
-        flow: FlowRef,
-        *,
-        cron: str,
-        input: Any = None,
-        timezone: str = "UTC",
-        name: str | None = None,
-        catch_up: CatchUp = "none",
-        catch_up_limit: int = 100,
-        misfire_grace: float = 30.0,
+        self, flow: FlowRef, *, cron: str, **options: Unpack[ScheduleKeywords]
     ) -> ScheduleSpec:
         """Start a run of a registered flow (or task) with ``input`` at every tick of ``cron``.
 
@@ -38,17 +30,11 @@ class SchedulesFacade(AppBase):
         :mod:`pgflow_kombu.flows.schedules` for the cron syntax (seconds as a sixth field),
         time zones and the catch-up policies.
         """
+        check_keywords(options, ScheduleKeywords, "schedule()")
         registered = self.get_flow(flow)
-        data = registered.prepare_input({} if input is None else input)
-        return registered.add_schedule(
-            cron,
-            input=data,
-            timezone=timezone,
-            name=name,
-            catch_up=catch_up,
-            catch_up_limit=catch_up_limit,
-            misfire_grace=misfire_grace,
-        )
+        given = options.get("input")
+        options["input"] = registered.prepare_input({} if given is None else given)
+        return registered.add_schedule(cron, **options)
 
     @property
     def schedules(self) -> list[ScheduleSpec]:

@@ -20,6 +20,7 @@ from pgflow_kombu.errors import (
     RunTimeout,
     ScheduleNotFound,
 )
+from pgflow_kombu.settings import DATABASE_URL_ENV
 from pgflow_kombu.worker.logs import say
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 
-URL_ENV = "PGFLOW_DATABASE_URL"
+URL_ENV = DATABASE_URL_ENV  # the name the CLI modules know it by
 
 # Exit codes: 0 success, 1 error, 2 usage (click), and for runs:
 EXIT_RUN_FAILED = 3

@@ -28,8 +28,10 @@ from pgflow_kombu.durations import parse_duration
 from pgflow_kombu.errors import ConfigurationError
 
 __all__ = [
+    "DATABASE_URL_ENV",
     "DEPRECATED_ENV",
     "ENV_PREFIX",
+    "SETTINGS_DEFAULTS",
     "WORKER_DEFAULTS",
     "WORKER_ENV_PREFIX",
     "Liveness",
@@ -41,6 +43,8 @@ __all__ = [
 
 ENV_PREFIX = "PGFLOW_"
 WORKER_ENV_PREFIX = "PGFLOW_WORKER_"
+DATABASE_URL_ENV = ENV_PREFIX + "DATABASE_URL"
+"""The environment variable of the database URL (``Settings.database_url``)."""
 
 PoolKind = Literal["threads", "processes", "asyncio"]
 
@@ -231,6 +235,8 @@ class Liveness(BaseModel):
 WORKER_FIELDS = frozenset(WorkerSettings.model_fields)
 WORKER_DEFAULTS = WorkerSettings()
 """Every worker setting at its default: for the parts that take one alone (a bare Scheduler)."""
+SETTINGS_DEFAULTS = Settings()
+"""Every application setting at its default: for the parts that take one alone (a Client)."""
 
 
 def _from_env(model: type[BaseModel], prefix: str) -> tuple[dict[str, Any], dict[str, str]]:
@@ -276,20 +282,25 @@ def _load(
     try:
         return model(**values)
     except ValidationError as exc:
-        problems = "; ".join(_problem(e, values, sources, model) for e in exc.errors())
+        problems = "; ".join(_problem(e, values, sources, model, prefix) for e in exc.errors())
         what = {WorkerSettings: "worker settings", Liveness: "connection settings"}
         raise ConfigurationError(f"invalid {what.get(model, 'settings')}: {problems}") from None
 
 
 def _problem(
-    error: Any, values: Mapping[str, Any], sources: Mapping[str, str], model: type[BaseModel]
+    error: Any,
+    values: Mapping[str, Any],
+    sources: Mapping[str, str],
+    model: type[BaseModel],
+    prefix: str,
 ) -> str:
     """One line per invalid value: where it came from, the value, what is wrong."""
     loc = error["loc"]
     if not loc:  # a check across fields: its message names them
         return str(error["msg"]).removeprefix("Value error, ")
     name = str(loc[0])
-    where = sources.get(name, f"{ENV_PREFIX}{name.upper()}")
+    # A value with no source is named by the variable the model reads it from.
+    where = sources.get(name, f"{prefix}{name.upper()}")
     if error["type"] == "extra_forbidden":
         return f"{where}: no such setting (known: {', '.join(model.model_fields)})"
     shown = f"={values[name]!r}" if name in values else ""

@@ -183,9 +183,10 @@ class ScheduleInfo(_Row):
     cron: str
     timezone: str
     input: JSON = None
-    catch_up: str = "none"
-    catch_up_limit: int = 100
-    misfire_grace: float = 30.0
+    # Every row has these (the table's defaults are ScheduleSpec's); not repeated here.
+    catch_up: str
+    catch_up_limit: int
+    misfire_grace: float
     source: str = "api"
     paused: bool = False
     removed_at: datetime | None = None

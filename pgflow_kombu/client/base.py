@@ -20,6 +20,7 @@ from pgflow_kombu.db.errors import translate
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.db.urls import check_url, redact, to_libpq
 from pgflow_kombu.errors import ConnectionFailed, PgFlowError
+from pgflow_kombu.settings import SETTINGS_DEFAULTS
 from pgflow_kombu.waiting import RunListener
 
 __all__ = ["CORE_VERSION", "POOL_TIMEOUT", "ClientBase", "FlowRef", "HasSlug", "flow_slug_of"]
@@ -56,9 +57,9 @@ class ClientBase:
         self,
         url: str,
         *,
-        pool_min_size: int = 1,
-        pool_max_size: int = 10,
-        poll_interval: float = 0.5,
+        pool_min_size: int = SETTINGS_DEFAULTS.pool_min_size,
+        pool_max_size: int = SETTINGS_DEFAULTS.pool_max_size,
+        poll_interval: float = SETTINGS_DEFAULTS.poll_interval,
     ) -> None:
         self.url = check_url(url)
         self.poll_interval = poll_interval

@@ -18,11 +18,13 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from typing_extensions import Unpack
 
 from pgflow_kombu.client.base import ClientBase, FlowRef, flow_slug_of
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.errors import ScheduleNotFound
-from pgflow_kombu.flows.schedules import CatchUp, ScheduleSpec, next_tick
+from pgflow_kombu.flows.keywords import ScheduleKeywords, schedule_spec_of
+from pgflow_kombu.flows.schedules import ScheduleSpec, next_tick
 from pgflow_kombu.types import ScheduleInfo, ScheduleTick
 
 __all__ = ["SchedulesMixin", "write_schedule"]
@@ -75,28 +77,10 @@ class SchedulesMixin(ClientBase):
             return sync_code_schedules(conn, specs, slugs)
 
     def create_schedule(
-        self,
-        flow: FlowRef,
-        cron: str,
-        *,
-        input: Any = None,
-        timezone: str = "UTC",
-        name: str | None = None,
-        catch_up: CatchUp = "none",
-        catch_up_limit: int = 100,
-        misfire_grace: float = 30.0,
+        self, flow: FlowRef, cron: str, **options: Unpack[ScheduleKeywords]
     ) -> ScheduleInfo:
         """Create (or update) a schedule of any flow in the database, not tied to code."""
-        spec = ScheduleSpec(
-            flow_slug=flow_slug_of(flow),
-            cron=cron,
-            name=name or "",
-            input={} if input is None else input,
-            timezone=timezone,
-            catch_up=catch_up,
-            catch_up_limit=catch_up_limit,
-            misfire_grace=misfire_grace,
-        )
+        spec = schedule_spec_of(flow_slug_of(flow), cron, options, "create_schedule()")
         with self.connection() as conn, conn.transaction():
             write_schedule(conn, spec, "api")
         return self.get_schedule(spec.name)

@@ -25,24 +25,19 @@ before the steps that use it, which also rules out cycles; ``Step.index`` is the
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime
 from typing import Any, TypeVar, overload
 
 from typing_extensions import Unpack
 
-from pgflow_kombu.errors import (
-    ConfigurationError,
-    FlowDefinitionError,
-    FlowInputError,
-    NotBoundError,
-)
+from pgflow_kombu.errors import FlowDefinitionError
 from pgflow_kombu.flows.binding import RUN_KEY, Binder
 from pgflow_kombu.flows.conditions import StepCondition
-from pgflow_kombu.flows.dispatch import Dispatcher, check_schedule
+from pgflow_kombu.flows.dispatch import Dispatcher
+from pgflow_kombu.flows.flow_runs import FlowRuns
+from pgflow_kombu.flows.flow_schedules import FlowSchedules
 from pgflow_kombu.flows.handler import Handler
 from pgflow_kombu.flows.inference import check_element_handler, infer_named_binder
-from pgflow_kombu.flows.inputs import check_root_map_input
-from pgflow_kombu.flows.jsondata import Json, NotJsonError, to_json
+from pgflow_kombu.flows.jsondata import Json
 from pgflow_kombu.flows.keywords import (
     FlowKeywords,
     StepKeywords,
@@ -52,7 +47,7 @@ from pgflow_kombu.flows.keywords import (
     step_options_of,
 )
 from pgflow_kombu.flows.options import FLOW_OPTION_NAMES
-from pgflow_kombu.flows.schedules import CatchUp, ScheduleSpec
+from pgflow_kombu.flows.schedules import ScheduleSpec
 from pgflow_kombu.flows.shapes import FlowShape
 from pgflow_kombu.flows.slugs import validate_flow_slug, validate_step_slug
 from pgflow_kombu.flows.step import STEP_TYPES, Step, StepType
@@ -62,7 +57,7 @@ __all__ = ["Flow", "define_flow"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Flow:
+class Flow(FlowSchedules, FlowRuns):
     """A flow definition: slug, options and steps in definition order.
 
     Options not given are not set: ``pgflow.create_flow`` applies its defaults (3 attempts,
@@ -373,111 +368,6 @@ class Flow:
         return define_flow(
             shape["flow_slug"], steps=shape.get("steps", []), handlers=handlers, **options
         )
-
-    # -- schedules -----------------------------------------------------------------------------
-
-    def add_schedule(
-        self,
-        cron: str,
-        *,
-        input: Any = None,
-        timezone: str = "UTC",
-        name: str | None = None,
-        catch_up: CatchUp = "none",
-        catch_up_limit: int = 100,
-        misfire_grace: float = 30.0,
-    ) -> ScheduleSpec:
-        """Start a run with ``input`` (default ``{}``) at every tick of ``cron`` (see
-        :mod:`pgflow_kombu.flows.schedules`); ``name`` (default: the flow slug) must be unique
-        among all schedules. Workers serving the flow write it to the database."""
-        spec = ScheduleSpec(
-            flow_slug=self.slug,
-            cron=cron,
-            name=name or "",
-            input={} if input is None else input,
-            timezone=timezone,
-            catch_up=catch_up,
-            catch_up_limit=catch_up_limit,
-            misfire_grace=misfire_grace,
-        )
-        if any(s.name == spec.name for s in self.schedules):
-            raise ConfigurationError(
-                f"flow {self.slug!r} already has a schedule named {spec.name!r}: pass name=..."
-            )
-        self.schedules.append(spec)
-        return spec
-
-    # -- starting runs -------------------------------------------------------------------------
-
-    def bind(self, dispatcher: Dispatcher | None) -> None:
-        """Attach the app's dispatcher, which :meth:`start` uses (``None`` detaches)."""
-        self._dispatcher = dispatcher
-
-    @property
-    def dispatcher(self) -> Dispatcher | None:
-        """The dispatcher attached by :meth:`bind`, if any."""
-        return self._dispatcher
-
-    def prepare_input(self, input: Any) -> Json:
-        """Convert a run input to JSON and check it as ``start_flow`` would (root maps)."""
-        try:
-            data = to_json(input)
-        except NotJsonError as exc:
-            raise FlowInputError(f"flow {self.slug!r}: the run input is not JSON: {exc}") from exc
-        check_root_map_input(self, data)
-        return data
-
-    def start(
-        self,
-        input: Any = None,
-        *,
-        delay_seconds: float | None = None,
-        scheduled_at: datetime | None = None,
-        priority: int | None = None,
-        idempotency_key: str | None = None,
-    ) -> Any:
-        """Start a run through the bound dispatcher; returns its run handle.
-
-        ``input`` may hold models and dataclasses (they become JSON objects); ``priority``
-        overrides the flow's default priority. With ``idempotency_key`` a second start with the
-        same key returns the first run's handle.
-        """
-        if self._dispatcher is None:
-            raise NotBoundError(
-                f"flow {self.slug!r} is not registered with an app: define it with app.flow(...) "
-                "or register it, or use run_eager() in tests"
-            )
-        check_schedule(delay_seconds, scheduled_at)
-        # These are passed only when given: dispatchers written before them keep working.
-        extra: dict[str, Any] = {} if priority is None else {"priority": priority}
-        if idempotency_key is not None:
-            extra["idempotency_key"] = idempotency_key
-        return self._dispatcher.start(
-            self,
-            self.prepare_input(input),
-            delay_seconds=delay_seconds,
-            scheduled_at=scheduled_at,
-            **extra,
-        )
-
-    def build_input(self, *args: Any, **kwargs: Any) -> Json:
-        """The run input for ``delay(*args, **kwargs)``.
-
-        For a task (or a chain starting with tasks) the arguments are bound to its function's
-        signature (see ``Task.build_input``); otherwise only keyword arguments are accepted and
-        become a JSON object.
-        """
-        if self._input_builder is not None:
-            return self._input_builder(*args, **kwargs)
-        if args:
-            raise FlowInputError(
-                f"flow {self.slug!r}: pass the run input as keyword arguments or use start(input)"
-            )
-        return self.prepare_input(kwargs)
-
-    def delay(self, *args: Any, **kwargs: Any) -> Any:
-        """Start a run with :meth:`build_input`'s input (Celery's ``delay``)."""
-        return self.start(self.build_input(*args, **kwargs))
 
     # -- eager execution -----------------------------------------------------------------------
 

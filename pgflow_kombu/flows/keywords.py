@@ -15,12 +15,14 @@ from typing_extensions import TypedDict
 
 from pgflow_kombu.flows.conditions import WhenExhausted, WhenUnmet
 from pgflow_kombu.flows.options import ConcurrencyKey, FlowOptions, Limits, StepOptions
+from pgflow_kombu.flows.schedules import CatchUp, ScheduleSpec
 
 __all__ = [
     "FlowDataKeywords",
     "FlowKeywords",
     "FlowOptionKeywords",
     "LimitKeywords",
+    "ScheduleKeywords",
     "StepKeywords",
     "StepOptionKeywords",
     "TaskKeywords",
@@ -28,6 +30,7 @@ __all__ = [
     "flow_options_of",
     "limits_of",
     "pick",
+    "schedule_spec_of",
     "step_options_of",
 ]
 
@@ -85,6 +88,19 @@ class StepKeywords(StepOptionKeywords, LimitKeywords, total=False):
     when_exhausted: WhenExhausted | None
 
 
+class ScheduleKeywords(TypedDict, total=False):
+    """What a schedule takes besides its flow and cron (``flow.add_schedule``,
+    ``app.schedule``, ``client.create_schedule``). Left out (or None for ``input`` and
+    ``name``): :class:`~pgflow_kombu.flows.schedules.ScheduleSpec`'s defaults."""
+
+    input: Any
+    timezone: str
+    name: str | None
+    catch_up: CatchUp
+    catch_up_limit: int
+    misfire_grace: float
+
+
 K = TypeVar("K")
 
 
@@ -125,3 +141,16 @@ def limits_of(given: LimitKeywords, priority: int | None = None) -> Limits:
         given.get("concurrency_key"),
         priority,
     )
+
+
+def schedule_spec_of(
+    flow_slug: str, cron: str, given: ScheduleKeywords, where: str
+) -> ScheduleSpec:
+    """The schedule ``given`` describes; a name it does not declare raises :class:`TypeError`."""
+    check_keywords(given, ScheduleKeywords, where)
+    # None means "the default" for input and name, as it always has for callers.
+    fields: dict[str, Any] = dict(given)
+    for optional in ("input", "name"):
+        if fields.get(optional) is None:
+            fields.pop(optional, None)
+    return ScheduleSpec(flow_slug=flow_slug, cron=cron, **fields)

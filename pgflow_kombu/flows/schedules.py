@@ -87,9 +87,9 @@ def due_ticks(
     *,
     next_tick_at: datetime,
     now: datetime,
-    catch_up: str = "none",
-    catch_up_limit: int = 100,
-    misfire_grace: float = 30.0,
+    catch_up: str,
+    catch_up_limit: int,
+    misfire_grace: float,
 ) -> tuple[list[datetime], int]:
     """The ticks to start now, oldest first, and how many due ticks are skipped.
 

@@ -89,10 +89,17 @@ def test_catch_up_all_is_bounded_by_the_limit() -> None:
 
 
 def test_nothing_is_due_before_the_next_tick() -> None:
-    assert due_ticks("* * * * *", "UTC", next_tick_at=T0, now=T0 - timedelta(seconds=1)) == (
-        [],
-        0,
+    before = T0 - timedelta(seconds=1)
+    due = due_ticks(
+        "* * * * *",
+        "UTC",
+        next_tick_at=T0,
+        now=before,
+        catch_up="none",
+        catch_up_limit=100,
+        misfire_grace=30.0,
     )
+    assert due == ([], 0)
 
 
 @pytest.mark.parametrize(

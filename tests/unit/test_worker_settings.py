@@ -284,3 +284,18 @@ def test_the_worker_command_hands_its_settings_to_the_worker(
     assert (seen[0].concurrency, seen[0].stalled_after, seen[0].scheduler) == (3, 45.0, False)
     refused = CliRunner().invoke(cli, [*args, "--stalled-after", "2"], env=env)
     assert refused.exit_code == 2 and "must exceed heartbeat_interval" in refused.output
+
+
+def test_a_value_with_no_source_is_named_by_the_models_own_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A required field left unset has no source: the error names the variable that would set
+    # it, which for worker settings carries the worker prefix.
+    class RegionalWorker(WorkerSettings):
+        region: str
+
+    monkeypatch.delenv("PGFLOW_WORKER_REGION", raising=False)
+    with pytest.raises(ConfigurationError, match=r"PGFLOW_WORKER_REGION: Field required"):
+        RegionalWorker.load()
+    monkeypatch.setenv("PGFLOW_WORKER_REGION", "eu")
+    assert RegionalWorker.load().region == "eu"
