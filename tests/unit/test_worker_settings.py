@@ -298,4 +298,5 @@ def test_a_value_with_no_source_is_named_by_the_models_own_variable(
     with pytest.raises(ConfigurationError, match=r"PGFLOW_WORKER_REGION: Field required"):
         RegionalWorker.load()
     monkeypatch.setenv("PGFLOW_WORKER_REGION", "eu")
-    assert RegionalWorker.load().region == "eu"
+    loaded = RegionalWorker.load()
+    assert isinstance(loaded, RegionalWorker) and loaded.region == "eu"
