@@ -29,6 +29,7 @@ from psycopg.types.json import Jsonb
 
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.errors import PgFlowError
+from pgflow_kombu.settings import WORKER_DEFAULTS
 from pgflow_kombu.worker.connectivity import Connectivity
 from pgflow_kombu.worker.link import Link, is_connection_error
 from pgflow_kombu.worker.source import Delivery, MessageSource
@@ -65,7 +66,7 @@ class Claims:
         worker_ids: Mapping[str, str],
         stats: WorkerStats,
         *,
-        synchronous_commit: bool = False,
+        synchronous_commit: bool = WORKER_DEFAULTS.synchronous_commit,
         statement_timeout: float | None = None,
         connectivity: Connectivity | None = None,
     ) -> None:

@@ -66,7 +66,7 @@ class Reporter:
         *,
         batch_size: int = WORKER_DEFAULTS.report_batch,
         connections: int = DEFAULT_CONNECTIONS,
-        synchronous_commit: bool = True,
+        synchronous_commit: bool = WORKER_DEFAULTS.synchronous_commit,
         on_connection_lost: Callable[[], None] | None = None,
         on_settled: Settled | None = None,
         statement_timeout: float | None = None,

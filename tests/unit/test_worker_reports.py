@@ -15,6 +15,8 @@ import pytest
 
 from pgflow_kombu.errors import UnexpectedReply
 from pgflow_kombu.observability.hooks import Hooks
+from pgflow_kombu.settings import WORKER_DEFAULTS
+from pgflow_kombu.worker.claims import Claims
 from pgflow_kombu.worker.events import WorkerEvents
 from pgflow_kombu.worker.link import Link
 from pgflow_kombu.worker.reporter import Reporter, parse_report_rows
@@ -150,3 +152,16 @@ def test_an_unknown_outcome_is_logged_by_name_and_the_batch_kept(
         left = reporter.stop(0)
     assert reported == [] and left == 1
     assert any("'archived'" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_reports_and_claims_commit_as_the_worker_settings_say_by_default() -> None:
+    """A bare Reporter or Claims takes the worker's synchronous_commit default; given, its own."""
+    url = "postgresql://nobody@127.0.0.1:1/none"
+    default = WORKER_DEFAULTS.synchronous_commit
+    bare = Reporter(url, lambda done: None, connections=2)
+    assert [link.synchronous_commit for link in bare._links] == [default, default]
+    assert Claims(url, {}, WorkerStats()).link.synchronous_commit is default
+    given = Reporter(url, lambda done: None, connections=1, synchronous_commit=not default)
+    assert given._links[0].synchronous_commit is (not default)
+    claims = Claims(url, {}, WorkerStats(), synchronous_commit=not default)
+    assert claims.link.synchronous_commit is (not default)
