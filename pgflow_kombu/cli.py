@@ -33,6 +33,7 @@ from pgflow_kombu.cli_schedules import schedules
 from pgflow_kombu.client.base import CORE_VERSION
 from pgflow_kombu.db import migrations
 from pgflow_kombu.errors import PgFlowError
+from pgflow_kombu.settings import WorkerSettings
 from pgflow_kombu.worker.command import worker_options
 from pgflow_kombu.worker.logs import configure_logging, say
 
@@ -111,8 +112,10 @@ def workers() -> None:
 @click.pass_context
 def workers_list(ctx: click.Context, include_stale: bool, as_json: bool) -> None:
     """Workers with a recent heartbeat (or all with --all)."""
+    # Stale as the workers themselves judge it: after PGFLOW_WORKER_STALLED_AFTER.
+    stale_after = WorkerSettings.load().stalled_after
     out.listing(
-        client_for(ctx).list_workers(include_stale=include_stale),
+        client_for(ctx).list_workers(include_stale=include_stale, stale_after=stale_after),
         as_json,
         ["worker", "queue", "function", "last heartbeat", "deprecated"],
         lambda w: (

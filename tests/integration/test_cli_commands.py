@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from click.testing import CliRunner, Result
@@ -78,6 +79,25 @@ def test_workers_list_and_health(db_url: str) -> None:
     assert json.loads(invoke(db_url, "workers", "list", "--json").output) == []
     health = json.loads(invoke(db_url, "health", "--json").output)
     assert health["status"] == "ok"
+
+
+def test_workers_list_counts_a_worker_stale_after_the_worker_setting(db_url: str) -> None:
+    """A worker last heard from 60 s ago is stale by the default (30 s), live with 120 s."""
+    with connect(db_url) as conn:
+        worker = {"worker_id": uuid.uuid4(), "queue_name": "q", "function_name": "quiet", "age": 60}
+        conn.execute(test_query("dashboard_add_worker"), worker)
+    args = ["--database-url", db_url, "workers", "list", "--json"]
+
+    def listed(env: dict[str, str | None]) -> list[str]:
+        result = CliRunner().invoke(cli, args, env=env)
+        assert result.exit_code == 0, result.output
+        return [w["function_name"] for w in json.loads(result.output)]
+
+    assert listed({"PGFLOW_WORKER_STALLED_AFTER": None}) == []
+    assert listed({"PGFLOW_WORKER_STALLED_AFTER": "120"}) == ["quiet"]
+    assert listed({"PGFLOW_WORKER_STALLED_AFTER": "45"}) == []
+    refused = CliRunner().invoke(cli, args, env={"PGFLOW_WORKER_STALLED_AFTER": "nope"})
+    assert "PGFLOW_WORKER_STALLED_AFTER='nope'" in str(refused.exception)
 
 
 def test_exit_codes_of_the_entry_point(db_url: str) -> None:
