@@ -113,7 +113,7 @@ class WorkersFacade(AppBase):
 
     def health_check(self) -> dict[str, Any]:
         """``{"status": "ok", "workers": [...], "flows": [...], ...}`` (raises when unreachable)."""
-        health = self.client.health_check()
+        health = self.client.health_check(stale_after=self.settings.worker.stalled_after)
         health["workers"] = [w.model_dump(mode="json") for w in self.list_workers()]
         health["flows"] = sorted(self._flows)
         return health

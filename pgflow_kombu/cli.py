@@ -133,7 +133,8 @@ def workers_list(ctx: click.Context, include_stale: bool, as_json: bool) -> None
 @click.pass_context
 def health(ctx: click.Context, as_json: bool) -> None:
     """Check the database and the schema; exit 1 when unreachable."""
-    report = client_for(ctx).health_check()
+    stale_after = WorkerSettings.load().stalled_after  # live as in `workers list`
+    report = client_for(ctx).health_check(stale_after=stale_after)
     if as_json:
         out.emit_json(report)
     else:

@@ -23,10 +23,12 @@ class WorkersMixin(ClientBase):
             rows = cur.execute(query("client.list_workers"), params).fetchall()
         return [WorkerInfo.model_validate(r) for r in rows]
 
-    def health_check(self) -> dict[str, Any]:
-        """Database reachability and counts; ``status`` is ``"ok"`` when the query succeeded."""
+    def health_check(self, *, stale_after: float = WORKER_DEFAULTS.stalled_after) -> dict[str, Any]:
+        """Database reachability and counts (``live_workers``: heartbeat within
+        ``stale_after`` s); ``status`` is ``"ok"`` when the query succeeded."""
+        params = {"stale_after": stale_after}
         with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(query("client.health")).fetchone()
+            row = cur.execute(query("client.health"), params).fetchone()
         assert row is not None
         return {"status": "ok", "core_version": CORE_VERSION, **row}
 

@@ -19,13 +19,14 @@ from pgflow_kombu.dashboard.paths import path_for
 from pgflow_kombu.dashboard.svg import dag_svg, minutes_chart_svg, timeline_svg
 from pgflow_kombu.errors import ConfigurationError
 from pgflow_kombu.flows.shapes import FlowShape
+from pgflow_kombu.settings import WORKER_DEFAULTS
 
 if TYPE_CHECKING:
     from pgflow_kombu.dashboard.app import Dashboard
 
 __all__ = ["routes"]
 
-LIVE_AFTER = 30.0  # seconds: a worker that heartbeated within this is live
+LIVE_AFTER = WORKER_DEFAULTS.stalled_after  # seconds: a worker that heartbeated within this is live
 WORKERS_SINCE = timedelta(hours=1)  # the workers page lists those seen within this
 FLOW_WINDOW = timedelta(hours=24)  # runs by status and percentiles of the flows pages
 KEEPALIVE = 15.0  # seconds between comments on an idle event stream

@@ -49,6 +49,7 @@ from pgflow_kombu.observability.hooks import (
     TaskStarted,
     TaskSucceeded,
 )
+from pgflow_kombu.settings import WORKER_DEFAULTS
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -84,7 +85,8 @@ DURATION_BUCKETS = (
     600,
 )
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500)
-LIVE_AFTER = 30.0  # seconds: a worker that heartbeated within this is live (as the health check)
+# Seconds: a worker that heartbeated within this is live (as the health check).
+LIVE_AFTER = WORKER_DEFAULTS.stalled_after
 
 
 class WorkerMetrics:

@@ -110,7 +110,8 @@ SELECT
     (SELECT count(*) FROM pgflow.flows) AS flows,
     (SELECT count(*) FROM pgflow.runs WHERE status = 'started') AS runs_started,
     (SELECT count(*) FROM pgflow.workers
-     WHERE deprecated_at IS NULL AND last_heartbeat_at > now() - interval '30 seconds') AS live_workers,
+     WHERE deprecated_at IS NULL
+       AND last_heartbeat_at > now() - make_interval(secs => %(stale_after)s)) AS live_workers,
     (SELECT max(version) FROM pgflow_kombu.migrations) AS schema_version;
 
 -- name: listen_runs

@@ -81,7 +81,9 @@ def test_workers_list_and_health(db_url: str) -> None:
     assert health["status"] == "ok"
 
 
-def test_workers_list_counts_a_worker_stale_after_the_worker_setting(db_url: str) -> None:
+def test_workers_list_and_health_count_a_worker_stale_after_the_worker_setting(
+    db_url: str,
+) -> None:
     """A worker last heard from 60 s ago is stale by the default (30 s), live with 120 s."""
     with connect(db_url) as conn:
         worker = {"worker_id": uuid.uuid4(), "queue_name": "q", "function_name": "quiet", "age": 60}
@@ -96,6 +98,11 @@ def test_workers_list_counts_a_worker_stale_after_the_worker_setting(db_url: str
     assert listed({"PGFLOW_WORKER_STALLED_AFTER": None}) == []
     assert listed({"PGFLOW_WORKER_STALLED_AFTER": "120"}) == ["quiet"]
     assert listed({"PGFLOW_WORKER_STALLED_AFTER": "45"}) == []
+    # health counts live workers by the same setting.
+    health = ["--database-url", db_url, "health", "--json"]
+    for stalled_after, live in ((None, 0), ("120", 1)):
+        result = CliRunner().invoke(cli, health, env={"PGFLOW_WORKER_STALLED_AFTER": stalled_after})
+        assert json.loads(result.output)["live_workers"] == live, result.output
     refused = CliRunner().invoke(cli, args, env={"PGFLOW_WORKER_STALLED_AFTER": "nope"})
     assert "PGFLOW_WORKER_STALLED_AFTER='nope'" in str(refused.exception)
 
