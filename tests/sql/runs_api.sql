@@ -62,16 +62,16 @@ SELECT started_at, run_id FROM pgflow.runs
 ORDER BY started_at DESC, run_id DESC OFFSET %(depth)s LIMIT 1;
 
 -- name: runs_api_bench_events_off
-ALTER TABLE pgflow.step_states DISABLE TRIGGER pgflow_kombu_step_event;
-ALTER TABLE pgflow.runs DISABLE TRIGGER pgflow_kombu_run_event;
+ALTER TABLE pgflow.step_states DISABLE TRIGGER pgflow_kombu_step_change;
+ALTER TABLE pgflow.runs DISABLE TRIGGER pgflow_kombu_run_change;
 
 -- name: runs_api_bench_events_on
-ALTER TABLE pgflow.step_states ENABLE TRIGGER pgflow_kombu_step_event;
-ALTER TABLE pgflow.runs ENABLE TRIGGER pgflow_kombu_run_event;
+ALTER TABLE pgflow.step_states ENABLE TRIGGER pgflow_kombu_step_change;
+ALTER TABLE pgflow.runs ENABLE TRIGGER pgflow_kombu_run_change;
 
 -- name: runs_api_bench_drop_indexes
 DROP INDEX pgflow.pgflow_kombu_runs_started_at, pgflow.pgflow_kombu_runs_flow_started_at,
-    pgflow.pgflow_kombu_runs_status_started_at, pgflow.pgflow_kombu_runs_input;
+    pgflow.pgflow_kombu_runs_not_completed, pgflow.pgflow_kombu_runs_input;
 
 -- name: runs_api_bench_sync_off
 SET synchronous_commit = off;
