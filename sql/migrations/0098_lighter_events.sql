@@ -85,3 +85,9 @@ DROP INDEX IF EXISTS pgflow.pgflow_kombu_runs_status_started_at;
 CREATE INDEX IF NOT EXISTS pgflow_kombu_runs_not_completed
     ON pgflow.runs (status, started_at DESC, run_id DESC) INCLUDE (flow_slug)
     WHERE status <> 'completed';
+
+-- Runs' inputs: a GIN index gets an entry per path of a run's input when the run starts and again
+-- when it finishes, on every job, for a filter (find_runs input_contains) that reads runs newest
+-- first well enough within a time window. It is created on request: `pgflow-kombu db
+-- input-index` (pgflow_kombu.db.input_index), CONCURRENTLY, under the same name.
+DROP INDEX IF EXISTS pgflow.pgflow_kombu_runs_input;

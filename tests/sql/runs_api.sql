@@ -90,3 +90,12 @@ EXPLAIN (ANALYZE, FORMAT JSON) {};
 -- name: events_fail_run
 -- A status change of a run by hand (stands in for a writer's transaction).
 UPDATE pgflow.runs SET status = 'failed', failed_at = now() WHERE run_id = %(run_id)s;
+
+-- name: runs_api_input_index_def
+SELECT indexdef FROM pg_indexes
+WHERE schemaname = 'pgflow' AND indexname = 'pgflow_kombu_runs_input';
+
+-- name: runs_api_invalidate_input_index
+-- What an interrupted CREATE INDEX CONCURRENTLY leaves behind.
+UPDATE pg_index SET indisvalid = false
+WHERE indexrelid = 'pgflow.pgflow_kombu_runs_input'::regclass;
