@@ -62,12 +62,12 @@ SELECT started_at, run_id FROM pgflow.runs
 ORDER BY started_at DESC, run_id DESC OFFSET %(depth)s LIMIT 1;
 
 -- name: runs_api_bench_events_off
-ALTER TABLE pgflow.step_states DISABLE TRIGGER pgflow_kombu_step_change;
-ALTER TABLE pgflow.runs DISABLE TRIGGER pgflow_kombu_run_change;
+ALTER TABLE pgflow.step_states DISABLE TRIGGER pgflow_kombu_steps_updated;
+ALTER TABLE pgflow.runs DISABLE TRIGGER pgflow_kombu_runs_updated;
 
 -- name: runs_api_bench_events_on
-ALTER TABLE pgflow.step_states ENABLE TRIGGER pgflow_kombu_step_change;
-ALTER TABLE pgflow.runs ENABLE TRIGGER pgflow_kombu_run_change;
+ALTER TABLE pgflow.step_states ENABLE TRIGGER pgflow_kombu_steps_updated;
+ALTER TABLE pgflow.runs ENABLE TRIGGER pgflow_kombu_runs_updated;
 
 -- name: runs_api_bench_drop_indexes
 DROP INDEX pgflow.pgflow_kombu_runs_started_at, pgflow.pgflow_kombu_runs_flow_started_at,
