@@ -187,13 +187,19 @@ class ConsumingChannel(virtual.Channel):
             self._dirty.add(queue)
 
     def wants_read(self) -> bool:
-        return bool(self._consumers and self._dirty)
+        """Whether a queue may hold messages and there is room to take some."""
+        return bool(self._consumers and self._dirty) and self.room() > 0
 
     def deliver_ready(self) -> int:
         """Read the queues that may hold messages and deliver what they hold; return the count."""
         if not self._consumers or not self._dirty:
             return 0
         queues = list(self._active_queues)
+        # Only queues still consumed stay marked: a mark left on another would make the event
+        # loop wake for it again and again (see Transport.on_tick).
+        self._dirty.intersection_update(queues)
+        if not self._dirty:
+            return 0
         self._rotation = (self._rotation + 1) % len(queues)
         delivered = 0
         for queue in queues[self._rotation :] + queues[: self._rotation]:

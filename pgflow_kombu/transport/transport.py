@@ -82,7 +82,8 @@ class Transport(virtual.Transport):
         self._next_poll = 0.0
         self._next_extend = 0.0
         self._next_sweep = 0.0
-        self._rechecks: list[tuple[float, ConsumingChannel, str]] = []
+        self._rechecks: dict[tuple[ConsumingChannel, str], float] = {}
+        self._recheck_timer: Any = None
 
     # -- connections -----------------------------------------------------------------------
 
@@ -222,11 +223,34 @@ class Transport(virtual.Transport):
                 channel.mark_notified(channels)
 
     def recheck_later(self, channel: ConsumingChannel, queue: str) -> None:
-        """Read ``queue`` once more after :data:`RECHECK_DELAY` seconds."""
-        if self._hub is not None and threading.get_ident() == self._hub_thread:
-            self._hub.call_later(RECHECK_DELAY, channel.mark_dirty, queue)
-        else:
-            self._rechecks.append((monotonic() + RECHECK_DELAY, channel, queue))
+        """Read ``queue`` once more :data:`RECHECK_DELAY` seconds after this read.
+
+        A queue has one pending recheck, which each read moves later: a queue read again and
+        again needs no recheck in between, only after its last read (one read per message
+        delivered one at a time, not two).
+        """
+        self._rechecks[(channel, queue)] = monotonic() + RECHECK_DELAY
+        on_loop = self._hub is not None and threading.get_ident() == self._hub_thread
+        if on_loop and self._recheck_timer is None:
+            self._recheck_timer = self._hub.call_later(RECHECK_DELAY, self._on_recheck_timer)
+
+    def _run_rechecks(self, now: float) -> float | None:
+        """Mark the queues whose recheck is due; return when the next one is due."""
+        due: float | None = None
+        for (channel, queue), when in list(self._rechecks.items()):
+            if when <= now:
+                del self._rechecks[(channel, queue)]
+                channel.mark_dirty(queue)
+            elif due is None or when < due:
+                due = when
+        return due
+
+    def _on_recheck_timer(self) -> None:
+        self._recheck_timer = None
+        now = monotonic()
+        due = self._run_rechecks(now)
+        if due is not None and self._hub is not None:
+            self._recheck_timer = self._hub.call_later(max(0.0, due - now), self._on_recheck_timer)
 
     def _maintain(self, now: float) -> float:
         """Run the timers that are due (polling, visibility extension, rechecks); return the
@@ -243,16 +267,8 @@ class Transport(virtual.Transport):
             self._next_sweep = now + self.options.sweep_interval
             self.sweep()
         due = min(self._next_poll, self._next_extend, self._next_sweep)
-        if self._rechecks:
-            waiting: list[tuple[float, ConsumingChannel, str]] = []
-            for when, owner, queue in self._rechecks:
-                if when <= now:
-                    owner.mark_dirty(queue)
-                else:
-                    waiting.append((when, owner, queue))
-                    due = min(due, when)
-            self._rechecks = waiting
-        return due
+        recheck = self._run_rechecks(now)
+        return due if recheck is None else min(due, recheck)
 
     def drain_events(self, connection: Any, timeout: float | None = None, **kwargs: Any) -> None:
         deadline = None if timeout is None else monotonic() + timeout
@@ -315,28 +331,48 @@ class Transport(virtual.Transport):
             loop.remove_reader(fd)
         self._hub_fds = []
         loop.on_tick.discard(self.on_tick)
-        for timer in self._hub_timers:
-            timer.cancel()
+        for timer in [*self._hub_timers, self._recheck_timer]:
+            if timer is not None:
+                timer.cancel()
         self._hub_timers = []
+        self._recheck_timer = None  # pending rechecks wait for drain_events
         self._hub = None
         self._hub_thread = None
 
+    # On the loop, messages are read and handed to the consumers only in reader callbacks, which
+    # run after the loop's poll. Other parties tick too: Celery's prefork pool, on its tick, asks
+    # the loop to write the jobs it holds to its child processes. The ticks run in no set order,
+    # so a message handed over during a tick may miss the pool's tick of that iteration and wait
+    # in the pool until something else ends the next poll (a timer, up to polling_interval).
+    # Handed over in a reader callback, it always precedes the next iteration's ticks.
+
     def on_readable(self, connection: Any = None, loop: Any = None) -> None:
-        """The listener's socket is readable: note which queues were written to."""
+        """The listener's socket is readable: read the queues that were written to."""
         if self._listener is not None:
             self._on_notified(self._listener.poll())
+        self._deliver_wanted()
 
     def _on_waker(self) -> None:
+        """The self-pipe is readable: room was made, or a timer marked queues to read."""
         waker = self._waker
         if waker is not None:
             waker.drain()
+        self._deliver_wanted()
 
-    def on_tick(self) -> None:
-        """Every loop iteration: write grouped acks, read the queues that may hold messages."""
+    def _deliver_wanted(self) -> None:
         if any(channel.wants_read() for channel in self._channels()):
             self.deliver_ready()
-        else:
-            self.flush_acks()
+
+    def on_tick(self) -> None:
+        """Every loop iteration, before its poll: write grouped acks; when a queue may hold
+        messages that there is room for, end the poll at once (the self-pipe's reader reads)."""
+        self.flush_acks()
+        if any(channel.wants_read() for channel in self._channels()):
+            waker = self._waker
+            if waker is None:
+                self.deliver_ready()
+            else:
+                waker.wake()
 
     def _on_poll_timer(self) -> None:
         for channel in self._channels():

@@ -136,10 +136,11 @@ def _decorators(
         _opt(
             "--source",
             env="SOURCE",
-            type=click.Choice(["kombu", "pgmq"]),
-            default="kombu",
+            type=click.Choice(["claim", "kombu", "pgmq"]),
+            default="claim",
             show_default=True,
-            help="Read messages through the pgflow:// kombu transport, or with pgmq directly.",
+            help="claim: read and claim in one statement; kombu: read messages through the "
+            "pgflow:// kombu transport, then claim; pgmq: read with pgmq.read, then claim.",
         ),
         _opt(
             "--metrics-port",
@@ -254,12 +255,23 @@ def observe(worker: Worker, url: str, options: dict[str, Any]) -> Callable[[], N
     return stop
 
 
+SOURCE_LABELS = {
+    "claim": "read and claimed in one statement",
+    "kombu": "pgflow:// kombu transport",
+    "pgmq": "pgmq reads",
+}
+
+
 def _source(kind: str, url: str) -> Any:
     if kind == "pgmq":
         from pgflow_kombu.worker.source import PgmqSource
 
         return PgmqSource(url)
-    return None  # the worker's default: the kombu transport
+    if kind == "kombu":
+        from pgflow_kombu.worker.consumer import KombuSource
+
+        return KombuSource(url)
+    return None  # the worker's default: read and claim in one statement
 
 
 def banner(worker: Worker, app_ref: str, source: str) -> str:
@@ -285,7 +297,7 @@ def banner_rows(worker: Worker, app_ref: str, source: str) -> tuple[str, list[tu
         ("app", app_ref),
         ("database", redact(worker.url)),
         ("pool", f"{worker.pool_kind} x {worker.concurrency}, prefetch {worker.prefetch}"),
-        ("messages", "pgflow:// kombu transport" if source == "kombu" else "pgmq reads"),
+        ("messages", SOURCE_LABELS.get(source, source)),
         ("flows", flows),
         (
             "schedules",

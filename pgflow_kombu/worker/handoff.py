@@ -16,6 +16,7 @@ from typing import Any
 
 from pgflow_kombu.errors import PgFlowError
 from pgflow_kombu.worker.cancellation import Cancellations
+from pgflow_kombu.worker.claiming import ClaimingSource
 from pgflow_kombu.worker.claims import Claims
 from pgflow_kombu.worker.events import WorkerEvents
 from pgflow_kombu.worker.logs import log_outcome
@@ -38,7 +39,7 @@ class TaskHandoff:
     cancellations: Cancellations
     stats: WorkerStats
     _events: WorkerEvents
-    _source: MessageSource | None
+    _source: MessageSource | ClaimingSource | None
     _claims: Claims
     _reporter: Reporter
     _pool: Pool

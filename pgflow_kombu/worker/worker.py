@@ -3,9 +3,11 @@
 Threads of a running worker: the loop (the caller's thread under :meth:`Worker.run`), the pool's
 slots, two reporters, one heartbeat. The loop asks its message source for what one drain cycle
 delivers (at most the free prefetch), claims it with one ``pgflow_kombu.claim_tasks`` per flow
-(see claims.py), and hands the claimed tasks to the pool. A finished task frees its slot at once
-(its message is acknowledged, which returns room to the QoS prefetch) and its outcome goes to
-the reporter, which reports outcomes in grouped transactions while the loop claims more.
+(see claims.py), and hands the claimed tasks to the pool; the default source
+(:class:`~pgflow_kombu.worker.claiming.ClaimingSource`) does both in one statement. A finished
+task frees its slot at once (its message is acknowledged, which returns room to the QoS
+prefetch) and its outcome goes to the reporter, which reports outcomes in grouped transactions
+while the loop claims more.
 
 Network faults: every connection has keepalives and timeouts (``db/connect.py``), so a cut link
 fails within seconds and is logged once (``connectivity.py``). The worker claims only while its
@@ -31,6 +33,7 @@ from pgflow_kombu.flows.schedules import ScheduleSpec
 from pgflow_kombu.observability.hooks import Hooks
 from pgflow_kombu.settings import WorkerSettings
 from pgflow_kombu.worker.cancellation import Cancellations
+from pgflow_kombu.worker.claiming import ClaimingSource
 from pgflow_kombu.worker.claims import Claims, read_visibility
 from pgflow_kombu.worker.connectivity import Connectivity
 from pgflow_kombu.worker.events import WorkerEvents
@@ -81,7 +84,7 @@ class Worker(Lifecycle):
         *,
         queues: Sequence[str] | None = None,
         app_ref: str | None = None,
-        source: MessageSource | None = None,
+        source: MessageSource | ClaimingSource | None = None,
         ensure_flows: bool = True,
         function_name: str | None = None,
         hooks: Hooks | None = None,
@@ -249,19 +252,24 @@ class Worker(Lifecycle):
             # two batches (a slow database slows claiming down too).
             backlog = max(0, self._reporter.backlog - 2 * self._reporter.batch_size)
             free = self.prefetch - self._held - backlog
-            if free <= 0 or not self._may_claim():
+            if free <= 0 or not self._may_claim() or self._batching(source):
                 self._wakeup.wait(0.5)
                 self._wakeup.clear()
                 continue
             try:
                 if self._claims.needs_reconcile:
                     self._claims.reconcile()
-                retry = self._claims.pending_retry()
-                if retry:
-                    self._claims.claim(source, retry, self._submit)
-                deliveries = source.fetch(free, self.fetch_timeout)
-                if deliveries:
-                    self._claims.claim(source, deliveries, self._submit)
+                if isinstance(source, ClaimingSource):
+                    tasks = source.claim(self._claims, free, self.fetch_timeout)
+                    if tasks:
+                        self._submit(tasks)
+                else:
+                    retry = self._claims.pending_retry()
+                    if retry:
+                        self._claims.claim(source, retry, self._submit)
+                    deliveries = source.fetch(free, self.fetch_timeout)
+                    if deliveries:
+                        self._claims.claim(source, deliveries, self._submit)
                 self.connectivity.succeeded()
                 worked_at = time.monotonic()
                 backoff = 0.1
@@ -282,6 +290,17 @@ class Worker(Lifecycle):
                 self.connectivity.failed(worked_at, exc)
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    def _batching(self, source: Any) -> bool:
+        """Whether to let room build up before the next claim: the queues hold more than the
+        last claim took and every slot has a task, so claiming now would take only the few that
+        finished (a claim costs about the same however many it takes). Once a slot has no task,
+        the loop claims: no slot waits for a batch to build up."""
+        return (
+            isinstance(source, ClaimingSource)
+            and source.backlogged
+            and self._held >= self.concurrency
+        )
 
     def _may_claim(self) -> bool:
         """Claim only while the last heartbeat went through and no other worker can take what
@@ -305,8 +324,6 @@ class Worker(Lifecycle):
                 log.exception("error while stopping the worker")
 
 
-def default_source(url: str) -> MessageSource:
-    """The ``pgflow://`` kombu transport."""
-    from pgflow_kombu.worker.consumer import KombuSource
-
-    return KombuSource(url)
+def default_source(url: str) -> ClaimingSource:
+    """Read and claim in one round trip (see claiming.py)."""
+    return ClaimingSource(url)

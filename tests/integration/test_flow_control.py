@@ -27,6 +27,7 @@ from pgflow_kombu.db.connect import connect
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.flows import Flow
 from pgflow_kombu.worker import PgmqSource, Worker
+from pgflow_kombu.worker.consumer import KombuSource
 from tests.e2e_apps import limits
 from tests.e2e_apps.harness import WorkerProcess
 from tests.support.sql import test_query
@@ -220,7 +221,7 @@ def recording_flow(slug: str, order: list[tuple[str, int]], **options: Any) -> F
     return flow
 
 
-@pytest.mark.parametrize("source_kind", ["kombu", "pgmq"])
+@pytest.mark.parametrize("source_kind", ["claim", "kombu", "pgmq"])
 def test_higher_priority_runs_of_a_backlog_are_claimed_first(db_url: str, source_kind: str) -> None:
     order: list[tuple[str, int]] = []
     flow = recording_flow("ranked", order, priority=1)
@@ -230,7 +231,11 @@ def test_higher_priority_runs_of_a_backlog_are_claimed_first(db_url: str, source
         app.start_many("ranked", [{"n": i} for i in range(8)], priority=0)
         app.start_many("ranked", [{"n": 100 + i} for i in range(4)])  # the flow's default: 1
         app.start_many("ranked", [{"n": 200 + i} for i in range(4)], priority=5)
-        source = PgmqSource(db_url, poll_interval=0.05) if source_kind == "pgmq" else None
+        source: Any = None  # the default: read and claim in one statement
+        if source_kind == "pgmq":
+            source = PgmqSource(db_url, poll_interval=0.05)
+        elif source_kind == "kombu":
+            source = KombuSource(db_url)
         worker = Worker({"ranked": flow}, db_url, concurrency=1, source=source)
         worker.start()
         try:
@@ -259,7 +264,11 @@ def test_a_busy_flow_does_not_starve_another_served_by_the_same_worker(
     try:
         app.start_many("busy", [{"n": i} for i in range(40)])
         app.start_many("quiet", [{"n": i} for i in range(4)])
-        source = PgmqSource(db_url, poll_interval=0.05) if source_kind == "pgmq" else None
+        source: Any = None  # the default: read and claim in one statement
+        if source_kind == "pgmq":
+            source = PgmqSource(db_url, poll_interval=0.05)
+        elif source_kind == "kombu":
+            source = KombuSource(db_url)
         worker = Worker({"busy": busy, "quiet": quiet}, db_url, concurrency=1, source=source)
         worker.start()
         try:
