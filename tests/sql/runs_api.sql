@@ -70,7 +70,7 @@ ALTER TABLE pgflow.step_states ENABLE TRIGGER pgflow_kombu_steps_updated;
 ALTER TABLE pgflow.runs ENABLE TRIGGER pgflow_kombu_runs_updated;
 
 -- name: runs_api_bench_drop_indexes
-DROP INDEX pgflow.pgflow_kombu_runs_started_at, pgflow.pgflow_kombu_runs_flow_started_at,
+DROP INDEX IF EXISTS pgflow.pgflow_kombu_runs_started_at, pgflow.pgflow_kombu_runs_flow_started_at,
     pgflow.pgflow_kombu_runs_not_completed, pgflow.pgflow_kombu_runs_input;
 
 -- name: runs_api_bench_sync_off
