@@ -48,6 +48,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         _embedded_url()
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first, the rest in its order: in parallel runs (pytest -n) a long test then
+    overlaps many short ones instead of running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def pg_admin_url() -> str:
     """URL of a server where tests may create databases."""
