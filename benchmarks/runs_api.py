@@ -102,7 +102,7 @@ def plan_summary(url: str, params: dict[str, Any]) -> str:
     """The indexes the plan of find_runs with these values uses, and the rows it read."""
     with connect(url) as conn:
         text = ClientCursor(conn).mogrify(query("runs.find_runs"), params)
-        explain = sql.SQL(test_query("runs_api_bench_explain")).format(sql.SQL(text))  # type: ignore[arg-type]
+        explain = sql.SQL(test_query("runs_api_bench_explain")).format(sql.SQL(text))
         rows = conn.execute(explain).fetchone()
     assert rows is not None
     indexes: list[str] = []

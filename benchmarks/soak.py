@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.worker import Ours, admin_url  # noqa: E402
+from benchmarks.sql_core import admin_url  # noqa: E402
+from benchmarks.workerbench.ours import Ours  # noqa: E402
 
 
 def rss_kib(pid: int) -> int:

@@ -216,7 +216,7 @@ def measure_parallel_publish(url: str, processes: int, count: int) -> float:
     ]
     for worker in workers:
         worker.start()
-    spans = []
+    spans: list[tuple[float, float]] = []
     while len(spans) < len(workers):
         try:
             spans.append(results.get(timeout=1))

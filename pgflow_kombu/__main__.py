@@ -4,4 +4,6 @@ from __future__ import annotations
 
 from pgflow_kombu.cli import main
 
+__all__: list[str] = []
+
 main()

@@ -14,6 +14,20 @@ from pydantic import BaseModel
 
 from pgflow_kombu.types import Run, StepTask
 
+__all__ = [
+    "PROGRESS_EVERY",
+    "Progress",
+    "emit_json",
+    "emit_run",
+    "listing",
+    "options_text",
+    "progress_line",
+    "short",
+    "show_run",
+    "table",
+    "when",
+]
+
 T = TypeVar("T")
 
 

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["Runner"]
+__all__ = ["Runner", "StrEnum"]
 
 T = TypeVar("T")
+
+if sys.version_info >= (3, 11):
+    from enum import StrEnum
+else:
+
+    class StrEnum(str, enum.Enum):
+        """:class:`enum.StrEnum`: members are strings, and ``str()`` of one is its value."""
+
+        def __str__(self) -> str:
+            return str(self.value)
+
 
 if sys.version_info >= (3, 11):
     from asyncio import Runner

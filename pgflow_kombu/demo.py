@@ -16,6 +16,8 @@ from pgflow_kombu import cli_output as out
 from pgflow_kombu.app import PgFlow
 from pgflow_kombu.errors import RunFailed
 
+__all__ = ["Charged", "Order", "build_app", "run"]
+
 
 class Order(BaseModel):
     order_id: int

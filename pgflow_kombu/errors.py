@@ -8,6 +8,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+__all__ = [
+    "ConditionNotMet",
+    "ConfigurationError",
+    "ConnectionFailed",
+    "ConstraintViolation",
+    "DataRejected",
+    "DatabaseError",
+    "Diagnostics",
+    "FlowDefinitionError",
+    "FlowInputError",
+    "FlowMismatch",
+    "FlowNotFound",
+    "MigrationError",
+    "NotBoundError",
+    "PermissionDenied",
+    "PgFlowError",
+    "QueryNotFound",
+    "Reject",
+    "RunCancelled",
+    "RunFailed",
+    "RunNotFound",
+    "RunNotRetryable",
+    "RunTimeout",
+    "ScheduleNotFound",
+    "SchemaMissing",
+    "StepError",
+    "StepFailed",
+    "StepInputError",
+    "StepOutputError",
+    "UnexpectedReply",
+    "WorkerNotFound",
+]
+
 
 class PgFlowError(Exception):
     """Base class of every error raised by pgflow-kombu."""
@@ -82,6 +115,11 @@ class DataRejected(DatabaseError):
 
 class MigrationError(DatabaseError):
     """The schema could not be brought up to date, or is in a state we do not recognise."""
+
+
+class UnexpectedReply(PgFlowError):
+    """The database answered with a value this version of the package does not know: the schema
+    and the package differ in version (``pgflow-kombu db upgrade`` brings the schema up)."""
 
 
 class QueryNotFound(PgFlowError):

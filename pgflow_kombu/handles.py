@@ -17,6 +17,8 @@ from pgflow_kombu.errors import RunFailed, RunNotFound
 if TYPE_CHECKING:
     from pgflow_kombu.types import Run, RunEvent, RunEventType
 
+__all__ = ["FinishedRun", "RunHandle", "RunSource"]
+
 
 class RunSource(Protocol):
     """Where a handle reads its run (implemented by :class:`~pgflow_kombu.client.Client`)."""

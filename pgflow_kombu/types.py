@@ -8,6 +8,24 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
+__all__ = [
+    "JSON",
+    "FlowInfo",
+    "PruneResult",
+    "Run",
+    "RunEvent",
+    "RunEventType",
+    "RunPage",
+    "RunStatus",
+    "ScheduleInfo",
+    "ScheduleTick",
+    "StepState",
+    "StepStatus",
+    "StepTask",
+    "TaskStatus",
+    "WorkerInfo",
+]
+
 JSON = Any
 RunStatus = Literal["started", "completed", "failed", "cancelled"]
 """pgflow's run statuses, plus ``cancelled``: a run cancelled through this package (pgflow's row
@@ -93,10 +111,11 @@ class Run(_Row):
 
 class PruneResult(_Row):
     """What ``prune`` deleted: finished runs (with their steps, tasks and messages) and
-    archived queue messages older than the cut-off."""
+    archived queue messages older than the cut-off, and rate-limit buckets full again."""
 
     runs: int = 0
     archived_messages: int = 0
+    rate_buckets: int = 0
 
 
 class RunPage(_Row):

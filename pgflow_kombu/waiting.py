@@ -3,7 +3,9 @@
 One listener thread per client holds a LISTEN connection on ``pgflow_kombu_run`` (payload
 ``<run_id>:<status>``, sent when a run completes or fails) and wakes the threads waiting for that run.
 Every waiter also re-reads its run every ``poll_interval`` seconds: that is only the safety net for
-setups where notifications cannot arrive (e.g. behind a transaction-mode pooler).
+setups where notifications cannot arrive. In poll-only mode (``PGFLOW_POLL_ONLY``, behind a
+transaction-mode pooler, where a LISTEN would hear nothing) there is no listener thread and the
+re-reads are all there is.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from uuid import UUID
 
 import psycopg
 
-from pgflow_kombu.db.connect import connect
+from pgflow_kombu.db.connect import connect, poll_only
 from pgflow_kombu.db.queries import query
+
+__all__ = ["RunListener"]
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +38,13 @@ class RunListener:
         self._ready = threading.Event()
         self._stopping = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
+        self.listening = not poll_only()
 
     def subscribe(self, run_id: UUID) -> threading.Event:
         """An event set when ``run_id`` finishes; subscribe *before* reading the run's status."""
         event = threading.Event()
+        if not self.listening:
+            return event  # never set: the waiter's re-reads find the finish
         with self._lock:
             self._waiters[run_id].append(event)
             self._ensure_started()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -46,6 +46,11 @@ def flow_slug_of(flow: FlowRef) -> str:
 class ClientBase:
     """What every part of the :class:`~pgflow_kombu.client.Client` shares: one database URL,
     a connection pool opened on first use (thread-safe), and the run-finished listener."""
+
+    run_control: ClassVar[bool] = False
+    """Whether the client offers the run control API (``retry_run``, ``delete_run``,
+    ``cancel_run``): the dashboard shows its buttons only then. A subclass withholding it from
+    the dashboard sets False."""
 
     def __init__(
         self,

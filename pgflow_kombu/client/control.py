@@ -1,4 +1,5 @@
-"""Run control: cancel a run, retry a failed one, delete one, prune finished ones.
+"""Run control: cancel a run, retry a failed one, delete one, prune finished ones (and idle
+rate-limit buckets).
 
 A cancelled run is ``failed`` in pgflow's tables (what every 0.8.1 worker and client takes for
 finished) plus a row in ``pgflow_kombu.cancelled_runs``; this client reads it as ``cancelled``.
@@ -31,6 +32,8 @@ OBJECT_NOT_IN_PREREQUISITE_STATE = "55000"
 
 
 class ControlMixin(ClientBase):
+    run_control = True
+
     def cancel_run(self, run_id: UUID | str, *, reason: str | None = None) -> bool:
         """Cancel a started run: no further task of it starts, running handlers see
         ``ctx.cancelled`` and their results are discarded. False when it had already finished;
@@ -75,8 +78,10 @@ class ControlMixin(ClientBase):
     ) -> PruneResult:
         """Delete runs that finished (completed, failed or cancelled) more than ``older_than``
         ago (a timedelta, seconds, or text such as ``"7d"``), with everything of theirs, and the
-        queue archive messages as old; ``batch_size`` rows per transaction, so that running
-        workers are never held up for long."""
+        queue archive messages as old, and the rate-limit buckets that are full again (idle
+        for their refill window; a missing bucket admits exactly as a full one), so that keyed
+        rate limits with many keys do not grow the table forever; ``batch_size`` rows per
+        transaction, so that running workers are never held up for long."""
         age = parse_duration(older_than)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigurationError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -86,8 +91,8 @@ class ControlMixin(ClientBase):
                 row = conn.execute(sql, params).fetchone()
                 return int(row[0]) if row and row[0] else 0
 
-            runs, archived = prune_batches(count, age, batch_size)
-        return PruneResult(runs=runs, archived_messages=archived)
+            runs, archived, buckets = prune_batches(count, age, batch_size)
+        return PruneResult(runs=runs, archived_messages=archived, rate_buckets=buckets)
 
 
 def prune_batches(
@@ -97,13 +102,14 @@ def prune_batches(
     *,
     pause: float = 0.0,
     stop: Callable[[], bool] = lambda: False,
-) -> tuple[int, int]:
-    """Run ``prune_runs`` then ``prune_archives`` batch after batch until one comes back short
+) -> tuple[int, int, int]:
+    """Run ``prune_runs``, ``prune_archives`` then ``prune_rate_buckets`` batch after batch
+    until one comes back short
     (or ``stop()`` says so); ``count(sql, params)`` runs one statement in its own transaction
     and returns the number it deleted. ``pause`` seconds between batches leave the server to
-    other work. Returns (runs, archived messages) deleted."""
+    other work. Returns (runs, archived messages, rate buckets) deleted."""
     totals = []
-    for name in ("control.prune_runs", "control.prune_archives"):
+    for name in ("control.prune_runs", "control.prune_archives", "control.prune_rate_buckets"):
         total = 0
         params = {"older_than": age.total_seconds(), "batch_size": batch_size}
         while True:
@@ -114,4 +120,4 @@ def prune_batches(
             if pause:
                 time.sleep(pause)
         totals.append(total)
-    return totals[0], totals[1]
+    return totals[0], totals[1], totals[2]

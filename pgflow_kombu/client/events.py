@@ -10,7 +10,8 @@ How a watch works, so that no change is missed and an unwatched run costs (almos
    yields everything that already happened), each event once;
 4. wait for a notification of this run (or ``poll_interval``, the safety net for a change whose
    writer had not yet seen the watch row, or a setup where notifications cannot arrive; the
-   first waits are shorter, see ``_Clock``) and go to 3, until the run has finished.
+   first waits are shorter, see ``_Clock``) and go to 3, until the run has finished. In
+   poll-only mode (``PGFLOW_POLL_ONLY``) step 1 is skipped and every wait is a sleep.
 
 Payloads carry ids only (NOTIFY payloads are limited to 8000 bytes); outputs are read from the
 rows, and left out of an event above :data:`MAX_EVENT_OUTPUT` bytes (``output_omitted``).
@@ -18,6 +19,7 @@ rows, and left out of an event above :data:`MAX_EVENT_OUTPUT` bytes (``output_om
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ from pgflow_kombu.db.connect import (
     DEFAULT_CONNECT_TIMEOUT,
     connect,
     connection_params,
+    poll_only,
     translated_errors,
 )
 from pgflow_kombu.db.queries import query
@@ -237,9 +240,11 @@ class EventsMixin(ClientBase):
         clock = _Clock(tracker.run_id, timeout, poll_interval)
         watch = {"run_id": tracker.run_id, "watcher_id": uuid4(), "ttl": WATCH_TTL}
         conn = connect(self.url)
+        listening = not poll_only()  # behind a transaction pooler a LISTEN hears nothing
         try:
             with translated_errors():
-                conn.execute(query("runs.listen_events"))
+                if listening:
+                    conn.execute(query("runs.listen_events"))
                 conn.execute(query("runs.watch_run"), watch)
             while True:
                 with translated_errors():
@@ -251,6 +256,9 @@ class EventsMixin(ClientBase):
                 with translated_errors():
                     if clock.refresh_due():
                         conn.execute(query("runs.watch_run"), watch)
+                    if not listening:
+                        time.sleep(wait)
+                        continue
                     for note in conn.notifies(timeout=wait):
                         if note.payload == str(tracker.run_id):
                             break
@@ -281,9 +289,11 @@ class EventsMixin(ClientBase):
                 connect_timeout=DEFAULT_CONNECT_TIMEOUT,
                 **connection_params(self.url),
             )
+        listening = not poll_only()
         try:
             with translated_errors():
-                await conn.execute(query("runs.listen_events"))
+                if listening:
+                    await conn.execute(query("runs.listen_events"))
                 await conn.execute(query("runs.watch_run"), watch)
             while True:
                 with translated_errors():
@@ -296,6 +306,9 @@ class EventsMixin(ClientBase):
                 with translated_errors():
                     if clock.refresh_due():
                         await conn.execute(query("runs.watch_run"), watch)
+                    if not listening:
+                        await asyncio.sleep(wait)
+                        continue
                     async for note in conn.notifies(timeout=wait):
                         if note.payload == str(tracker.run_id):
                             break

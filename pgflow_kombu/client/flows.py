@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from typing_extensions import Unpack
 
 from pgflow_kombu.client.base import ClientBase
 from pgflow_kombu.client.conditions import read_conditions, write_conditions
@@ -15,16 +16,24 @@ from pgflow_kombu.db.queries import query
 from pgflow_kombu.errors import FlowDefinitionError, FlowNotFound
 from pgflow_kombu.flows.definitions import define_flow
 from pgflow_kombu.flows.flow import Flow
+from pgflow_kombu.flows.keywords import FlowDataKeywords
 from pgflow_kombu.flows.options import FlowOptions, StepOptions
 from pgflow_kombu.flows.shapes import FlowShape, StepShape, compare_shapes
 from pgflow_kombu.types import FlowInfo
 
+LimitRows = Mapping[str, Mapping[str, Any]]
+"""A flow's limits by scope (``""``: the flow, else a step slug), as ``Flow.limit_rows`` gives."""
+
 __all__ = [
     "FlowsMixin",
+    "LimitRows",
     "check_shape_options",
     "create_flow_from_shape",
     "lock_flow_slug",
     "read_flow_shape",
+    "store_limits",
+    "upsert_outcome",
+    "write_limits",
 ]
 
 
@@ -41,16 +50,24 @@ class FlowsMixin(ClientBase):
             return read_flow_shape(conn, slug)
 
     def compile_flow(
-        self, shape: FlowShape, *, connection: psycopg.Connection[Any] | None = None
+        self,
+        shape: FlowShape,
+        *,
+        limits: LimitRows | None = None,
+        connection: psycopg.Connection[Any] | None = None,
     ) -> bool:
         """Create a flow and its steps from plain data, in one transaction; False (nothing
-        written) when the slug exists already, e.g. created meanwhile by another process."""
+        written) when the slug exists already, e.g. created meanwhile by another process.
+
+        ``limits`` (what :meth:`Flow.limit_rows` returns) are stored in the same transaction,
+        so runs started before any worker serves the flow are admitted by them."""
         with self.connection(connection) as conn, conn.transaction():
             lock_flow_slug(conn, shape["flow_slug"])
             row = conn.execute(query("client.flow_exists"), {"flow_slug": shape["flow_slug"]})
             if row.fetchone() == (True,):
                 return False
             create_flow_from_shape(conn, shape)
+            write_limits(conn, shape["flow_slug"], limits)
         return True
 
     def store_limits(self, flow: Flow) -> None:
@@ -66,8 +83,12 @@ class FlowsMixin(ClientBase):
         if not (row and row[0]):
             raise FlowNotFound(f"no flow {slug!r} in the database")
 
-    def replace_flow(self, shape: FlowShape) -> FlowShape | None:
-        """Destructive recompile: delete ``shape``'s slug (runs included), then create it anew.
+    def replace_flow(
+        self, shape: FlowShape, *, limits: LimitRows | None = None
+    ) -> FlowShape | None:
+        """Destructive recompile: delete ``shape``'s slug (runs included), then create it anew
+        with ``limits`` (what :meth:`Flow.limit_rows` returns; None: no limits, stored ones
+        are removed), in one transaction.
 
         Returns the definition the database held before (None for a new flow). Concurrent
         replacements of one slug are serialised, so the result is one of them, never a mix.
@@ -81,6 +102,7 @@ class FlowsMixin(ClientBase):
             else:
                 conn.execute(query("client.delete_flow"), {"flow_slug": shape["flow_slug"]})
             create_flow_from_shape(conn, shape)
+            write_limits(conn, shape["flow_slug"], limits)
         return before
 
     def upsert_flow(
@@ -88,16 +110,17 @@ class FlowsMixin(ClientBase):
         slug: str,
         *,
         steps: Sequence[Mapping[str, Any]],
-        max_attempts: int | None = None,
-        base_delay: int | None = None,
-        timeout: int | None = None,
+        **options: Unpack[FlowDataKeywords],
     ) -> dict[str, Any]:
         """(Re)compile a flow from plain data. Destructive for an existing slug: its definition,
         runs, tasks and queued messages are deleted first.
 
         Each step is a mapping with ``slug`` (required), ``deps`` (default ``[]``), ``step_type``
         (``"single"``, the default, or ``"map"``) and optional ``max_attempts``, ``base_delay``,
-        ``timeout`` and ``start_delay`` (see :func:`~pgflow_kombu.flows.define_flow`). Options
+        ``timeout`` and ``start_delay``, and limits ``max_concurrency``, ``rate_limit``,
+        ``concurrency_key`` (see :func:`~pgflow_kombu.flows.define_flow`); the flow's own limits
+        and ``priority`` are keywords. The limits are stored with the definition, in its
+        transaction (limits no longer declared are removed). Options
         left out take pgflow 0.8.1's defaults (``create_flow``: max_attempts 3, base_delay 5,
         timeout 60), not the Elixir port's (whose docs say base_delay 1), so that a flow
         compiled here matches one compiled by pgflow's own tools.
@@ -108,16 +131,20 @@ class FlowsMixin(ClientBase):
         transaction-level advisory lock on the slug: concurrent upserts of one slug leave
         exactly one of their definitions.
         """
-        shape = define_flow(
-            slug, steps=steps, max_attempts=max_attempts, base_delay=base_delay, timeout=timeout
-        ).shape()
-        before = self.replace_flow(shape)
-        if before is None:
-            return {"status": "compiled", "differences": []}
-        return {
-            "status": "recompiled",
-            "differences": [str(d) for d in compare_shapes(before, shape)],
-        }
+        flow = define_flow(slug, steps=steps, **options)
+        shape = flow.shape()
+        return upsert_outcome(self.replace_flow(shape, limits=flow.limit_rows()), shape)
+
+
+def upsert_outcome(before: FlowShape | None, shape: FlowShape) -> dict[str, Any]:
+    """What an upsert returns: compiled (no flow ``before``) or recompiled, with how ``before``
+    differed from ``shape``."""
+    if before is None:
+        return {"status": "compiled", "differences": []}
+    return {
+        "status": "recompiled",
+        "differences": [str(d) for d in compare_shapes(before, shape)],
+    }
 
 
 def read_flow_shape(conn: psycopg.Connection[Any], slug: str) -> FlowShape:
@@ -141,9 +168,13 @@ def read_flow_shape(conn: psycopg.Connection[Any], slug: str) -> FlowShape:
 def store_limits(conn: psycopg.Connection[Any], flow: Any) -> None:
     """Write a flow object's limits (``Flow.limit_rows``) into ``pgflow_kombu.flow_limits``,
     replacing what was stored (sql/migrations/0060_limits.sql)."""
+    write_limits(conn, flow.slug, flow.limit_rows())
+
+
+def write_limits(conn: psycopg.Connection[Any], slug: str, limits: LimitRows | None) -> None:
+    """Replace the stored limits of ``slug`` with ``limits`` (None or empty: none)."""
     conn.execute(
-        query("client.set_flow_limits"),
-        {"flow_slug": flow.slug, "limits": Jsonb(flow.limit_rows())},
+        query("client.set_flow_limits"), {"flow_slug": slug, "limits": Jsonb(dict(limits or {}))}
     )
 
 

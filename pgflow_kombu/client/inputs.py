@@ -14,6 +14,7 @@ from pgflow_kombu.errors import (
     RunNotFound,
 )
 from pgflow_kombu.flows.dispatch import schedule_delay
+from pgflow_kombu.flows.flow import Flow
 from pgflow_kombu.flows.jsondata import Json, NotJsonError, to_json
 from pgflow_kombu.flows.options import check_priority
 
@@ -101,6 +102,5 @@ def check_run_priority(priority: object, slug: str) -> None:
 
 
 def run_keys_of(flow: object, data: Json) -> dict[str, str]:
-    """A run's concurrency keys, when ``flow`` is a flow object declaring keyed limits."""
-    run_keys = getattr(flow, "run_keys", None)
-    return dict(run_keys(data)) if run_keys is not None else {}
+    """A run's concurrency keys, when ``flow`` is a flow object (it may declare keyed limits)."""
+    return dict(flow.run_keys(data)) if isinstance(flow, Flow) else {}

@@ -160,43 +160,34 @@ class RunsMixin(ClientBase):
         connection: psycopg.Connection[Any] | None = None,
         priority: int | None = None,
     ) -> list[UUID]:
-        """Start one run per input in a single transaction (pipelined: one commit for all).
+        """Start one run per input in a single transaction (one statement for all).
         ``priority`` applies to each run; a flow object gives each run its concurrency keys."""
         slug = flow_slug_of(flow)
         check_run_priority(priority, slug)
         datas = [run_input(data, index) for index, data in enumerate(inputs)]
-        keys = [run_keys_of(flow, data) for data in datas]
-        params: list[dict[str, Any]] = [
-            {"flow_slug": slug, "input": Jsonb(data), "run_id": None} for data in datas
-        ]
-        if not params:
+        if not datas:
             return []
-        run_ids: list[UUID] = []
-        name = "client.start_flow"
-        if priority is not None or any(keys):  # flow control (0060_limits.sql)
-            name = "client.start_flow_controlled"
-            for p, run_keys in zip(params, keys, strict=True):
-                p.update(delay_seconds=0, priority=priority, keys=Jsonb(run_keys))
+        keys = [run_keys_of(flow, data) for data in datas]
+        controlled = priority is not None or any(keys)  # flow control (0060_limits.sql)
+        params: dict[str, Any] = {
+            "flow_slug": slug,
+            "inputs": [Jsonb(data) for data in datas],
+            "priority": priority,
+            "keys": [Jsonb(dict(k or {})) for k in keys] if controlled else None,
+            "traceparent": None,
+            "tracestate": None,
+        }
         try:
             with (
                 self.connection(connection) as conn,
-                run_start_span(slug, len(params)) as span,
-                conn.transaction(),
-                conn.cursor() as cur,
+                run_start_span(slug, len(datas)) as span,
             ):
                 if span is not None:  # every run keeps the start span's trace context
-                    params = [{**p, **span.params} for p in params]
-                    name = name.replace("client.", "observability.") + "_traced"
-                cur.executemany(query(name), params, returning=True)
-                while True:
-                    row = cur.fetchone()
-                    assert row is not None
-                    run_ids.append(row[0])
-                    if not cur.nextset():
-                        break
+                    params.update(span.params)
+                rows = conn.execute(query("client.start_flows"), params).fetchall()
         except DatabaseError as exc:
             raise self._start_failure(slug, exc) from exc
-        return run_ids
+        return [row[1] for row in rows]
 
     def _start_failure(
         self, slug: str, exc: DatabaseError, *, run_id: UUID | str | None = None

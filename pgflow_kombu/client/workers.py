@@ -8,6 +8,7 @@ from psycopg.rows import dict_row
 
 from pgflow_kombu.client.base import CORE_VERSION, ClientBase
 from pgflow_kombu.db.queries import query
+from pgflow_kombu.settings import WORKER_DEFAULTS
 from pgflow_kombu.types import WorkerInfo
 
 __all__ = ["WorkersMixin"]
@@ -15,7 +16,7 @@ __all__ = ["WorkersMixin"]
 
 class WorkersMixin(ClientBase):
     def list_workers(
-        self, *, include_stale: bool = False, stale_after: float = 30.0
+        self, *, include_stale: bool = False, stale_after: float = WORKER_DEFAULTS.stalled_after
     ) -> list[WorkerInfo]:
         params = {"include_stale": include_stale, "stale_after": stale_after}
         with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:

@@ -4,6 +4,7 @@ run control. Each checks the CSRF token first and is refused in read-only mode."
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
@@ -85,7 +86,12 @@ def routes(d: Dashboard) -> list[Route]:
             if refused is not None:
                 return refused
             run_id = request.path_params["run_id"]
-            method = getattr(d.client, f"{action}_run")
+            client = d.client
+            method: Callable[[str], object] = {
+                "retry": client.retry_run,
+                "delete": client.delete_run,
+                "cancel": client.cancel_run,
+            }[action]
             try:
                 result = await run_in_threadpool(method, run_id)
             except PgFlowError as exc:

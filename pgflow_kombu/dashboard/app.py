@@ -44,8 +44,8 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 
-# Control actions appear once the client offers them (the run control API).
-CONTROL_ACTIONS = {"retry": "retry_run", "delete": "delete_run", "cancel": "cancel_run"}
+# Control actions appear when the client declares the run control API (Client.run_control).
+CONTROL_ACTIONS = ("retry", "delete", "cancel")
 
 
 class Dashboard:
@@ -59,10 +59,7 @@ class Dashboard:
         self.read_only = read_only
         self.secret = secret
         self.feed = Feed(client.url)
-        self.actions = {
-            name: not read_only and callable(getattr(client, method, None))
-            for name, method in CONTROL_ACTIONS.items()
-        }
+        self.actions = {name: not read_only and client.run_control for name in CONTROL_ACTIONS}
         self.actions["start"] = not read_only
         env = Environment(
             loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape()

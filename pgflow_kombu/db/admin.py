@@ -9,6 +9,8 @@ from psycopg import sql
 
 from pgflow_kombu.db.queries import query
 
+__all__ = ["create_database", "database_exists", "drop_database"]
+
 
 def database_exists(conn: psycopg.Connection[Any], dbname: str) -> bool:
     row = conn.execute(query("admin.database_exists"), {"dbname": dbname}).fetchone()

@@ -25,6 +25,7 @@ __all__ = [
     "connection_params",
     "first_line",
     "liveness",
+    "poll_only",
     "translate",
     "translated_errors",
 ]
@@ -37,6 +38,12 @@ def liveness() -> Liveness:
     return Liveness.load()
 
 
+def poll_only(settings: Liveness | None = None) -> bool:
+    """Whether connections go through a transaction pooler (``PGFLOW_POLL_ONLY``): no session
+    state, and waits poll instead of listening."""
+    return (settings or liveness()).poll_only
+
+
 def connection_params(
     url: str,
     *,
@@ -47,7 +54,11 @@ def connection_params(
     """libpq parameters for a connection to ``url``: TCP keepalives and ``tcp_user_timeout`` on
     our side, the same per-session settings on the server's side (``options``), the statement
     timeout (seconds; None or 0: none) and the caller's ``options``. Parameters the URL names
-    itself win (its ``options`` come last, so its ``-c`` settings win too)."""
+    itself win (its ``options`` come last, so its ``-c`` settings win too).
+
+    In :func:`poll_only` mode the server gets no ``options`` (a transaction pooler refuses them,
+    and a session setting would leak to whoever borrows the server connection next) and psycopg
+    prepares no statement (a prepared statement lives on one server connection)."""
     live = settings or liveness()
     given = dict(parse_qsl(urlsplit(url).query))
     ours: dict[str, Any] = {
@@ -58,6 +69,8 @@ def connection_params(
         "tcp_user_timeout": round(live.tcp_user_timeout * 1000),
     }
     params = {k: v for k, v in ours.items() if k not in given}
+    if live.poll_only:
+        return {**params, "prepare_threshold": None}
     effective = {**ours, **given}
     server: list[str] = []
     if str(effective["keepalives"]) != "0":
@@ -79,8 +92,9 @@ def check_client_connection(
     """Have the server check every ``client_connection_check_interval`` seconds, while a statement
     runs, that the client is still there (PostgreSQL >= 14; not part of the startup ``options``,
     which older servers would refuse)."""
-    interval = (settings or liveness()).client_connection_check_interval
-    if interval <= 0 or conn.info.server_version < 140000:
+    live = settings or liveness()
+    interval = live.client_connection_check_interval
+    if live.poll_only or interval <= 0 or conn.info.server_version < 140000:
         return
     if "client_connection_check_interval" in (conn.info.get_parameters().get("options") or ""):
         return  # the URL's options set it

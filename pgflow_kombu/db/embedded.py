@@ -17,6 +17,16 @@ from typing import Any
 from pgflow_kombu.db.urls import with_database
 from pgflow_kombu.errors import ConfigurationError
 
+__all__ = [
+    "DATA_DIR_ENV",
+    "DEFAULT_DATABASE",
+    "DEFAULT_DATA_DIR",
+    "data_dir",
+    "database_url",
+    "server_url",
+    "stop",
+]
+
 DATA_DIR_ENV = "PGFLOW_EMBEDDED_DIR"
 DEFAULT_DATA_DIR = ".pgdata"
 DEFAULT_DATABASE = "pgflow"

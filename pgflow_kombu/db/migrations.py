@@ -23,6 +23,17 @@ from pgflow_kombu.db.queries import query
 from pgflow_kombu.db.sql_files import sql_root
 from pgflow_kombu.errors import MigrationError, PgFlowError
 
+__all__ = [
+    "PGFLOW_SCHEMA_VERSION",
+    "Migration",
+    "MigrationState",
+    "available_migrations",
+    "pending",
+    "schema_fingerprint",
+    "status",
+    "upgrade",
+]
+
 PGFLOW_SCHEMA_VERSION = 1
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 

@@ -9,6 +9,8 @@ import psycopg
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.errors import MigrationError
 
+__all__ = ["MIN_PGMQ", "ensure_pgmq"]
+
 MIN_PGMQ = (1, 5)
 
 

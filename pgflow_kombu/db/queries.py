@@ -15,6 +15,8 @@ from typing_extensions import LiteralString
 from pgflow_kombu.db.sql_files import sql_root
 from pgflow_kombu.errors import QueryNotFound
 
+__all__ = ["parse_queries", "query"]
+
 _HEADER = re.compile(r"^--\s*name:\s*([A-Za-z_][A-Za-z0-9_]*)\s*$", re.MULTILINE)
 
 

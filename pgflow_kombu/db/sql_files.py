@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
+__all__ = ["sql_root"]
+
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 

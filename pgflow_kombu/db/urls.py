@@ -6,6 +6,8 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from pgflow_kombu.errors import ConfigurationError
 
+__all__ = ["check_url", "database_of", "redact", "to_libpq", "with_database", "with_query"]
+
 _SCHEMES = ("postgresql", "postgres", "pgflow")
 
 

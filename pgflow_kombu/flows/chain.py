@@ -29,7 +29,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from typing_extensions import Unpack
+
 from pgflow_kombu.errors import FlowDefinitionError
+from pgflow_kombu.flows import keywords
 from pgflow_kombu.flows.binding import (
     Binder,
     ElementBinder,
@@ -66,16 +69,11 @@ class Signature:
     options: StepOptions = field(default_factory=StepOptions)
 
     def set(
-        self,
-        *,
-        slug: str | None = None,
-        max_attempts: int | None = None,
-        base_delay: int | None = None,
-        timeout: int | None = None,
-        start_delay: int | None = None,
+        self, *, slug: str | None = None, **options: Unpack[keywords.StepOptionKeywords]
     ) -> Signature:
         """A copy with this step slug and/or step options (over the task's own)."""
-        overrides = StepOptions(max_attempts, base_delay, timeout, start_delay)
+        keywords.check_keywords(options, keywords.StepOptionKeywords, "set()")
+        overrides = keywords.step_options_of(options)
         merged = StepOptions(**{**self.options.as_dict(), **overrides.as_dict()})
         new_slug = validate_step_slug(slug) if slug is not None else self.slug
         return replace(self, slug=new_slug, options=merged)
@@ -133,16 +131,9 @@ class Chain:
     def __rrshift__(self, other: ChainItem) -> Chain:
         return Chain(Chain.of(other).stages + self.stages)
 
-    def to_flow(
-        self,
-        slug: str,
-        *,
-        max_attempts: int | None = None,
-        base_delay: int | None = None,
-        timeout: int | None = None,
-    ) -> Flow:
+    def to_flow(self, slug: str, **options: Unpack[keywords.FlowKeywords]) -> Flow:
         """Compile the chain into a new :class:`Flow` named ``slug`` (see the module doc)."""
-        flow = Flow(slug, max_attempts=max_attempts, base_delay=base_delay, timeout=timeout)
+        flow = Flow(slug, **options)
         _compile(flow, self.stages, None)
         head = self.stages[0] if self.stages else None
         if isinstance(head, Signature) and not head.is_map and not head.args and not head.kwargs:
@@ -151,13 +142,7 @@ class Chain:
         return flow
 
 
-def chain(
-    slug: str,
-    *items: ChainItem,
-    max_attempts: int | None = None,
-    base_delay: int | None = None,
-    timeout: int | None = None,
-) -> Flow:
+def chain(slug: str, *items: ChainItem, **options: Unpack[keywords.FlowKeywords]) -> Flow:
     """A flow named ``slug`` running ``items`` one after another (each gets the previous output).
 
     ``chain("etl", a, b, c)`` is ``(a >> b >> c).to_flow("etl")``; items may be tasks,
@@ -168,7 +153,7 @@ def chain(
     combined = Chain(())
     for item in items:
         combined = combined >> item
-    return combined.to_flow(slug, max_attempts=max_attempts, base_delay=base_delay, timeout=timeout)
+    return combined.to_flow(slug, **options)
 
 
 def each(item: Task[..., Any] | Signature) -> Signature:

@@ -9,11 +9,22 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from typing_extensions import Unpack
+
 from pgflow_kombu.flows.conditions import ConditionShape
 from pgflow_kombu.flows.flow import Flow
+from pgflow_kombu.flows.keywords import (
+    FlowDataKeywords,
+    LimitKeywords,
+    StepKeywords,
+    check_keywords,
+    pick,
+)
 from pgflow_kombu.flows.options import STEP_OPTION_NAMES
 
 __all__ = ["define_flow"]
+
+_LIMITS = LimitKeywords.__optional_keys__
 
 _STEP_KEYS = frozenset(
     {
@@ -26,6 +37,7 @@ _STEP_KEYS = frozenset(
         "base_delay",
         "timeout",
         "start_delay",
+        *_LIMITS,
     }
 )
 
@@ -34,23 +46,23 @@ def define_flow(
     slug: str,
     *,
     steps: Sequence[Mapping[str, Any]],
-    max_attempts: int | None = None,
-    base_delay: int | None = None,
-    timeout: int | None = None,
     handlers: Mapping[str, Callable[..., Any]] | None = None,
+    **options: Unpack[FlowDataKeywords],
 ) -> Flow:
     """Build a flow from plain data, as the Elixir port's ``upsert_flow`` takes it.
 
     Each step is a mapping with ``slug`` (required), ``deps`` (default ``[]``), ``step_type``
     (``"single"``, the default, or ``"map"``) and optional ``max_attempts``, ``base_delay``,
     ``timeout``, ``start_delay`` (top-level or inside ``options``, as :meth:`Flow.shape` writes
-    them) and an optional ``condition`` mapping (``if_``, ``if_not``, ``when_unmet``,
+    them), optional limits ``max_concurrency``, ``rate_limit``, ``concurrency_key`` (top-level,
+    as the flow's own limits and ``priority`` are keywords here) and an optional ``condition`` mapping (``if_``, ``if_not``, ``when_unmet``,
     ``when_exhausted``: see :mod:`~pgflow_kombu.flows.conditions`). Steps must come after their
     dependencies; a cycle is reported as such. ``handlers``
     optionally maps step slugs to functions (bound by parameter name as with ``@flow.step``);
     steps without one have a shape but cannot run.
     """
-    flow = Flow(slug, max_attempts=max_attempts, base_delay=base_delay, timeout=timeout)
+    check_keywords(options, FlowDataKeywords, "define_flow()")
+    flow = Flow(slug, **options)
     handlers = dict(handlers or {})
     if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence):
         raise flow._error(None, "steps must be a list of step mappings")
@@ -68,11 +80,11 @@ def define_flow(
         for dep in deps:
             if dep not in flow and dep in declared and dep != step_slug:
                 _raise_order_error(flow, steps, str(step_slug), dep)
-        options = {
+        step_options: dict[str, Any] = {
             **dict(data.get("options") or {}),
             **{k: data[k] for k in STEP_OPTION_NAMES if k in data},
         }
-        unknown_options = set(options) - set(STEP_OPTION_NAMES)
+        unknown_options = set(step_options) - set(STEP_OPTION_NAMES)
         if unknown_options:
             raise flow._error(str(step_slug), f"unknown options {sorted(unknown_options)}")
         condition = data.get("condition") or {}
@@ -86,8 +98,10 @@ def define_flow(
             handlers.pop(step_slug, None),
             depends_on=deps,
             step_type=data.get("step_type", "single"),
-            **options,
-            **condition,
+            **pick(
+                {**step_options, **condition, **{k: v for k, v in data.items() if k in _LIMITS}},
+                StepKeywords,
+            ),  # all checked above
         )
     if handlers:
         raise flow._error(None, f"handlers given for unknown steps: {sorted(handlers)}")

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Any, TypeVar, overload
+
+from typing_extensions import Unpack
 
 from pgflow_kombu.errors import (
     ConfigurationError,
@@ -41,20 +43,19 @@ from pgflow_kombu.flows.handler import Handler
 from pgflow_kombu.flows.inference import check_element_handler, infer_named_binder
 from pgflow_kombu.flows.inputs import check_root_map_input
 from pgflow_kombu.flows.jsondata import Json, NotJsonError, to_json
-from pgflow_kombu.flows.options import (
-    FLOW_OPTION_NAMES,
-    ConcurrencyKey,
-    FlowOptions,
-    Limits,
-    StepOptions,
+from pgflow_kombu.flows.keywords import (
+    FlowKeywords,
+    StepKeywords,
+    check_keywords,
+    flow_options_of,
+    limits_of,
+    step_options_of,
 )
+from pgflow_kombu.flows.options import FLOW_OPTION_NAMES
 from pgflow_kombu.flows.schedules import CatchUp, ScheduleSpec
 from pgflow_kombu.flows.shapes import FlowShape
 from pgflow_kombu.flows.slugs import validate_flow_slug, validate_step_slug
 from pgflow_kombu.flows.step import STEP_TYPES, Step, StepType
-
-if TYPE_CHECKING:
-    from pgflow_kombu.flows.conditions import WhenExhausted, WhenUnmet
 
 __all__ = ["Flow", "define_flow"]
 
@@ -69,24 +70,14 @@ class Flow:
     expression) starts a run with input ``{}`` at every tick; see :meth:`add_schedule`.
     """
 
-    def __init__(
-        self,
-        slug: str,
-        *,
-        max_attempts: int | None = None,
-        base_delay: int | None = None,
-        timeout: int | None = None,
-        max_concurrency: int | None = None,
-        rate_limit: str | None = None,
-        concurrency_key: ConcurrencyKey | None = None,
-        priority: int | None = None,
-        schedule: str | None = None,
-    ) -> None:
+    def __init__(self, slug: str, **options: Unpack[FlowKeywords]) -> None:
+        check_keywords(options, FlowKeywords, "Flow()")
         self.slug: str = validate_flow_slug(slug)
-        self.options = FlowOptions(max_attempts, base_delay, timeout).validate(self.slug)
-        self.limits = Limits(max_concurrency, rate_limit, concurrency_key, priority).validate(
+        self.options = flow_options_of(options).validate(self.slug)
+        self.limits = limits_of(options, options.get("priority")).validate(
             f"flow {self.slug!r}", flow=True
         )
+        schedule = options.get("schedule")
         self._steps: dict[str, Step] = {}
         # Cron schedules of this flow, written to the database by the workers that serve it.
         self.schedules: list[ScheduleSpec] = []
@@ -156,17 +147,7 @@ class Flow:
         depends_on: Sequence[str] | None = None,
         step_type: StepType = "single",
         binder: Binder | None = None,
-        max_attempts: int | None = None,
-        base_delay: int | None = None,
-        timeout: int | None = None,
-        start_delay: int | None = None,
-        max_concurrency: int | None = None,
-        rate_limit: str | None = None,
-        concurrency_key: ConcurrencyKey | None = None,
-        if_: Any = None,
-        if_not: Any = None,
-        when_unmet: str | None = None,
-        when_exhausted: str | None = None,
+        **options: Unpack[StepKeywords],
     ) -> Step:
         """Add a step; the general form behind the decorators and data-defined flows.
 
@@ -176,6 +157,7 @@ class Flow:
         over the run input). ``if_``, ``if_not``, ``when_unmet`` and ``when_exhausted`` make it
         conditional (see :mod:`~pgflow_kombu.flows.conditions`). Returns the new :class:`Step`.
         """
+        check_keywords(options, StepKeywords, "add_step()")
         slug = validate_step_slug(slug, flow_slug=self.slug)
         if slug in self._steps:
             raise self._error(slug, "a step with this slug is already defined")
@@ -185,12 +167,8 @@ class Flow:
             raise self._error(
                 slug, f"depends_on must be a list of slugs, not the string {depends_on!r}"
             )
-        options = StepOptions(max_attempts, base_delay, timeout, start_delay).validate(
-            self.slug, slug
-        )
-        limits = Limits(max_concurrency, rate_limit, concurrency_key).validate(
-            f"flow {self.slug!r} step {slug!r}", flow=False
-        )
+        step_opts = step_options_of(options).validate(self.slug, slug)
+        step_limits = limits_of(options).validate(f"flow {self.slug!r} step {slug!r}", flow=False)
         if handler is None or isinstance(handler, Handler):
             spec = handler
         else:
@@ -212,10 +190,10 @@ class Flow:
             flow_slug=self.slug,
             step_slug=slug,
             deps=deps,
-            if_=if_,
-            if_not=if_not,
-            when_unmet=when_unmet,
-            when_exhausted=when_exhausted,
+            if_=options.get("if_"),
+            if_not=options.get("if_not"),
+            when_unmet=options.get("when_unmet"),
+            when_exhausted=options.get("when_exhausted"),
         )
         step = Step(
             self.slug,
@@ -223,11 +201,11 @@ class Flow:
             len(self._steps),
             deps,
             step_type,
-            options,
+            step_opts,
             spec,
             binder,
             condition,
-            limits,
+            step_limits,
         )
         self._steps[slug] = step
         return step
@@ -266,17 +244,7 @@ class Flow:
         *,
         slug: str | None = None,
         depends_on: Sequence[str] | None = None,
-        max_attempts: int | None = None,
-        base_delay: int | None = None,
-        timeout: int | None = None,
-        start_delay: int | None = None,
-        max_concurrency: int | None = None,
-        rate_limit: str | None = None,
-        concurrency_key: ConcurrencyKey | None = None,
-        if_: Any = None,
-        if_not: Any = None,
-        when_unmet: WhenUnmet | None = None,
-        when_exhausted: WhenExhausted | None = None,
+        **options: Unpack[StepKeywords],
     ) -> Callable[[F], F]: ...
 
     def step(
@@ -286,17 +254,7 @@ class Flow:
         *,
         slug: str | None = None,
         depends_on: Sequence[str] | None = None,
-        max_attempts: int | None = None,
-        base_delay: int | None = None,
-        timeout: int | None = None,
-        start_delay: int | None = None,
-        max_concurrency: int | None = None,
-        rate_limit: str | None = None,
-        concurrency_key: ConcurrencyKey | None = None,
-        if_: Any = None,
-        if_not: Any = None,
-        when_unmet: WhenUnmet | None = None,
-        when_exhausted: WhenExhausted | None = None,
+        **options: Unpack[StepKeywords],
     ) -> Any:
         """Decorator adding a single step; the slug is the function's name unless ``slug``.
 
@@ -312,17 +270,7 @@ class Flow:
             fn,
             slug,
             depends_on=depends_on,
-            max_attempts=max_attempts,
-            base_delay=base_delay,
-            timeout=timeout,
-            start_delay=start_delay,
-            max_concurrency=max_concurrency,
-            rate_limit=rate_limit,
-            concurrency_key=concurrency_key,
-            if_=if_,
-            if_not=if_not,
-            when_unmet=when_unmet,
-            when_exhausted=when_exhausted,
+            **options,
         )
 
     @overload
@@ -336,17 +284,7 @@ class Flow:
         *,
         over: str | None = None,
         slug: str | None = None,
-        max_attempts: int | None = None,
-        base_delay: int | None = None,
-        timeout: int | None = None,
-        start_delay: int | None = None,
-        max_concurrency: int | None = None,
-        rate_limit: str | None = None,
-        concurrency_key: ConcurrencyKey | None = None,
-        if_: Any = None,
-        if_not: Any = None,
-        when_unmet: WhenUnmet | None = None,
-        when_exhausted: WhenExhausted | None = None,
+        **options: Unpack[StepKeywords],
     ) -> Callable[[F], F]: ...
 
     def map(
@@ -356,17 +294,7 @@ class Flow:
         *,
         over: str | None = None,
         slug: str | None = None,
-        max_attempts: int | None = None,
-        base_delay: int | None = None,
-        timeout: int | None = None,
-        start_delay: int | None = None,
-        max_concurrency: int | None = None,
-        rate_limit: str | None = None,
-        concurrency_key: ConcurrencyKey | None = None,
-        if_: Any = None,
-        if_not: Any = None,
-        when_unmet: WhenUnmet | None = None,
-        when_exhausted: WhenExhausted | None = None,
+        **options: Unpack[StepKeywords],
     ) -> Any:
         """Decorator adding a map step: one task per element of an array.
 
@@ -380,17 +308,7 @@ class Flow:
             slug,
             depends_on=[] if over in (None, RUN_KEY) else [over],
             step_type="map",
-            max_attempts=max_attempts,
-            base_delay=base_delay,
-            timeout=timeout,
-            start_delay=start_delay,
-            max_concurrency=max_concurrency,
-            rate_limit=rate_limit,
-            concurrency_key=concurrency_key,
-            if_=if_,
-            if_not=if_not,
-            when_unmet=when_unmet,
-            when_exhausted=when_exhausted,
+            **options,
         )
 
     def _decorate(self, fn: Callable[..., Any] | None, slug: str | None, **step: Any) -> Any:

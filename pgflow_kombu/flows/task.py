@@ -34,13 +34,21 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
+from typing_extensions import Unpack
+
 from pgflow_kombu.errors import FlowDefinitionError, StepInputError
 from pgflow_kombu.flows.binding import KwargsBinder
 from pgflow_kombu.flows.dispatch import Dispatcher, check_schedule
 from pgflow_kombu.flows.flow import Flow
 from pgflow_kombu.flows.handler import Handler
 from pgflow_kombu.flows.jsondata import Json
-from pgflow_kombu.flows.options import ConcurrencyKey, StepOptions
+from pgflow_kombu.flows.keywords import (
+    FlowKeywords,
+    TaskKeywords,
+    check_keywords,
+    pick,
+    step_options_of,
+)
 from pgflow_kombu.flows.slugs import slug_from_name, validate_flow_slug
 
 if TYPE_CHECKING:
@@ -68,16 +76,9 @@ class Task(Generic[P, R]):
         fn: Callable[P, R],
         *,
         name: str | None = None,
-        max_attempts: int | None = None,
-        base_delay: int | None = None,
-        timeout: int | None = None,
-        start_delay: int | None = None,
-        max_concurrency: int | None = None,
-        rate_limit: str | None = None,
-        concurrency_key: ConcurrencyKey | None = None,
-        priority: int | None = None,
-        schedule: str | None = None,
+        **options: Unpack[TaskKeywords],
     ) -> None:
+        check_keywords(options, TaskKeywords, "Task()")
         if name is None:
             fn_name = getattr(fn, "__name__", None)
             if not isinstance(fn_name, str):
@@ -86,25 +87,16 @@ class Task(Generic[P, R]):
         functools.update_wrapper(self, fn)  # first, so our attributes win over fn.__dict__
         self.name: str = validate_flow_slug(name)
         self.fn = fn
-        self.options = StepOptions(max_attempts, base_delay, timeout, start_delay).validate(
-            self.name, self.name
-        )
-        self.flow = Flow(
-            self.name,
-            max_attempts=max_attempts,
-            base_delay=base_delay,
-            timeout=timeout,
-            max_concurrency=max_concurrency,
-            rate_limit=rate_limit,
-            concurrency_key=concurrency_key,
-            priority=priority,
-        )
+        self.options = step_options_of(options).validate(self.name, self.name)
+        flow_keywords = pick(options, FlowKeywords)
+        schedule = flow_keywords.pop("schedule", None)  # added below, once the task can run
+        self.flow = Flow(self.name, **flow_keywords)
         self.handler = Handler(fn, flow_slug=self.name, step_slug=self.name)
         self.flow.add_step(
             self.name,
             self.handler,
             binder=KwargsBinder(self.handler.input_signature),
-            start_delay=start_delay,
+            start_delay=options.get("start_delay"),
         )
         self.flow._input_builder = self.build_input
         if schedule is not None:
@@ -252,11 +244,7 @@ def task(
     /,
     *,
     name: str | None = None,
-    max_attempts: int | None = None,
-    base_delay: int | None = None,
-    timeout: int | None = None,
-    start_delay: int | None = None,
-    schedule: str | None = None,
+    **options: Unpack[TaskKeywords],
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -265,25 +253,13 @@ def task(
     /,
     *,
     name: str | None = None,
-    max_attempts: int | None = None,
-    base_delay: int | None = None,
-    timeout: int | None = None,
-    start_delay: int | None = None,
-    schedule: str | None = None,
+    **options: Unpack[TaskKeywords],
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Decorator making a :class:`Task` (unbound; the app's ``app.task`` also binds it).
 
     ``schedule`` (a cron expression) starts the task with no arguments at every tick."""
 
     def decorate(func: Callable[P, R]) -> Task[P, R]:
-        return Task(
-            func,
-            name=name,
-            max_attempts=max_attempts,
-            base_delay=base_delay,
-            timeout=timeout,
-            start_delay=start_delay,
-            schedule=schedule,
-        )
+        return Task(func, name=name, **options)
 
     return decorate(fn) if fn is not None else decorate

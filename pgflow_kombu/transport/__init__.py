@@ -55,6 +55,15 @@ process; a publish to an exchange routes and stores in one round trip.
   anyway), including pgmq's and pgflow's own inserts; consumers LISTEN on a dedicated
   connection, on kombu's event loop or in the blocking ``drain_events``. A timer (``polling_interval``) picks up delayed messages and
   expired visibility timeouts.
+* On kombu's event loop (a Celery worker), queues are read in the callbacks of the listening
+  socket and of a self-pipe, right after the loop's poll, never on the loop's tick: Celery's
+  prefork pool sends the jobs it holds to its processes on its own tick, which runs in no set
+  order with ours, so a message handed over on a tick could wait for the next timer.
+* Poll-only (``PGFLOW_POLL_ONLY=1``, for a transaction-pooling PgBouncer in front of the
+  database): no LISTEN, no prepared statements, no startup ``options``; consumers read on the
+  ``polling_interval`` timer (and again at once after a read that filled its batch). The sweep
+  cannot see a pooler's backends, so it drops the consumer rows: auto-delete and ``x-expires``
+  queues (Celery's reply and pidbox queues) need a direct or session-pooled connection.
 
 Plain pgmq messages
 ===================

@@ -23,6 +23,8 @@ from pgflow_kombu.transport import store
 from pgflow_kombu.transport.consuming import ConsumingChannel
 from pgflow_kombu.transport.messages import prepare_envelope, topic_pattern
 
+__all__ = ["Channel"]
+
 
 class Channel(ConsumingChannel):
     """A kombu channel on pgmq queues; exchanges and bindings live in schema ``pgflow_kombu``."""

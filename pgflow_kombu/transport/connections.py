@@ -17,6 +17,8 @@ import psycopg
 
 from pgflow_kombu.db.connect import connect, liveness
 
+__all__ = ["Connection", "Pool", "close_quietly", "is_usable"]
+
 Connection = psycopg.Connection[Any]
 
 

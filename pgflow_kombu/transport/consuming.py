@@ -37,6 +37,8 @@ from pgflow_kombu.transport.queues import QueueInfo, touch_period
 if TYPE_CHECKING:
     from pgflow_kombu.transport.transport import Transport
 
+__all__ = ["ConsumingChannel", "PendingKey"]
+
 PendingKey = tuple[str, str]  # (table, pgmq queue)
 
 
@@ -153,8 +155,8 @@ class ConsumingChannel(virtual.Channel):
     def _add_consumer(self, info: QueueInfo) -> None:
         """Count this channel among the consumers of the queue, for as long as the transport's
         listening connection lives; this also (re)creates the pgmq queue if it is missing."""
-        pid = self.connection.listener().backend_pid()
         with self.db() as conn:
+            pid = self.connection.consumer_pid(conn)
             store.add_consumer(conn, info.name, info.pgmq, self._owner, pid)
         self.connection.queues.mark_ensured(info.pgmq)
 
@@ -185,19 +187,25 @@ class ConsumingChannel(virtual.Channel):
             self._dirty.add(queue)
 
     def wants_read(self) -> bool:
-        return bool(self._consumers and self._dirty)
+        """Whether a queue may hold messages and there is room to take some."""
+        return bool(self._consumers and self._dirty) and self.room() > 0
 
     def deliver_ready(self) -> int:
         """Read the queues that may hold messages and deliver what they hold; return the count."""
         if not self._consumers or not self._dirty:
             return 0
         queues = list(self._active_queues)
+        # Only queues still consumed stay marked: a mark left on another would make the event
+        # loop wake for it again and again (see Transport.on_tick).
+        self._dirty.intersection_update(queues)
+        if not self._dirty:
+            return 0
         self._rotation = (self._rotation + 1) % len(queues)
         delivered = 0
         for queue in queues[self._rotation :] + queues[: self._rotation]:
             if queue not in self._dirty:
                 continue
-            if queue not in self.connection._callbacks:
+            if not self.connection.consumes(queue):
                 self._dirty.discard(queue)
                 continue
             limit = self.room()
@@ -240,14 +248,14 @@ class ConsumingChannel(virtual.Channel):
                 # An insert that raced with this read may have skipped its wake-up (see the
                 # trigger in 0010_transport.sql): look again shortly.
                 self.connection.recheck_later(self, queue)
-        deliver = self.connection._deliver
+        deliver = self.connection.deliver
         delivered = 0
         for position, (msg_id, read_ct, text) in enumerate(rows):
             if read_ct is None or text is None:
                 continue  # expired: already deleted
             payload = self._payload(queue, info, msg_id, read_ct, text)
             try:
-                deliver(payload, queue)  # type: ignore[no-untyped-call]
+                deliver(payload, queue)
             except BaseException:
                 # Hand back what this batch took but never delivered, instead of letting it
                 # wait for the visibility timeout.
@@ -306,7 +314,8 @@ class ConsumingChannel(virtual.Channel):
         self.qos.ack(delivery_tag)
 
     def _tags_upto(self, last: Any) -> list[Any]:
-        return [tag for tag in list(self.qos._delivered) if tag <= last]
+        qos: QoS = self.qos
+        return qos.tags_upto(last)
 
     def _settle(self, pgmq_queue: str, msg_id: int) -> None:
         key = (table_name(pgmq_queue), pgmq_queue)

@@ -19,6 +19,8 @@ from pgflow_kombu.db.errors import translate
 from pgflow_kombu.transport import store
 from pgflow_kombu.transport.connections import Connection, close_quietly
 
+__all__ = ["Listener", "Waker"]
+
 
 class Waker:
     """A self-pipe: ``wake()`` from any thread makes ``fileno()`` readable.

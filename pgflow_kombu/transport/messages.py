@@ -17,6 +17,17 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
+__all__ = [
+    "MAX_PRIORITY",
+    "MIN_PRIORITY",
+    "Payload",
+    "clamp_priority",
+    "delivered_payload",
+    "is_envelope",
+    "prepare_envelope",
+    "topic_pattern",
+]
+
 MIN_PRIORITY = 0
 MAX_PRIORITY = 9
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+__all__ = ["MAX_LENGTH", "channel_name", "pgmq_name", "table_name"]
+
 MAX_LENGTH = 47
 _AS_IS = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,46}")
 _UNREADABLE = re.compile(r"[^a-z0-9_]+")

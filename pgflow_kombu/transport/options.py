@@ -8,6 +8,8 @@ from typing import Any
 
 from pgflow_kombu.errors import ConfigurationError
 
+__all__ = ["ACK_MODES", "MAX_SECONDS", "Options"]
+
 ACK_MODES = ("delete", "archive")
 MAX_SECONDS = 2**31 - 1  # pgmq takes visibility timeouts as integer seconds
 

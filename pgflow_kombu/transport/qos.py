@@ -9,6 +9,8 @@ from kombu.transport import virtual
 
 from pgflow_kombu.errors import PgFlowError
 
+__all__ = ["QoS"]
+
 logger = logging.getLogger(__name__)
 
 
@@ -36,6 +38,10 @@ class QoS(virtual.QoS):
                 exc,
             )
         return []
+
+    def tags_upto(self, last: Any) -> list[Any]:
+        """The delivery tags not acknowledged yet up to ``last`` (``basic_ack(multiple=True)``)."""
+        return [tag for tag in list(self._delivered) if tag <= last]
 
     def held(self) -> list[Any]:
         """Delivered messages not acknowledged yet."""

@@ -10,6 +10,8 @@ from typing import Any
 
 from pgflow_kombu.transport.names import channel_name, pgmq_name, table_name
 
+__all__ = ["Loader", "QueueInfo", "QueueRegistry", "make_info", "touch_period"]
+
 Loader = Callable[[str], "tuple[bool, dict[str, Any]] | None"]
 
 

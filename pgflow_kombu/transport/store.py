@@ -16,6 +16,39 @@ from psycopg import sql
 
 from pgflow_kombu.db.queries import query
 
+__all__ = [
+    "Connection",
+    "Row",
+    "add_consumer",
+    "all_bindings",
+    "archive",
+    "bind",
+    "declare_exchange",
+    "delete",
+    "delete_exchange",
+    "delete_queue",
+    "ensure_queue",
+    "exchange_bindings",
+    "exchange_in_use",
+    "exchange_type",
+    "extend",
+    "listen",
+    "make_visible",
+    "publish",
+    "purge",
+    "put",
+    "queue_exists",
+    "queue_record",
+    "read",
+    "record_queue",
+    "remove_consumer",
+    "size",
+    "sweep",
+    "touch_queue",
+    "unbind",
+    "unlisten",
+]
+
 Connection = psycopg.Connection[Any]
 Row = tuple[int, int | None, str | None]  # msg_id, read_ct (None: expired, dropped), message
 

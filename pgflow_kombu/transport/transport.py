@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 from kombu.transport import virtual
 
+from pgflow_kombu.db.connect import poll_only
 from pgflow_kombu.db.errors import CONNECTION_ERRORS, translate
 from pgflow_kombu.errors import ConnectionFailed, DatabaseError, PgFlowError
 from pgflow_kombu.transport import store
@@ -65,6 +66,8 @@ class Transport(virtual.Transport):
         self.options = Options.from_transport_options(client.transport_options or {})
         self.polling_interval = self.options.polling_interval
         self.url = url_from_client(client)
+        # Behind a transaction pooler nothing can LISTEN: consumers read on the polling timer.
+        self.poll_only = poll_only()
         self.queues = QueueRegistry()
         self._pools: dict[bool, Pool] = {}
         self._listener: Listener | None = None
@@ -79,7 +82,8 @@ class Transport(virtual.Transport):
         self._next_poll = 0.0
         self._next_extend = 0.0
         self._next_sweep = 0.0
-        self._rechecks: list[tuple[float, ConsumingChannel, str]] = []
+        self._rechecks: dict[tuple[ConsumingChannel, str], float] = {}
+        self._recheck_timer: Any = None
 
     # -- connections -----------------------------------------------------------------------
 
@@ -137,7 +141,16 @@ class Transport(virtual.Transport):
         return listener
 
     def listen(self, channel: str) -> None:
-        self.listener().listen(channel)
+        if not self.poll_only:
+            self.listener().listen(channel)
+
+    def consumer_pid(self, conn: psycopg.Connection[Any]) -> int:
+        """The backend whose life a consumer's registration follows: the listening connection's
+        (the consumer lives as long as its LISTEN), or in poll-only mode the one ``conn`` reports
+        (a pooler's, which the sweep cannot find: see the transport's docstring)."""
+        if self.poll_only:
+            return int(conn.info.backend_pid)
+        return self.listener().backend_pid()
 
     def sweep(self) -> None:
         """Delete the queues whose time has come: x-expires ran out, or auto-delete queues whose
@@ -168,6 +181,14 @@ class Transport(virtual.Transport):
                 self._listener.unlisten(channel)
 
     # -- delivering ------------------------------------------------------------------------
+
+    def consumes(self, queue: str) -> bool:
+        """Whether a consumer of this connection is registered on ``queue``."""
+        return queue in self._callbacks
+
+    def deliver(self, payload: Any, queue: str) -> None:
+        """Hand a message read from ``queue`` to the consumer registered on it."""
+        self._deliver(payload, queue)  # type: ignore[no-untyped-call]
 
     def defers_acks(self) -> bool:
         """Whether an ack given now may wait for the end of the current delivery cycle."""
@@ -202,11 +223,34 @@ class Transport(virtual.Transport):
                 channel.mark_notified(channels)
 
     def recheck_later(self, channel: ConsumingChannel, queue: str) -> None:
-        """Read ``queue`` once more after :data:`RECHECK_DELAY` seconds."""
-        if self._hub is not None and threading.get_ident() == self._hub_thread:
-            self._hub.call_later(RECHECK_DELAY, channel.mark_dirty, queue)
-        else:
-            self._rechecks.append((monotonic() + RECHECK_DELAY, channel, queue))
+        """Read ``queue`` once more :data:`RECHECK_DELAY` seconds after this read.
+
+        A queue has one pending recheck, which each read moves later: a queue read again and
+        again needs no recheck in between, only after its last read (one read per message
+        delivered one at a time, not two).
+        """
+        self._rechecks[(channel, queue)] = monotonic() + RECHECK_DELAY
+        on_loop = self._hub is not None and threading.get_ident() == self._hub_thread
+        if on_loop and self._recheck_timer is None:
+            self._recheck_timer = self._hub.call_later(RECHECK_DELAY, self._on_recheck_timer)
+
+    def _run_rechecks(self, now: float) -> float | None:
+        """Mark the queues whose recheck is due; return when the next one is due."""
+        due: float | None = None
+        for (channel, queue), when in list(self._rechecks.items()):
+            if when <= now:
+                del self._rechecks[(channel, queue)]
+                channel.mark_dirty(queue)
+            elif due is None or when < due:
+                due = when
+        return due
+
+    def _on_recheck_timer(self) -> None:
+        self._recheck_timer = None
+        now = monotonic()
+        due = self._run_rechecks(now)
+        if due is not None and self._hub is not None:
+            self._recheck_timer = self._hub.call_later(max(0.0, due - now), self._on_recheck_timer)
 
     def _maintain(self, now: float) -> float:
         """Run the timers that are due (polling, visibility extension, rechecks); return the
@@ -223,16 +267,8 @@ class Transport(virtual.Transport):
             self._next_sweep = now + self.options.sweep_interval
             self.sweep()
         due = min(self._next_poll, self._next_extend, self._next_sweep)
-        if self._rechecks:
-            waiting: list[tuple[float, ConsumingChannel, str]] = []
-            for when, owner, queue in self._rechecks:
-                if when <= now:
-                    owner.mark_dirty(queue)
-                else:
-                    waiting.append((when, owner, queue))
-                    due = min(due, when)
-            self._rechecks = waiting
-        return due
+        recheck = self._run_rechecks(now)
+        return due if recheck is None else min(due, recheck)
 
     def drain_events(self, connection: Any, timeout: float | None = None, **kwargs: Any) -> None:
         deadline = None if timeout is None else monotonic() + timeout
@@ -247,7 +283,7 @@ class Transport(virtual.Transport):
             self._wait(wait)
 
     def _wait(self, seconds: float) -> None:
-        if not any(c._consumers for c in self._channels()):
+        if self.poll_only or not any(c._consumers for c in self._channels()):
             waker = self._waker
             if waker is None:
                 threading.Event().wait(seconds)
@@ -274,12 +310,15 @@ class Transport(virtual.Transport):
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
         self._hub = loop
         self._hub_thread = threading.get_ident()
-        listener = self.listener()
-        self._hub_fds = [listener.fileno()]
-        loop.add_reader(self._hub_fds[0], self.on_readable)
+        self._hub_fds = []
+        if not self.poll_only:
+            fd = self.listener().fileno()
+            self._hub_fds.append(fd)
+            loop.add_reader(fd, self.on_readable)
         if self._waker is not None:
-            self._hub_fds.append(self._waker.fileno())
-            loop.add_reader(self._hub_fds[1], self._on_waker)
+            fd = self._waker.fileno()
+            self._hub_fds.append(fd)
+            loop.add_reader(fd, self._on_waker)
         loop.on_tick.add(self.on_tick)
         self._hub_timers = [
             loop.call_repeatedly(self.options.polling_interval, self._on_poll_timer),
@@ -292,28 +331,48 @@ class Transport(virtual.Transport):
             loop.remove_reader(fd)
         self._hub_fds = []
         loop.on_tick.discard(self.on_tick)
-        for timer in self._hub_timers:
-            timer.cancel()
+        for timer in [*self._hub_timers, self._recheck_timer]:
+            if timer is not None:
+                timer.cancel()
         self._hub_timers = []
+        self._recheck_timer = None  # pending rechecks wait for drain_events
         self._hub = None
         self._hub_thread = None
 
+    # On the loop, messages are read and handed to the consumers only in reader callbacks, which
+    # run after the loop's poll. Other parties tick too: Celery's prefork pool, on its tick, asks
+    # the loop to write the jobs it holds to its child processes. The ticks run in no set order,
+    # so a message handed over during a tick may miss the pool's tick of that iteration and wait
+    # in the pool until something else ends the next poll (a timer, up to polling_interval).
+    # Handed over in a reader callback, it always precedes the next iteration's ticks.
+
     def on_readable(self, connection: Any = None, loop: Any = None) -> None:
-        """The listener's socket is readable: note which queues were written to."""
+        """The listener's socket is readable: read the queues that were written to."""
         if self._listener is not None:
             self._on_notified(self._listener.poll())
+        self._deliver_wanted()
 
     def _on_waker(self) -> None:
+        """The self-pipe is readable: room was made, or a timer marked queues to read."""
         waker = self._waker
         if waker is not None:
             waker.drain()
+        self._deliver_wanted()
 
-    def on_tick(self) -> None:
-        """Every loop iteration: write grouped acks, read the queues that may hold messages."""
+    def _deliver_wanted(self) -> None:
         if any(channel.wants_read() for channel in self._channels()):
             self.deliver_ready()
-        else:
-            self.flush_acks()
+
+    def on_tick(self) -> None:
+        """Every loop iteration, before its poll: write grouped acks; when a queue may hold
+        messages that there is room for, end the poll at once (the self-pipe's reader reads)."""
+        self.flush_acks()
+        if any(channel.wants_read() for channel in self._channels()):
+            waker = self._waker
+            if waker is None:
+                self.deliver_ready()
+            else:
+                waker.wake()
 
     def _on_poll_timer(self) -> None:
         for channel in self._channels():

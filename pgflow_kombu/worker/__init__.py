@@ -40,12 +40,14 @@ Guarantees
   :class:`~pgflow_kombu.settings.Liveness`), so a cut link is noticed, and logged once
   (``db_unreachable``, then ``db_reconnected``), within seconds.
 
-Threads and processes: :class:`Worker` documents the loop; ``claims.py``, ``reporter.py``,
+Threads and processes: :class:`Worker` documents the loop; ``claiming.py``, ``claims.py``,
+``reporter.py``,
 ``membership.py`` and ``pools/`` one concern each.
 """
 
 from __future__ import annotations
 
+from pgflow_kombu.worker.claiming import ClaimingSource
 from pgflow_kombu.worker.membership import Membership
 from pgflow_kombu.worker.pools import POOL_KINDS, PoolKind
 from pgflow_kombu.worker.source import Delivery, MessageSource, PgmqSource
@@ -56,6 +58,7 @@ from pgflow_kombu.worker.worker import Worker
 __all__ = [
     "POOL_KINDS",
     "ClaimedTask",
+    "ClaimingSource",
     "Delivery",
     "ExitCode",
     "Membership",

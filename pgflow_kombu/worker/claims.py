@@ -1,8 +1,10 @@
-"""Claiming tasks for delivered messages, and knowing which claimed tasks this worker holds.
+"""Claiming tasks, and knowing which claimed tasks this worker holds.
 
-One ``pgflow_kombu.claim_tasks`` per flow per drain cycle turns delivered messages into started
-tasks (attempt counted, visibility set). A message with no queued task is acknowledged and left
-alone. Knowing what it holds lets the worker repair the two ways a claim can go astray:
+By default one ``pgflow_kombu.read_and_claim`` per cycle reads the flow queues and claims the
+tasks behind what it read (:meth:`Claims.read_and_claim`). With a message source that delivers
+messages itself, one ``pgflow_kombu.claim_tasks`` per flow per drain cycle turns delivered
+messages into started tasks (attempt counted, visibility set); a message with no queued task is
+acknowledged and left alone. Knowing what it holds lets the worker repair the two ways a claim can go astray:
 
 * the connection broke during a claim, which may have committed: once the database is back,
   tasks the database says we started but that we do not hold are handed back
@@ -148,9 +150,40 @@ class Claims:
                 "read_visibility": source.read_visibility,
             },
         )
+        tasks = self._held_tasks([(flow_slug, *row) for row in rows])
+        for task in tasks:
+            task.delivery = by_id.pop(task.msg_id).handle
+        if by_id:
+            self.stats.unclaimed += len(by_id)
+            source.ack([d.handle for d in by_id.values()])
+        return tasks
+
+    def read_and_claim(
+        self, flow_slugs: list[str], limit: int, read_visibility: int
+    ) -> list[ClaimedTask]:
+        """Read up to ``limit`` messages of these flow queues (in this order) and claim their
+        tasks, in one statement (``pgflow_kombu.read_and_claim``)."""
+        try:
+            rows = self.link.fetch(
+                query("worker.read_and_claim"),
+                {
+                    "flow_slugs": flow_slugs,
+                    "worker_ids": [self.worker_ids[slug] for slug in flow_slugs],
+                    "qty": limit,
+                    "read_visibility": read_visibility,
+                },
+            )
+        except PgFlowError as exc:
+            if is_connection_error(exc):
+                self.needs_reconcile = True  # the claim may have committed
+            raise
+        return self._held_tasks(rows)
+
+    def _held_tasks(self, rows: list[Any]) -> list[ClaimedTask]:
+        """The claimed tasks of a claim's rows, now held by this worker."""
         self.stats.claim_batches += 1
         tasks = []
-        for run_id, step_slug, task_index, msg_id, task_input, attempt, timeout in rows:
+        for flow_slug, run_id, step_slug, task_index, msg_id, task_input, attempt, timeout in rows:
             task = ClaimedTask(
                 flow_slug=flow_slug,
                 run_id=str(run_id),
@@ -160,15 +193,11 @@ class Claims:
                 input=task_input,
                 attempt=attempt,
                 timeout=float(timeout),
-                worker_id=worker_id,
-                delivery=by_id.pop(msg_id).handle,
+                worker_id=self.worker_ids[flow_slug],
             )
             self._holding[_key(task)] = task
             tasks.append(task)
         self.stats.claimed += len(tasks)
-        if by_id:
-            self.stats.unclaimed += len(by_id)
-            source.ack([d.handle for d in by_id.values()])
         return tasks
 
     def forget(self, task: ClaimedTask) -> None:

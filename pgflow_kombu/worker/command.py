@@ -1,6 +1,7 @@
 """``pgflow-kombu worker``: options (each also an environment variable), banner, exit codes.
 
-The command in ``pgflow_kombu.cli`` applies :func:`worker_options` and calls :func:`run_command`.
+The command in ``pgflow_kombu.cli`` applies :func:`worker_options`, turns the settings' options
+into :class:`WorkerSettings` with :func:`worker_settings`, and calls :func:`run_command`.
 """
 
 from __future__ import annotations
@@ -8,50 +9,82 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import click
 
 from pgflow_kombu.db.urls import redact
 from pgflow_kombu.errors import ConfigurationError, PgFlowError
-from pgflow_kombu.observability.hooks import Hooks
+from pgflow_kombu.settings import WORKER_ENV_PREFIX, PoolKind, WorkerSettings
 from pgflow_kombu.worker.logs import LOG_FORMATS, configure_logging, say
-from pgflow_kombu.worker.pools import POOL_KINDS
 from pgflow_kombu.worker.status import ExitCode
 from pgflow_kombu.worker.worker import Worker
 
-__all__ = ["run_command", "worker_options"]
+__all__ = ["default_text", "run_command", "setting_flag", "worker_options", "worker_settings"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-ENV = "PGFLOW_WORKER_"
+ENV = WORKER_ENV_PREFIX
 
 
 def _opt(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
     return click.option(*names, envvar=ENV + env, show_envvar=True, **kwargs)
 
 
-def _seconds(name: str, *, env: str, default: float, **kwargs: Any) -> Callable[[F], F]:
-    """A duration option: seconds, more than 0."""
-    return _opt(
-        name,
-        env=env,
-        type=click.FloatRange(min=0, min_open=True),
-        default=default,
-        show_default=True,
-        **kwargs,
-    )
+# Short forms of the settings' options (the long form is always --<field-name>).
+SHORT_FLAGS = {"concurrency": "-c", "pool": "-P"}
 
 
-def _duration(_ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-    if value is None:
-        return None
-    from pgflow_kombu.durations import parse_duration
+_METAVARS = {"int": "N", "float": "SECONDS", "timedelta": "AGE"}
 
+
+def _kind(name: str) -> str:
+    """The name of a setting's type, without ``| None``."""
+    annotation = WorkerSettings.model_fields[name].annotation
+    kinds = [a for a in get_args(annotation) if a is not type(None)] or [annotation]
+    return getattr(kinds[0], "__name__", "")
+
+
+def setting_flag(name: str) -> str:
+    """The command's option for the worker setting ``name``: ``--shutdown-timeout``."""
+    return "--" + name.replace("_", "-")
+
+
+def default_text(name: str) -> str:
+    """A setting's default as help and docs show it."""
+    default = WorkerSettings.model_fields[name].default
+    if default is None:
+        return "unset"
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    return str(default)
+
+
+def _setting_option(name: str) -> Callable[[F], F]:
+    """An option of the worker setting ``name``: it reads a string (or a switch) and leaves
+    checks, and the ``PGFLOW_WORKER_*`` environment, to :class:`WorkerSettings` (see
+    :func:`worker_settings`), so the command, ``Worker`` and the environment agree."""
+    field = WorkerSettings.model_fields[name]
+    flag = setting_flag(name)
+    text = field.description or name
+    helps = f"{text[0].upper()}{text[1:]}.  [env var: {WORKER_ENV_PREFIX}{name.upper()}; "
+    helps += f"default: {default_text(name)}]"
+    if field.annotation is bool:
+        return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=helps)
+    names = [SHORT_FLAGS[name]] if name in SHORT_FLAGS else []
+    metavar = "|".join(get_args(PoolKind)) if name == "pool" else _METAVARS.get(_kind(name), "X")
+    return click.option(*names, flag, name, default=None, metavar=metavar, help=helps)
+
+
+def worker_settings(options: dict[str, Any]) -> WorkerSettings:
+    """Take the settings out of the command's ``options`` and check them over the
+    environment; :class:`click.BadParameter` names the option or variable and the value."""
+    given = {name: options.pop(name, None) for name in WorkerSettings.model_fields}
+    labels = {name: setting_flag(name) for name in given}
     try:
-        return parse_duration(value)
+        return WorkerSettings.load(labels=labels, **given)
     except ConfigurationError as exc:
-        raise click.BadParameter(str(exc), param=param) from None
+        raise click.BadParameter(str(exc)) from None
 
 
 def worker_options(
@@ -84,53 +117,7 @@ def _decorators(
             help="The app (or a flow, task or module of them), e.g. myproject.jobs:app.",
         ),
         _opt("--flows", env="FLOWS", metavar="A,B", help="Serve only these flows."),
-        _opt(
-            "-c",
-            "--concurrency",
-            env="CONCURRENCY",
-            type=click.IntRange(min=1),
-            default=4,
-            show_default=True,
-            help="Handlers running at once.",
-        ),
-        _opt(
-            "-P",
-            "--pool",
-            env="POOL",
-            type=click.Choice(POOL_KINDS),
-            default="threads",
-            show_default=True,
-            help="Where handlers run.",
-        ),
-        _opt(
-            "--prefetch",
-            env="PREFETCH",
-            type=click.IntRange(min=1),
-            default=None,
-            help="Tasks claimed ahead of free slots (default: 2 x concurrency).",
-        ),
-        _seconds(
-            "--shutdown-timeout",
-            env="SHUTDOWN_TIMEOUT",
-            default=30.0,
-            help="Seconds a stop waits for running handlers.",
-        ),
-        _seconds("--heartbeat-interval", env="HEARTBEAT_INTERVAL", default=5.0),
-        _seconds(
-            "--stalled-after",
-            env="STALLED_AFTER",
-            default=30.0,
-            help="Seconds without heartbeat after which a worker's tasks are requeued.",
-        ),
-        _opt(
-            "--retention",
-            env="RETENTION",
-            metavar="AGE",
-            default=None,
-            callback=_duration,
-            help="Prune runs finished longer ago than AGE (7d, 12h, 30m) and as old queue "
-            "archive messages, every few minutes (one worker at a time).",
-        ),
+        *(_setting_option(name) for name in WorkerSettings.model_fields),
         _opt(
             "-l",
             "--loglevel",
@@ -149,10 +136,11 @@ def _decorators(
         _opt(
             "--source",
             env="SOURCE",
-            type=click.Choice(["kombu", "pgmq"]),
-            default="kombu",
+            type=click.Choice(["claim", "kombu", "pgmq"]),
+            default="claim",
             show_default=True,
-            help="Read messages through the pgflow:// kombu transport, or with pgmq directly.",
+            help="claim: read and claim in one statement; kombu: read messages through the "
+            "pgflow:// kombu transport, then claim; pgmq: read with pgmq.read, then claim.",
         ),
         _opt(
             "--metrics-port",
@@ -176,21 +164,13 @@ def _decorators(
             help="A span per task attempt through OpenTelemetry's configured tracer provider, "
             "in the trace that started the run (needs pgflow-kombu[otel]).",
         ),
-        _opt(
-            "--scheduler/--no-scheduler",
-            env="SCHEDULER",
-            default=True,
-            show_default=True,
-            help="Fire due ticks of the database's schedules (each tick starts once however "
-            "many workers do).",
-        ),
     ]
 
 
-def run_command(url: str, **options: Any) -> int:
+def run_command(url: str, settings: WorkerSettings, **options: Any) -> int:
     """Load the app, print the banner, serve until stopped; returns the exit code."""
     from pgflow_kombu.db import migrations
-    from pgflow_kombu.worker.loading import flows_of, load_target
+    from pgflow_kombu.worker.loading import flows_of, hooks_of, load_target
 
     configure_logging(options["loglevel"], options["log_format"])
     app_ref: str = options["app_ref"]
@@ -208,18 +188,11 @@ def run_command(url: str, **options: Any) -> int:
         worker = Worker(
             flows,
             url,
+            settings,
             queues=queues,
-            concurrency=options["concurrency"],
-            pool=options["pool"],
-            prefetch=options["prefetch"],
-            shutdown_timeout=options["shutdown_timeout"],
-            heartbeat_interval=options["heartbeat_interval"],
-            stalled_after=options["stalled_after"],
             app_ref=app_ref,
             source=_source(options["source"], url),
-            hooks=target.hooks if isinstance(getattr(target, "hooks", None), Hooks) else None,
-            retention=options.get("retention"),
-            scheduler=options.get("scheduler", True),
+            hooks=hooks_of(target),
         )
         stop_observing = observe(worker, url, options)
     except PgFlowError as exc:
@@ -282,12 +255,23 @@ def observe(worker: Worker, url: str, options: dict[str, Any]) -> Callable[[], N
     return stop
 
 
+SOURCE_LABELS = {
+    "claim": "read and claimed in one statement",
+    "kombu": "pgflow:// kombu transport",
+    "pgmq": "pgmq reads",
+}
+
+
 def _source(kind: str, url: str) -> Any:
     if kind == "pgmq":
         from pgflow_kombu.worker.source import PgmqSource
 
         return PgmqSource(url)
-    return None  # the worker's default: the kombu transport
+    if kind == "kombu":
+        from pgflow_kombu.worker.consumer import KombuSource
+
+        return KombuSource(url)
+    return None  # the worker's default: read and claim in one statement
 
 
 def banner(worker: Worker, app_ref: str, source: str) -> str:
@@ -308,14 +292,12 @@ def banner_rows(worker: Worker, app_ref: str, source: str) -> tuple[str, list[tu
 
     version = package_version("pgflow-kombu")
 
-    flows = ", ".join(
-        f"{slug} ({len(getattr(flow, 'steps', ()))} steps)" for slug, flow in worker.flows.items()
-    )
+    flows = ", ".join(f"{slug} ({len(flow.steps)} steps)" for slug, flow in worker.flows.items())
     rows = [
         ("app", app_ref),
         ("database", redact(worker.url)),
         ("pool", f"{worker.pool_kind} x {worker.concurrency}, prefetch {worker.prefetch}"),
-        ("messages", "pgflow:// kombu transport" if source == "kombu" else "pgmq reads"),
+        ("messages", SOURCE_LABELS.get(source, source)),
         ("flows", flows),
         (
             "schedules",

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from typing_extensions import assert_never
+
 from pgflow_kombu.observability.hooks import (
     ClaimBatch,
     Hooks,
@@ -17,13 +19,13 @@ from pgflow_kombu.observability.hooks import (
     TaskStarted,
     TaskSucceeded,
 )
-from pgflow_kombu.worker.tasks import ClaimedTask, Outcome
+from pgflow_kombu.worker.tasks import ClaimedTask, Outcome, ReportResult
 
 __all__ = ["Settled", "WorkerEvents"]
 
-# A report the database applied: the outcome, its result ('completed' | 'failed' | 'rejected'),
+# A report the database applied: the outcome, its result (completed, failed or rejected),
 # whether the task was queued again, and the run's status after it.
-Settled = tuple[Outcome, str, "bool | None", "str | None"]
+Settled = tuple[Outcome, ReportResult, "bool | None", "str | None"]
 
 _OUTCOME_EVENTS = ("task_succeeded", "task_retried", "task_failed", "run_completed", "run_failed")
 
@@ -61,7 +63,7 @@ class WorkerEvents:
             self._settled(outcome, result, retrying, run_status)
 
     def _settled(
-        self, outcome: Outcome, result: str, retrying: bool | None, run_status: str | None
+        self, outcome: Outcome, result: ReportResult, retrying: bool | None, run_status: str | None
     ) -> None:
         task = outcome.task
         ident = (
@@ -73,12 +75,18 @@ class WorkerEvents:
             task.worker_id,
         )
         error = outcome.error
-        if result == "completed":
-            self.hooks.emit("task_succeeded", TaskSucceeded(*ident, outcome.duration))
-            if run_status == "completed" and self.hooks.wants("run_completed"):
-                self.hooks.emit("run_completed", RunCompleted(task.flow_slug, task.run_id))
-            return
-        # 'failed', or 'rejected': the output could not be stored and the attempt failed.
+        match result:
+            case ReportResult.COMPLETED:
+                self.hooks.emit("task_succeeded", TaskSucceeded(*ident, outcome.duration))
+                if run_status == "completed" and self.hooks.wants("run_completed"):
+                    self.hooks.emit("run_completed", RunCompleted(task.flow_slug, task.run_id))
+                return
+            case ReportResult.FAILED | ReportResult.REJECTED:
+                pass  # rejected: the output could not be stored and the attempt failed
+            case ReportResult.STALE | ReportResult.RETRY:
+                return  # changed nothing (the reporter does not pass these on)
+            case _:
+                assert_never(result)
         if error is None:
             error = "complete_task failed: the database refused the output"
         if retrying:

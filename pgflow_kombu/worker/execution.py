@@ -13,13 +13,14 @@ import asyncio
 import inspect
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pgflow_kombu.errors import Reject, StepInputError
 from pgflow_kombu.flows.context import StepContext
 from pgflow_kombu.flows.jsondata import Json
+from pgflow_kombu.flows.schedules import ScheduleSpec
 from pgflow_kombu.flows.step import PreparedCall
 from pgflow_kombu.worker.tasks import ClaimedTask, error_text
 
@@ -37,6 +38,16 @@ class FlowLike(Protocol):
 
     @property
     def slug(self) -> str: ...
+
+    @property
+    def steps(self) -> Sequence[object]:
+        """The flow's steps (the worker's banner counts them)."""
+        ...
+
+    @property
+    def schedules(self) -> Sequence[ScheduleSpec]:
+        """The schedules the flow's code defines (written to the database at start)."""
+        ...
 
     def get_step(self, step_slug: str) -> Any: ...
 

@@ -7,13 +7,14 @@ import sys
 import traceback
 from collections.abc import Iterable, Mapping
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from pgflow_kombu.errors import ConfigurationError
 from pgflow_kombu.flows.flow import Flow
 from pgflow_kombu.flows.task import Task
+from pgflow_kombu.observability.hooks import Hooks
 
-__all__ = ["flows_of", "load_flows", "load_target"]
+__all__ = ["HasFlows", "HasHooks", "flows_of", "hooks_of", "load_flows", "load_target"]
 
 
 def load_target(ref: str) -> Any:
@@ -63,6 +64,27 @@ def import_app_module(ref: str, module_name: str) -> ModuleType:
         ) from exc
 
 
+@runtime_checkable
+class HasFlows(Protocol):
+    """An app: an object holding flows by slug (:class:`~pgflow_kombu.PgFlow` is one)."""
+
+    flows: Mapping[str, Flow]
+
+
+@runtime_checkable
+class HasHooks(Protocol):
+    """An app with callbacks for its workers (:class:`~pgflow_kombu.PgFlow` is one)."""
+
+    hooks: Hooks
+
+
+def hooks_of(target: object) -> Hooks | None:
+    """The hooks of the ``-A`` target when it is an app that has some."""
+    if isinstance(target, HasHooks) and isinstance(target.hooks, Hooks):
+        return target.hooks
+    return None
+
+
 def flows_of(target: Any) -> dict[str, Flow]:
     """The flows behind an app (``.flows``), a mapping, a flow, a task, a module or a list."""
     flows: dict[str, Flow] = {}
@@ -85,7 +107,7 @@ def flows_of(target: Any) -> dict[str, Flow]:
             for value in vars(item).values():
                 if isinstance(value, (Flow, Task)):
                     visit(value, depth + 1)
-        elif depth == 0 and isinstance(getattr(item, "flows", None), Mapping):
+        elif depth == 0 and isinstance(item, HasFlows) and isinstance(item.flows, Mapping):
             visit(item.flows, depth + 1)
         elif depth == 0 and isinstance(item, Iterable) and not isinstance(item, (str, bytes)):
             for value in item:

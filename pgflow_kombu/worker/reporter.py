@@ -15,28 +15,47 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from psycopg.types.json import Jsonb
+from typing_extensions import assert_never
 
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.errors import PgFlowError
+from pgflow_kombu.settings import WORKER_DEFAULTS
 from pgflow_kombu.worker.connectivity import Connectivity
 from pgflow_kombu.worker.link import Link, is_connection_error
-from pgflow_kombu.worker.tasks import Outcome
+from pgflow_kombu.worker.tasks import Outcome, ReportResult
 
-__all__ = ["DEFAULT_BATCH_SIZE", "Reporter"]
+__all__ = ["ReportRow", "Reporter", "parse_report_rows"]
 
 log = logging.getLogger("pgflow_kombu.worker")
 
-# Each report runs in a subtransaction; PostgreSQL caches 64 per transaction before it spills.
-DEFAULT_BATCH_SIZE = 50
 DEFAULT_CONNECTIONS = 2
 
-Reported = Callable[[list[tuple[Outcome, str]]], None]
+Reported = Callable[[list[tuple[Outcome, ReportResult]]], None]
 # Reports the database applied, with what followed (see worker/events.py): for the hooks.
-Settled = Callable[[list[tuple[Outcome, str, "bool | None", "str | None"]]], None]
+Settled = Callable[[list[tuple[Outcome, ReportResult, "bool | None", "str | None"]]], None]
+
+
+class ReportRow(NamedTuple):
+    """One row of ``pgflow_kombu.report_tasks``: what became of the ``ordinal``-th report."""
+
+    ordinal: int
+    result: ReportResult
+    detail: str | None
+    retrying: bool | None
+    run_status: str | None
+
+
+def parse_report_rows(rows: Sequence[tuple[Any, ...]]) -> list[ReportRow]:
+    """The rows as the database returned them, typed (an unknown outcome raises
+    :class:`~pgflow_kombu.errors.UnexpectedReply`)."""
+    return [
+        ReportRow(ordinal, ReportResult.parse(result), detail, retrying, run_status)
+        for ordinal, result, detail, retrying, run_status in rows
+    ]
 
 
 class Reporter:
@@ -45,7 +64,7 @@ class Reporter:
         url: str,
         on_reported: Reported,
         *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int = WORKER_DEFAULTS.report_batch,
         connections: int = DEFAULT_CONNECTIONS,
         synchronous_commit: bool = True,
         on_connection_lost: Callable[[], None] | None = None,
@@ -135,8 +154,11 @@ class Reporter:
             if not batch:
                 return
             try:
-                rows = link.fetch(
-                    query("worker.report_tasks"), {"reports": Jsonb([o.report() for o in batch])}
+                rows = parse_report_rows(
+                    link.fetch(
+                        query("worker.report_tasks"),
+                        {"reports": Jsonb([o.report() for o in batch])},
+                    )
                 )
             except PgFlowError as exc:
                 self._requeue(batch)
@@ -170,45 +192,50 @@ class Reporter:
             self._in_flight -= len(outcomes)
             self._cond.notify()
 
-    def _settle(self, batch: list[Outcome], rows: list[tuple[Any, ...]]) -> None:
-        done: list[tuple[Outcome, str]] = []
-        applied: list[tuple[Outcome, str, bool | None, str | None]] = []
+    def _settle(self, batch: list[Outcome], rows: list[ReportRow]) -> None:
+        done: list[tuple[Outcome, ReportResult]] = []
+        applied: list[tuple[Outcome, ReportResult, bool | None, str | None]] = []
         retry: list[Outcome] = []
         for ordinal, result, detail, retrying, run_status in rows:
             outcome = batch[ordinal - 1]
-            if result == "retry":
-                # A transient conflict (lock timeout, deadlock, cancelled statement) undid only
-                # this report: it goes out again with the next batch.
-                log.debug(
-                    "report of %s (run %s, attempt %d) will be sent again: %s",
-                    outcome.task.label,
-                    outcome.task.run_id,
-                    outcome.task.attempt,
-                    detail,
-                    extra={"event": "report_retry", "run_id": outcome.task.run_id},
-                )
-                retry.append(outcome)
-                continue
-            if result == "stale":
-                log.info(
-                    "report of %s (run %s, attempt %d) ignored: the attempt is no longer this "
-                    "worker's (%s)",
-                    outcome.task.label,
-                    outcome.task.run_id,
-                    outcome.task.attempt,
-                    detail,
-                    extra={"event": "report_stale", "run_id": outcome.task.run_id},
-                )
-            elif result == "rejected":
-                log.error(
-                    "report of %s (run %s) was rejected by the database: %s",
-                    outcome.task.label,
-                    outcome.task.run_id,
-                    detail,
-                    extra={"event": "report_rejected", "run_id": outcome.task.run_id},
-                )
-            if result != "stale":
-                applied.append((outcome, result, retrying, run_status))
+            task = outcome.task
+            match result:
+                case ReportResult.RETRY:
+                    # A transient conflict (lock timeout, deadlock, cancelled statement) undid
+                    # only this report: it goes out again with the next batch.
+                    log.debug(
+                        "report of %s (run %s, attempt %d) will be sent again: %s",
+                        task.label,
+                        task.run_id,
+                        task.attempt,
+                        detail,
+                        extra={"event": "report_retry", "run_id": task.run_id},
+                    )
+                    retry.append(outcome)
+                    continue
+                case ReportResult.STALE:
+                    log.info(
+                        "report of %s (run %s, attempt %d) ignored: the attempt is no longer "
+                        "this worker's (%s)",
+                        task.label,
+                        task.run_id,
+                        task.attempt,
+                        detail,
+                        extra={"event": "report_stale", "run_id": task.run_id},
+                    )
+                case ReportResult.REJECTED:
+                    log.error(
+                        "report of %s (run %s) was rejected by the database: %s",
+                        task.label,
+                        task.run_id,
+                        detail,
+                        extra={"event": "report_rejected", "run_id": task.run_id},
+                    )
+                    applied.append((outcome, result, retrying, run_status))
+                case ReportResult.COMPLETED | ReportResult.FAILED:
+                    applied.append((outcome, result, retrying, run_status))
+                case _:
+                    assert_never(result)
             done.append((outcome, result))
         with self._cond:
             self._in_flight -= len(batch)

@@ -30,6 +30,7 @@ from pgflow_kombu.db.errors import describe, translate
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.errors import PgFlowError
 from pgflow_kombu.flows.schedules import due_ticks, next_tick
+from pgflow_kombu.settings import WORKER_DEFAULTS
 
 __all__ = ["TICKS_KEPT", "Scheduler"]
 
@@ -48,7 +49,11 @@ class Scheduler:
     """Fires due ticks of every schedule in the database from a background thread."""
 
     def __init__(
-        self, url: str, *, poll_interval: float = 5.0, ticks_kept: int = TICKS_KEPT
+        self,
+        url: str,
+        *,
+        poll_interval: float = WORKER_DEFAULTS.scheduler_poll_interval,
+        ticks_kept: int = TICKS_KEPT,
     ) -> None:
         self.url = url
         self.poll_interval = poll_interval

@@ -27,7 +27,7 @@ def check_schedules(
 ) -> list[ScheduleSpec]:
     """The schedules to write: ``schedules``, else those of ``flows``; names must be unique."""
     if schedules is None:
-        schedules = [s for flow in flows.values() for s in getattr(flow, "schedules", ())]
+        schedules = [s for flow in flows.values() for s in flow.schedules]
     seen: dict[str, ScheduleSpec] = {}
     for spec in schedules:
         if not isinstance(spec, ScheduleSpec):

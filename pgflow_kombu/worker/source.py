@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import sql
 
-from pgflow_kombu.db.connect import connect
+from pgflow_kombu.db.connect import connect, poll_only
 from pgflow_kombu.db.errors import describe
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.errors import ConnectionFailed
@@ -65,6 +65,10 @@ class MessageSource(Protocol):
         """Deliver nothing more (shutdown); acks still work."""
         ...
 
+    def wake(self) -> None:
+        """Make a :meth:`fetch` waiting in another thread return soon (work to hand back)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -72,7 +76,8 @@ class PgmqSource:
     """Reads the flow queues with ``pgmq.read``, woken by pgmq's insert notifications.
 
     Messages are hidden for ``read_visibility`` seconds. Without insert notifications enabled on
-    a queue, the source polls every ``poll_interval`` seconds.
+    a queue, or in poll-only mode (``PGFLOW_POLL_ONLY``), the source polls every
+    ``poll_interval`` seconds.
     """
 
     def __init__(self, url: str, *, read_visibility: int = 30, poll_interval: float = 0.5) -> None:
@@ -85,11 +90,13 @@ class PgmqSource:
         self._turn = 0
         self._consuming = False
         self._woken = False
+        self._polling = poll_only()
 
     def open(self, queues: Sequence[str], prefetch: int) -> None:
         self._queues = list(queues)
         self._consuming = True
-        self._ensure_listening()
+        if not self._polling:
+            self._ensure_listening()
 
     def _ensure_listening(self) -> None:
         if self._listen is not None and not self._listen.closed:
@@ -131,6 +138,9 @@ class PgmqSource:
         return found
 
     def _wait(self, timeout: float) -> None:
+        if self._polling:
+            time.sleep(timeout)
+            return
         try:
             self._ensure_listening()
             assert self._listen is not None

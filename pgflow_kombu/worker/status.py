@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing_extensions import assert_never
+
+from pgflow_kombu.worker.tasks import ReportResult
+
 __all__ = ["ExitCode", "WorkerStats"]
 
 
@@ -29,6 +33,20 @@ class WorkerStats:
     unclaimed: int = 0  # delivered messages with no queued task (another worker holds it)
     not_started: int = 0  # claimed tasks never started: their claim may have been lost
     claim_batches: int = 0
+
+    def count_report(self, result: ReportResult) -> None:
+        """Count one report the database answered."""
+        match result:
+            case ReportResult.COMPLETED:
+                self.completed += 1
+            case ReportResult.FAILED | ReportResult.REJECTED:
+                self.failed += 1
+            case ReportResult.STALE:
+                self.stale += 1
+            case ReportResult.RETRY:
+                pass  # not settled: the reporter sends it again
+            case _:
+                assert_never(result)
 
     def as_dict(self) -> dict[str, int]:
         return dict(vars(self))

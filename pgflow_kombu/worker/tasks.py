@@ -1,4 +1,5 @@
-"""What the worker holds: a claimed task (one attempt) and what became of it."""
+"""What the worker holds: a claimed task (one attempt), what became of it, and what the database
+made of the report."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from pgflow_kombu.compat import StrEnum
+from pgflow_kombu.errors import UnexpectedReply
 from pgflow_kombu.flows.jsondata import Json
 
-__all__ = ["ClaimedTask", "Outcome", "error_text"]
+__all__ = ["ClaimedTask", "Outcome", "ReportResult", "error_text"]
 
 
 @dataclass(slots=True, eq=False)
@@ -85,6 +88,29 @@ class Outcome:
         else:
             body["output"] = self.output
         return body
+
+
+class ReportResult(StrEnum):
+    """What ``pgflow_kombu.report_tasks`` did with one report (sql/migrations/0030_worker.sql)."""
+
+    COMPLETED = "completed"  # the output was stored
+    FAILED = "failed"  # the error was stored (the task retries or fails)
+    REJECTED = "rejected"  # complete_task raised: the attempt was failed with that error instead
+    STALE = "stale"  # the attempt was no longer this worker's: nothing changed
+    RETRY = "retry"  # a transient conflict undid this report: send it again
+
+    @classmethod
+    def parse(cls, value: object) -> ReportResult:
+        """The member for a value the database returned; an unknown one is an error, never
+        guessed at."""
+        try:
+            return cls(value)
+        except ValueError:
+            known = ", ".join(repr(m.value) for m in cls)
+            raise UnexpectedReply(
+                f"report_tasks returned the outcome {value!r}, which this worker does not know "
+                f"(it knows {known}): the schema and the package versions differ"
+            ) from None
 
 
 def error_text(exc: BaseException) -> str:

@@ -3,9 +3,11 @@
 Threads of a running worker: the loop (the caller's thread under :meth:`Worker.run`), the pool's
 slots, two reporters, one heartbeat. The loop asks its message source for what one drain cycle
 delivers (at most the free prefetch), claims it with one ``pgflow_kombu.claim_tasks`` per flow
-(see claims.py), and hands the claimed tasks to the pool. A finished task frees its slot at once
-(its message is acknowledged, which returns room to the QoS prefetch) and its outcome goes to
-the reporter, which reports outcomes in grouped transactions while the loop claims more.
+(see claims.py), and hands the claimed tasks to the pool; the default source
+(:class:`~pgflow_kombu.worker.claiming.ClaimingSource`) does both in one statement. A finished
+task frees its slot at once (its message is acknowledged, which returns room to the QoS
+prefetch) and its outcome goes to the reporter, which reports outcomes in grouped transactions
+while the loop claims more.
 
 Network faults: every connection has keepalives and timeouts (``db/connect.py``), so a cut link
 fails within seconds and is logged once (``connectivity.py``). The worker claims only while its
@@ -17,140 +19,126 @@ worker that could know it lost the task).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
 from typing import Any
 
 from pgflow_kombu.db.connect import liveness
 from pgflow_kombu.db.urls import check_url
-from pgflow_kombu.durations import parse_duration
-from pgflow_kombu.errors import ConfigurationError, PgFlowError
+from pgflow_kombu.errors import PgFlowError
 from pgflow_kombu.flows.schedules import ScheduleSpec
 from pgflow_kombu.observability.hooks import Hooks
+from pgflow_kombu.settings import WorkerSettings
 from pgflow_kombu.worker.cancellation import Cancellations
+from pgflow_kombu.worker.claiming import ClaimingSource
 from pgflow_kombu.worker.claims import Claims, read_visibility
 from pgflow_kombu.worker.connectivity import Connectivity
 from pgflow_kombu.worker.events import WorkerEvents
 from pgflow_kombu.worker.execution import FlowLike
+from pgflow_kombu.worker.lifecycle import Lifecycle
 from pgflow_kombu.worker.link import is_connection_error
-from pgflow_kombu.worker.logs import log_outcome
 from pgflow_kombu.worker.membership import Membership
-from pgflow_kombu.worker.options import check_options, select_flows
+from pgflow_kombu.worker.options import select_flows
 from pgflow_kombu.worker.pools import Pool, make_pool
 from pgflow_kombu.worker.pools.base import SlotPool
-from pgflow_kombu.worker.reporter import DEFAULT_BATCH_SIZE, Reporter
-from pgflow_kombu.worker.retention import DEFAULT_RETENTION_INTERVAL, Retention
+from pgflow_kombu.worker.reporter import Reporter
+from pgflow_kombu.worker.retention import Retention
 from pgflow_kombu.worker.scheduler import Scheduler
 from pgflow_kombu.worker.schedulesync import check_schedules, sync_schedules
-from pgflow_kombu.worker.signals import install_stop_signals
 from pgflow_kombu.worker.source import MessageSource
-from pgflow_kombu.worker.status import ExitCode, WorkerStats
-from pgflow_kombu.worker.tasks import ClaimedTask, Outcome
+from pgflow_kombu.worker.status import WorkerStats
+from pgflow_kombu.worker.tasks import ClaimedTask, Outcome, ReportResult
 
 __all__ = ["Worker"]
 
 log = logging.getLogger("pgflow_kombu.worker")
 
 
-class Worker:
+class Worker(Lifecycle):
     """Runs the handlers of ``flows`` (flow slug -> flow) for tasks queued in ``url``'s database.
 
-    ``queues`` restricts the served flows; ``prefetch`` (default twice ``concurrency``) bounds the
-    tasks claimed and held at once; ``shutdown_timeout`` is how long a stop waits for running
-    handlers; ``heartbeat_interval``/``stalled_after`` drive liveness and stalled-task recovery.
-    ``app_ref`` ("pkg.module:app") lets the process pool's children import the flows.
-    ``hooks`` (an app's :class:`~pgflow_kombu.observability.Hooks`) are called along with the
-    worker's own ``worker.hooks``.
+    How it runs is a :class:`~pgflow_kombu.settings.WorkerSettings`: ``settings``, else the
+    ``PGFLOW_WORKER_*`` environment, with any of its fields given as keywords on top
+    (``Worker(flows, url, concurrency=8, pool="processes")``); a bad value raises
+    :class:`ConfigurationError` naming it before anything touches the database. ``queues``
+    restricts the served flows. ``app_ref`` ("pkg.module:app") lets the process pool's children
+    import the flows. ``hooks`` (an app's :class:`~pgflow_kombu.observability.Hooks`) are called
+    along with the worker's own ``worker.hooks``.
 
     Schedules: on start the worker writes ``schedules`` (default: those of the served flows,
     ``flow.schedules``) to the database and disables the code schedules of its flows that are
-    gone; with ``scheduler`` (default) a thread fires the due ticks of every schedule in the
-    database (each tick starts once however many workers run; see worker/scheduler.py).
-
-    ``retention`` (``"7d"``, a timedelta or seconds) makes the worker prune finished runs and
-    queue archives older than that every ``retention_interval`` seconds (one worker at a time:
-    see retention.py).
+    gone; with the ``scheduler`` setting (default) a thread fires the due ticks of every schedule
+    in the database (each tick starts once however many workers run; see worker/scheduler.py).
+    With ``retention`` the worker prunes finished runs and queue archives older than that every
+    ``retention_interval`` seconds (one worker at a time: see retention.py).
     """
 
     def __init__(
         self,
         flows: Mapping[str, FlowLike],
         url: str,
+        settings: WorkerSettings | None = None,
         *,
         queues: Sequence[str] | None = None,
-        concurrency: int = 4,
-        pool: str = "threads",
-        prefetch: int | None = None,
-        shutdown_timeout: float = 30.0,
-        heartbeat_interval: float = 5.0,
-        stalled_after: float = 30.0,
-        recovery_interval: float | None = None,
         app_ref: str | None = None,
-        source: MessageSource | None = None,
+        source: MessageSource | ClaimingSource | None = None,
         ensure_flows: bool = True,
-        report_batch: int = DEFAULT_BATCH_SIZE,
-        fetch_timeout: float = 1.0,
         function_name: str | None = None,
-        synchronous_commit: bool = False,
         hooks: Hooks | None = None,
-        retention: timedelta | str | float | None = None,
-        retention_interval: float = DEFAULT_RETENTION_INTERVAL,
         schedules: Sequence[ScheduleSpec] | None = None,
-        scheduler: bool = True,
-        scheduler_poll_interval: float = 5.0,
+        **options: Any,
     ) -> None:
         self.url = check_url(url)
         served = select_flows(flows, queues)
-        prefetch = check_options(
-            concurrency=concurrency,
-            pool=pool,
-            prefetch=prefetch,
-            shutdown_timeout=shutdown_timeout,
-            heartbeat_interval=heartbeat_interval,
-            stalled_after=stalled_after,
-        )
+        unknown = sorted(set(options) - set(WorkerSettings.model_fields))
+        if unknown:  # as for any keyword a function does not take
+            raise TypeError(
+                f"Worker() got unexpected keyword argument(s) {', '.join(unknown)} "
+                f"(settings: {', '.join(WorkerSettings.model_fields)})"
+            )
+        config = WorkerSettings.load(**options) if settings is None else settings.replace(**options)
+        self.settings = config
         self.flows: dict[str, FlowLike] = served
-        self.concurrency = concurrency
-        self.pool_kind = pool
-        self.prefetch = prefetch
-        self.shutdown_timeout = shutdown_timeout
+        self.concurrency = config.concurrency
+        self.pool_kind = config.pool
+        self.prefetch = config.claim_ahead
+        self.shutdown_timeout = config.shutdown_timeout
         self.app_ref = app_ref
         self.ensure_flows = ensure_flows
-        self.fetch_timeout = fetch_timeout
+        self.fetch_timeout = config.fetch_timeout
         self.stats = WorkerStats()
         self.schedules = check_schedules(served, schedules)
         self.scheduler: Scheduler | None = (
-            Scheduler(self.url, poll_interval=scheduler_poll_interval) if scheduler else None
+            Scheduler(self.url, poll_interval=config.scheduler_poll_interval)
+            if config.scheduler
+            else None
         )
         self.exit_code: int | None = None
         # This worker's callbacks, then those of ``hooks`` (its app's): see observability/hooks.py.
         self.hooks = Hooks(hooks)
         self._events = WorkerEvents(self.hooks)
-        if retention_interval is None or not retention_interval > 0:
-            raise ConfigurationError(f"retention_interval must be > 0, got {retention_interval}")
         self.retention = (
             None
-            if retention is None
-            else Retention(self.url, parse_duration(retention), interval=retention_interval)
+            if config.retention is None
+            else Retention(self.url, config.retention, interval=config.retention_interval)
         )
         self.cancellations = Cancellations()
         self.connectivity = Connectivity()
         # Statements are cancelled after the configured statement_timeout; claims and heartbeats
         # are pointless beyond stalled_after (the others may have taken the worker's tasks).
         timeout = liveness().statement_timeout or None
+        stalled_after = config.stalled_after
         short_timeout = min(timeout or stalled_after, stalled_after)
 
         self.membership = Membership(
             self.url,
             list(served),
-            heartbeat_interval=heartbeat_interval,
+            heartbeat_interval=config.heartbeat_interval,
             stalled_after=stalled_after,
-            recovery_interval=recovery_interval,
+            recovery_interval=config.recovery_interval,
             function_name=function_name,
             on_deprecated=self._wake,
             on_connection_lost=self._on_connection_lost,
@@ -163,36 +151,35 @@ class Worker:
             self.url,
             self.membership.worker_ids,
             self.stats,
-            synchronous_commit=synchronous_commit,
+            synchronous_commit=config.synchronous_commit,
             statement_timeout=short_timeout,
             connectivity=self.connectivity,
         )
         self._reporter = Reporter(
             self.url,
             self._on_reported,
-            batch_size=report_batch,
-            synchronous_commit=synchronous_commit,
+            batch_size=config.report_batch,
+            synchronous_commit=config.synchronous_commit,
             on_connection_lost=self._on_connection_lost,
             on_settled=self._events.settled,
             statement_timeout=timeout,
             connectivity=self.connectivity,
         )
         self._pool: Pool = make_pool(
-            pool,
+            config.pool,
             served,
-            concurrency,
+            config.concurrency,
             self._on_outcome,
             app_ref=app_ref,
             loglevel=logging.getLogger().getEffectiveLevel(),
         )
         if isinstance(self._pool, SlotPool):
             self._pool.on_start = self._events.task_started
-        cancel_run = getattr(self._pool, "cancel_run", None)
-        if cancel_run is not None:  # the asyncio pool cancels the coroutines of a cancelled run
-            self.cancellations.listeners.append(cancel_run)
+        # The asyncio pool cancels the coroutines of a cancelled run.
+        self.cancellations.listeners.append(self._pool.cancel_run)
         self._pool.gate = self._may_start
         self._not_started: queue.SimpleQueue[ClaimedTask] = queue.SimpleQueue()
-        self._reported: queue.SimpleQueue[list[tuple[Outcome, str]]] = queue.SimpleQueue()
+        self._reported: queue.SimpleQueue[list[tuple[Outcome, ReportResult]]] = queue.SimpleQueue()
         self._done_tasks: queue.SimpleQueue[ClaimedTask] = queue.SimpleQueue()
         self._wakeup = threading.Event()
         self._stopping = threading.Event()
@@ -218,84 +205,7 @@ class Worker:
     def pool_stats(self) -> dict[str, int]:
         return self._pool.stats.as_dict()
 
-    def run(self) -> int:
-        """Serve until stopped (SIGTERM/SIGINT when on the main thread, or :meth:`stop`).
-
-        Returns an :class:`ExitCode`. The first signal stops claiming and lets running handlers
-        finish within ``shutdown_timeout``; a second SIGINT exits the process at once.
-        """
-        restore = install_stop_signals(
-            self.request_stop, self._stop_description, on_force=getattr(self._pool, "kill", None)
-        )
-        try:
-            return self._serve()
-        finally:
-            restore()
-
-    def start(self) -> None:
-        """Serve from a background thread; returns once serving (raises if the start failed)."""
-        if self._thread is not None:
-            raise ConfigurationError("this worker was already started")
-        self._thread = threading.Thread(target=self._serve, name="pgflow-worker", daemon=True)
-        self._thread.start()
-        while not self._started.wait(0.1):
-            if self._finished.is_set():
-                break
-        if self._startup_error is not None:
-            self._thread.join()
-            raise self._startup_error
-
-    def stop(self, timeout: float | None = None) -> int | None:
-        """Stop claiming, wait for running handlers (up to ``timeout``, default
-        ``shutdown_timeout``), and return the exit code (None if still stopping)."""
-        if timeout is not None:
-            self.shutdown_timeout = timeout
-        self.request_stop()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(self.shutdown_timeout + 30)
-        return self.exit_code
-
-    def request_stop(self) -> None:
-        """Begin a graceful stop without waiting (safe from signal handlers)."""
-        self._stopping.set()
-        self._wake()
-
-    def wait_stopped(self, timeout: float | None = None) -> bool:
-        return self._finished.wait(timeout)
-
-    def _stop_description(self) -> str:
-        return f"waiting up to {self.shutdown_timeout:g} s for {self._pool.running} running task(s)"
-
     # -- the loop ------------------------------------------------------------------------------
-
-    def _serve(self) -> int:
-        try:
-            self._startup()
-        except BaseException as exc:
-            self._startup_error = exc
-            log.error("worker failed to start: %s", exc, extra={"event": "startup_failed"})
-            self._reporter.stop(0)
-            self._teardown()
-            self.exit_code = ExitCode.STARTUP_FAILED
-            self._finished.set()
-            return self.exit_code
-        self._started.set()
-        code = ExitCode.OK
-        try:
-            self._loop()
-        except Exception:
-            log.exception("worker loop crashed", extra={"event": "crashed"})
-            code = ExitCode.CRASHED
-        try:
-            left = self._shutdown()
-        except Exception:
-            log.exception("error during shutdown")
-            left = -1
-        if code == ExitCode.OK and left:
-            code = ExitCode.TASKS_LEFT
-        self.exit_code = code
-        self._finished.set()
-        return code
 
     def _startup(self) -> None:
         if self.ensure_flows:
@@ -342,19 +252,24 @@ class Worker:
             # two batches (a slow database slows claiming down too).
             backlog = max(0, self._reporter.backlog - 2 * self._reporter.batch_size)
             free = self.prefetch - self._held - backlog
-            if free <= 0 or not self._may_claim():
+            if free <= 0 or not self._may_claim() or self._batching(source):
                 self._wakeup.wait(0.5)
                 self._wakeup.clear()
                 continue
             try:
                 if self._claims.needs_reconcile:
                     self._claims.reconcile()
-                retry = self._claims.pending_retry()
-                if retry:
-                    self._claims.claim(source, retry, self._submit)
-                deliveries = source.fetch(free, self.fetch_timeout)
-                if deliveries:
-                    self._claims.claim(source, deliveries, self._submit)
+                if isinstance(source, ClaimingSource):
+                    tasks = source.claim(self._claims, free, self.fetch_timeout)
+                    if tasks:
+                        self._submit(tasks)
+                else:
+                    retry = self._claims.pending_retry()
+                    if retry:
+                        self._claims.claim(source, retry, self._submit)
+                    deliveries = source.fetch(free, self.fetch_timeout)
+                    if deliveries:
+                        self._claims.claim(source, deliveries, self._submit)
                 self.connectivity.succeeded()
                 worked_at = time.monotonic()
                 backoff = 0.1
@@ -376,156 +291,21 @@ class Worker:
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
 
+    def _batching(self, source: Any) -> bool:
+        """Whether to let room build up before the next claim: the queues hold more than the
+        last claim took and every slot has a task, so claiming now would take only the few that
+        finished (a claim costs about the same however many it takes). Once a slot has no task,
+        the loop claims: no slot waits for a batch to build up."""
+        return (
+            isinstance(source, ClaimingSource)
+            and source.backlogged
+            and self._held >= self.concurrency
+        )
+
     def _may_claim(self) -> bool:
         """Claim only while the last heartbeat went through and no other worker can take what
         is claimed now before it starts."""
         return self.membership.healthy and time.monotonic() < self.membership.alive_until()
-
-    def _may_start(self, task: ClaimedTask) -> bool:
-        """The pool's gate (a slot's thread): start ``task`` only if no recovery can have given
-        it to another worker yet, judged by the last heartbeat that went through. Otherwise the
-        loop hands it back (if it is still ours) and it is never started here."""
-        late = time.monotonic() - self.membership.alive_until()
-        if late < 0:
-            return True
-        log.warning(
-            "not starting %s (run %s, attempt %d): no heartbeat went through for nearly %g s, "
-            "another worker may have it; handing it back",
-            task.label,
-            task.run_id,
-            task.attempt,
-            self.membership.stalled_after,
-            extra={"event": "task_not_started", "run_id": task.run_id, "attempt": task.attempt},
-        )
-        self._not_started.put(task)
-        self._wake()
-        return False
-
-    def _submit(self, tasks: list[ClaimedTask]) -> None:
-        self._held += len(tasks)
-        self._events.claimed(tasks)
-        for task in tasks:
-            self.cancellations.watch(task)
-            self._pool.submit(task)
-
-    def _on_outcome(self, outcome: Outcome) -> None:
-        """Called by the pool (any thread) when an attempt ends."""
-        self.cancellations.forget(outcome.task)
-        if outcome.task.cancelled:
-            log.info(
-                "result of %s (run %s, attempt %d) discarded: its run was cancelled",
-                outcome.task.label,
-                outcome.task.run_id,
-                outcome.task.attempt,
-                extra={"event": "cancelled_result_discarded", "run_id": outcome.task.run_id},
-            )
-        log_outcome(outcome)
-        self._reporter.put(outcome)
-        # Its slot is free: the loop may claim more while the report is being committed.
-        self._done_tasks.put(outcome.task)
-        self._wake()
-
-    def _on_reported(self, done: list[tuple[Outcome, str]]) -> None:
-        """Called by the reporter thread after a batch committed."""
-        self._reported.put(done)
-        # The loop may be waiting for the report backlog to shrink before it claims more.
-        self._wakeup.set()
-
-    def _on_connection_lost(self) -> None:
-        """A connection of the worker broke: reports or claims committed just before may be lost
-        (commits are asynchronous), so once the database is back, tasks the database says we
-        started but we no longer hold are handed back (at-least-once)."""
-        self._claims.needs_reconcile = True
-
-    def _drain_reported(self) -> None:
-        self._hand_back_not_started()
-        handles: list[Any] = []
-        while True:
-            try:
-                task = self._done_tasks.get_nowait()
-            except queue.Empty:
-                break
-            self._held -= 1
-            handles.append(task.delivery)
-        if handles and self._source is not None:
-            self._source.ack(handles)
-        while True:
-            try:
-                done = self._reported.get_nowait()
-            except queue.Empty:
-                break
-            for outcome, result in done:
-                self._claims.forget(outcome.task)
-                if result == "completed":
-                    self.stats.completed += 1
-                elif result in ("failed", "rejected"):
-                    self.stats.failed += 1
-                else:
-                    self.stats.stale += 1
-
-    def _hand_back_not_started(self) -> None:
-        tasks: list[ClaimedTask] = []
-        while True:
-            try:
-                tasks.append(self._not_started.get_nowait())
-            except queue.Empty:
-                break
-        if not tasks:
-            return
-        self._held -= len(tasks)
-        self.stats.not_started += len(tasks)
-        if self._source is not None:
-            self._source.ack([t.delivery for t in tasks])
-        try:
-            self._claims.hand_back(tasks)
-        except PgFlowError as exc:
-            log.error("could not hand back %d task(s): %s", len(tasks), exc)
-
-    def _wake(self) -> None:
-        self._wakeup.set()
-        waker = getattr(self._source, "wake", None)
-        if waker is not None:
-            waker()
-
-    # -- shutdown ------------------------------------------------------------------------------
-
-    def _shutdown(self) -> int:
-        """Graceful stop; returns how many tasks were left for stalled-task recovery."""
-        deadline = time.monotonic() + self.shutdown_timeout
-        if self.scheduler is not None:  # no new runs from a worker that is going away
-            self.scheduler.stop()
-        if self._source is not None:
-            with contextlib.suppress(Exception):
-                self._source.stop_consuming()
-        unstarted = self._pool.close()
-        if unstarted and self._claims.release(unstarted):
-            self._held -= len(unstarted)
-            if self._source is not None:
-                self._source.ack([t.delivery for t in unstarted])
-        finished = self._pool.join(max(0.0, deadline - time.monotonic()))
-        running = self._pool.running
-        if not finished:
-            log.warning(
-                "%d task(s) still running after %g s: left for stalled-task recovery",
-                running,
-                self.shutdown_timeout,
-                extra={"event": "tasks_abandoned", "count": running},
-            )
-        unreported = self._reporter.stop(max(5.0, deadline - time.monotonic()))
-        if unreported:
-            log.warning(
-                "%d outcome(s) could not be reported: left for stalled-task recovery",
-                unreported,
-                extra={"event": "reports_abandoned", "count": unreported},
-            )
-        self._drain_reported()
-        self._teardown()
-        log.info(
-            "worker stopped: %s",
-            ", ".join(f"{k} {v}" for k, v in self.stats.as_dict().items()),
-            extra={"event": "worker_stopped", **self.stats.as_dict()},
-        )
-        return (0 if finished else running) + unreported
 
     def _teardown(self) -> None:
         for closer in (
@@ -544,8 +324,6 @@ class Worker:
                 log.exception("error while stopping the worker")
 
 
-def default_source(url: str) -> MessageSource:
-    """The ``pgflow://`` kombu transport."""
-    from pgflow_kombu.worker.consumer import KombuSource
-
-    return KombuSource(url)
+def default_source(url: str) -> ClaimingSource:
+    """Read and claim in one round trip (see claiming.py)."""
+    return ClaimingSource(url)

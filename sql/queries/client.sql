@@ -4,6 +4,14 @@
 SELECT run_id FROM pgflow.start_flow(
     flow_slug => %(flow_slug)s, input => %(input)s::jsonb, run_id => %(run_id)s::uuid);
 
+-- name: start_flows
+-- Many runs of one flow in one statement (0090_set_based.sql): priority and keys (one per
+-- input) when flow control applies, the trace context when a span starts them.
+SELECT ordinal, run_id FROM pgflow_kombu.start_flows(
+    flow_slug => %(flow_slug)s, inputs => %(inputs)s::jsonb[], priority => %(priority)s::int,
+    keys => %(keys)s::jsonb[], traceparent => %(traceparent)s, tracestate => %(tracestate)s)
+ORDER BY ordinal;
+
 -- name: start_flow_delayed
 SELECT pgflow_kombu.start_flow_delayed(
     flow_slug => %(flow_slug)s, input => %(input)s::jsonb, run_id => %(run_id)s::uuid,

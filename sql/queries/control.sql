@@ -1,5 +1,5 @@
 -- Queries of run control (pgflow_kombu.client.control and the worker's retention): cancel,
--- retry, delete and prune runs; the cancelled runs among those a worker holds.
+-- retry, delete and prune runs (and idle rate buckets); the cancelled runs among those a worker holds.
 
 -- name: cancel_run
 SELECT pgflow_kombu.cancel_run(%(run_id)s::uuid, %(reason)s::text);
@@ -15,6 +15,10 @@ SELECT pgflow_kombu.prune_runs(make_interval(secs => %(older_than)s), %(batch_si
 
 -- name: prune_archives
 SELECT pgflow_kombu.prune_archives(make_interval(secs => %(older_than)s), %(batch_size)s);
+
+-- name: prune_rate_buckets
+-- Rate-limit buckets full again (a missing bucket admits as a full one); older_than unused.
+SELECT pgflow_kombu.prune_rate_buckets(%(batch_size)s);
 
 -- name: cancelled_among
 SELECT run_id::text FROM pgflow_kombu.cancelled_runs WHERE run_id = ANY (%(run_ids)s::uuid[]);

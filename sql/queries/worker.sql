@@ -52,3 +52,15 @@ WHERE last_worker_id = ANY(%(worker_ids)s::uuid[]) AND status = 'started';
 -- name: read_messages
 -- The direct (non-kombu) message source: read up to qty messages, hidden for vt seconds.
 SELECT msg_id FROM pgmq.read(queue_name => %(queue_name)s, vt => %(vt)s, qty => %(qty)s);
+
+-- name: read_and_claim
+-- Read up to qty messages of the flow queues and claim their tasks, in one statement (the
+-- default message source; see 0095_read_claim.sql).
+SELECT flow_slug, run_id, step_slug, task_index, msg_id, input, attempt, timeout
+FROM pgflow_kombu.read_and_claim(
+    flow_slugs => %(flow_slugs)s::text[], worker_ids => %(worker_ids)s::uuid[],
+    qty => %(qty)s::int, read_visibility => %(read_visibility)s::int);
+
+-- name: ensure_flow_queues
+-- The wake-up trigger and the delivery-order index on each flow queue (see 0010_transport.sql).
+SELECT pgflow_kombu.ensure_queue(q) FROM unnest(%(queues)s::text[]) AS q;

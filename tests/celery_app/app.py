@@ -82,7 +82,7 @@ def flaky(self: Task, key: str, failures: int) -> int:
     record("flaky", key=key, attempt=attempt)
     if attempt <= failures:
         raise self.retry(countdown=0.2)
-    return attempt
+    return int(attempt)
 
 
 @app.task(bind=True, acks_late=True)

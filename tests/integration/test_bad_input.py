@@ -175,7 +175,7 @@ def good_run(env: Env) -> None:
 
 
 def raises(
-    kind: type[BaseException], call: Callable[[Env], object], *fragments: str
+    kind: type[BaseException], call: Callable[..., object], *fragments: str
 ) -> Callable[[Env], None]:
     def check(env: Env) -> None:
         with pytest.raises(kind) as caught:
@@ -191,7 +191,7 @@ def exits(
     code: int,
     *args: str,
     fragments: tuple[str, ...] = (),
-    url: str | None = None,
+    url: str | Callable[[Env], str] | None = None,
     traceback: bool = False,
 ) -> Callable[[Env], None]:
     """The CLI exits with ``code``; its last stderr line names each fragment; no traceback
@@ -268,6 +268,7 @@ Case = tuple[str, Callable[[Env], None]]
 
 def _definition_cases() -> list[Case]:
     cases: list[Case] = []
+    value: object
     too_big = {
         "max_attempts": 2**40,
         "timeout": 10**10,
@@ -626,7 +627,7 @@ def _reading_cases() -> list[Case]:
         (
             "list_runs_limit_not_int",
             raises(ConfigurationError, lambda e: e.client.list_runs(limit="10"), "'10'"),
-        ),  # type: ignore[arg-type]
+        ),
         (
             "list_runs_unknown_status",
             raises(ConfigurationError, lambda e: e.client.list_runs(status="done"), "done"),

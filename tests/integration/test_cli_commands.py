@@ -9,6 +9,8 @@ from click.testing import CliRunner, Result
 
 from pgflow_kombu import PgFlow
 from pgflow_kombu.cli import EXIT_NOT_FOUND, EXIT_RUN_FAILED, EXIT_TIMEOUT, cli
+from pgflow_kombu.db.connect import connect
+from tests.support.sql import test_query
 from tests.support.sqlworker import drain
 
 
@@ -102,3 +104,34 @@ def test_exit_codes_of_the_entry_point(db_url: str) -> None:
     drain(db_url, "greet", boom)
     assert cli_exit("runs", "wait", run_id, "--timeout", "5") == EXIT_RUN_FAILED
     assert cli_exit("flows", "show", "missing") == EXIT_NOT_FOUND
+
+
+def test_flows_upsert_stores_the_app_flow_s_limits_and_a_file_without_them_removes_them(
+    db_url: str, tmp_path: Any
+) -> None:
+    def stored() -> list[tuple[Any, ...]]:
+        with connect(db_url) as conn:
+            return conn.execute(test_query("limits_stored"), {"flow_slug": "solo"}).fetchall()
+
+    result = invoke(db_url, "flows", "upsert", "solo", "-A", "tests.e2e_apps.limits:app")
+    assert result.exit_code == 0, result.output
+    assert stored() == [("", 1, None, None, False, None, None, False)]
+    path = tmp_path / "solo.json"
+    path.write_text(json.dumps({"options": {"max_attempts": 3}, "steps": [{"slug": "solo"}]}))
+    result = invoke(db_url, "flows", "upsert", "solo", "--file", str(path))
+    assert result.exit_code == 0, result.output
+    assert stored() == []
+    path.write_text(
+        json.dumps(
+            {
+                "options": {"rate_limit": "5/m", "concurrency_key": "customer"},
+                "steps": [{"slug": "solo", "max_concurrency": 2}],
+            }
+        )
+    )
+    result = invoke(db_url, "flows", "upsert", "solo", "--file", str(path))
+    assert result.exit_code == 0, result.output
+    assert stored() == [
+        ("", None, 5, 60.0, True, "customer", None, False),
+        ("solo", 2, None, None, False, None, None, False),
+    ]

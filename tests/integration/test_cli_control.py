@@ -55,7 +55,7 @@ def test_cancel_retry_delete_prune(db_url: str) -> None:
     pruned = invoke(db_url, "runs", "prune", "--older-than", "0s", "--json")
     assert pruned.exit_code == 0, pruned.output
     # The run's archived messages went with it; no other message was archived.
-    assert json.loads(pruned.output) == {"runs": 1, "archived_messages": 0}
+    assert json.loads(pruned.output) == {"runs": 1, "archived_messages": 0, "rate_buckets": 0}
     assert isinstance(invoke(db_url, "runs", "show", run_id).exception, RunNotFound)
 
     other = start(db_url)

@@ -16,6 +16,7 @@ import pytest
 
 from pgflow_kombu.client import Client
 from pgflow_kombu.flows import Flow
+from pgflow_kombu.flows.conditions import WhenExhausted
 from pgflow_kombu.flows.eager import eager_result
 from pgflow_kombu.worker import PgmqSource, Worker
 from tests.support.databases import clone_database, drop
@@ -115,7 +116,7 @@ def _then(run: dict[str, Any], flaky: str | None = None) -> str:
     return flaky or "fallback"
 
 
-def exhausted_flow(slug: str, when_exhausted: str) -> Flow:
+def exhausted_flow(slug: str, when_exhausted: WhenExhausted) -> Flow:
     flow = Flow(slug, max_attempts=1, base_delay=0)
     flow.add_step("flaky", _flaky, when_exhausted=when_exhausted)
     flow.add_step("then", _then)

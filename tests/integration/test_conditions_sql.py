@@ -17,6 +17,7 @@ from pgflow_kombu.db.connect import connect
 from pgflow_kombu.errors import FlowDefinitionError
 from pgflow_kombu.flows import Flow
 from pgflow_kombu.flows.conditions import contains
+from pgflow_kombu.flows.jsondata import Json
 from pgflow_kombu.flows.shapes import compare_shapes
 from tests.reference.driver import WORKER_ID, Db
 from tests.support.sql import test_query
@@ -170,7 +171,7 @@ def test_when_exhausted_applies_only_to_the_last_attempt(ours: Db) -> None:
     assert (run["status"], run["output"], run["remaining_steps"]) == ("completed", {"free": "f"}, 0)
 
 
-CONTAINMENT = [
+CONTAINMENT: list[tuple[Json, Json]] = [
     ({"a": 1}, {"a": 1}),
     ({"a": 1}, {"a": 1.0}),
     ({"a": 1}, {"a": True}),

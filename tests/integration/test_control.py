@@ -624,9 +624,9 @@ def test_retry_from_where_it_failed_keeps_the_counters_exact(any_schema_url: str
         assert never["step_slug"] == "never"
         assert never["input"] == {"run": [1, 2], "bad": "bad0"}
         db.call("complete_task", run_id=run_id, step_slug="never", task_index=0, output="done")
-        run = client.get_run(run_id)
-        assert run.status == "completed"
-        assert run.output == {
+        finished = client.get_run(run_id)
+        assert finished.status == "completed"
+        assert finished.output == {
             "good": "good0",
             "never": "done",
             "queued_map": ["queued_map0", "queued_map1"],

@@ -328,9 +328,10 @@ def test_workers_page_shows_typescript_workers_live_and_stale(db_url: str, clien
 
 
 class BareClient(Client):
-    """A client without run control: the dashboard shows no control button."""
+    """A client declaring no run control (its methods are still there): the dashboard shows no
+    control button and refuses the actions."""
 
-    retry_run = delete_run = cancel_run = None  # type: ignore[assignment]
+    run_control = False
 
 
 class ControlClient(Client):
@@ -338,15 +339,15 @@ class ControlClient(Client):
 
     calls: list[tuple[str, str]]
 
-    def retry_run(self, run_id: str) -> int:
-        self.calls.append(("retry", run_id))
+    def retry_run(self, run_id: UUID | str) -> int:
+        self.calls.append(("retry", str(run_id)))
         return 1
 
-    def delete_run(self, run_id: str) -> None:
-        self.calls.append(("delete", run_id))
+    def delete_run(self, run_id: UUID | str) -> None:
+        self.calls.append(("delete", str(run_id)))
 
-    def cancel_run(self, run_id: str) -> bool:
-        self.calls.append(("cancel", run_id))
+    def cancel_run(self, run_id: UUID | str, *, reason: str | None = None) -> bool:
+        self.calls.append(("cancel", str(run_id)))
         return False  # as for a run that finished meanwhile
 
 

@@ -92,7 +92,7 @@ def test_python_flows_match_the_typescript_dsl(db_url: str, second_db_url: str) 
         for statements in compiled.values():
             for statement in statements:
                 # The DSL's own SQL text, executed as the TypeScript tooling would.
-                conn.execute(sql.SQL(statement))  # type: ignore[arg-type]
+                conn.execute(sql.SQL(statement))
 
     app = PgFlow(second_db_url)
     python_flows(app)

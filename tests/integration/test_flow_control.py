@@ -8,6 +8,7 @@ output, or a marker file for an attempt that is killed) and the tests check the 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -17,12 +18,16 @@ from typing import Any
 
 import pytest
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from pgflow_kombu import PgFlow, Reject
+from pgflow_kombu.client import Client
+from pgflow_kombu.client.flows import write_limits
 from pgflow_kombu.db.connect import connect
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.flows import Flow
 from pgflow_kombu.worker import PgmqSource, Worker
+from pgflow_kombu.worker.consumer import KombuSource
 from tests.e2e_apps import limits
 from tests.e2e_apps.harness import WorkerProcess
 from tests.support.sql import test_query
@@ -216,7 +221,7 @@ def recording_flow(slug: str, order: list[tuple[str, int]], **options: Any) -> F
     return flow
 
 
-@pytest.mark.parametrize("source_kind", ["kombu", "pgmq"])
+@pytest.mark.parametrize("source_kind", ["claim", "kombu", "pgmq"])
 def test_higher_priority_runs_of_a_backlog_are_claimed_first(db_url: str, source_kind: str) -> None:
     order: list[tuple[str, int]] = []
     flow = recording_flow("ranked", order, priority=1)
@@ -226,7 +231,11 @@ def test_higher_priority_runs_of_a_backlog_are_claimed_first(db_url: str, source
         app.start_many("ranked", [{"n": i} for i in range(8)], priority=0)
         app.start_many("ranked", [{"n": 100 + i} for i in range(4)])  # the flow's default: 1
         app.start_many("ranked", [{"n": 200 + i} for i in range(4)], priority=5)
-        source = PgmqSource(db_url, poll_interval=0.05) if source_kind == "pgmq" else None
+        source: Any = None  # the default: read and claim in one statement
+        if source_kind == "pgmq":
+            source = PgmqSource(db_url, poll_interval=0.05)
+        elif source_kind == "kombu":
+            source = KombuSource(db_url)
         worker = Worker({"ranked": flow}, db_url, concurrency=1, source=source)
         worker.start()
         try:
@@ -255,7 +264,11 @@ def test_a_busy_flow_does_not_starve_another_served_by_the_same_worker(
     try:
         app.start_many("busy", [{"n": i} for i in range(40)])
         app.start_many("quiet", [{"n": i} for i in range(4)])
-        source = PgmqSource(db_url, poll_interval=0.05) if source_kind == "pgmq" else None
+        source: Any = None  # the default: read and claim in one statement
+        if source_kind == "pgmq":
+            source = PgmqSource(db_url, poll_interval=0.05)
+        elif source_kind == "kombu":
+            source = KombuSource(db_url)
         worker = Worker({"busy": busy, "quiet": quiet}, db_url, concurrency=1, source=source)
         worker.start()
         try:
@@ -419,3 +432,254 @@ def test_a_claim_runs_its_higher_priority_tasks_first(db_url: str) -> None:
     finally:
         flow.bind(None)
         app.close()
+
+
+# -- limits stored with the definition -----------------------------------------------------------
+
+
+def stored_limits(url: str, slug: str) -> list[tuple[Any, ...]]:
+    with connect(url) as conn:
+        return conn.execute(test_query("limits_stored"), {"flow_slug": slug}).fetchall()
+
+
+def register_worker(conn: Any, slug: str) -> str:
+    worker_id = str(uuid.uuid4())
+    conn.execute(
+        query("worker.register"),
+        {"worker_ids": [worker_id], "queue_names": [slug], "function_name": "t"},
+    )
+    return worker_id
+
+
+def run_of(conn: Any, slug: str, msg_ids: Sequence[int]) -> dict[int, Any]:
+    """The run of each claimed message."""
+    rows = conn.execute(test_query("limits_run_of_messages"), {"flow_slug": slug, "ids": msg_ids})
+    return dict(rows.fetchall())
+
+
+def test_upsert_stores_the_limits_with_the_definition_and_removes_undeclared_ones(
+    db_url: str,
+) -> None:
+    client = Client(db_url)
+    try:
+        client.upsert_flow(
+            "capped",
+            steps=[{"slug": "pay", "rate_limit": "1/h", "concurrency_key": "customer"}],
+            max_concurrency=2,
+        )
+        assert stored_limits(db_url, "capped") == [
+            ("", 2, None, None, False, None, None, False),
+            ("pay", None, 1, 3600.0, True, "customer", None, False),
+        ]
+        # No worker ever served the flow: the first claim already applies its limits.
+        runs = {client.start_flow("capped", {"customer": c}): c for c in ("a", "a", "b", "c")}
+        with connect(db_url) as conn:
+            read, claimed = claim(conn, "capped", register_worker(conn, "capped"))
+            claimed_runs = run_of(conn, "capped", claimed)
+        assert len(read) == 4 and len(claimed) == 2  # two slots; one token a customer
+        assert sorted(runs[claimed_runs[m]] for m in claimed) == ["a", "b"]
+
+        # Limits removed from the definition are removed from the database with it.
+        client.upsert_flow("capped", steps=[{"slug": "pay"}])
+        assert stored_limits(db_url, "capped") == []
+        for customer in ("a", "a", "a"):
+            client.start_flow("capped", {"customer": customer})
+        with connect(db_url) as conn:
+            read, claimed = claim(conn, "capped", register_worker(conn, "capped"))
+        assert len(read) == len(claimed) == 3
+    finally:
+        client.close()
+
+
+def test_ensure_flow_compiles_a_new_flow_with_its_limits(db_url: str) -> None:
+    flow = Flow("ensured", max_concurrency=3, priority=2)
+
+    @flow.step
+    def only(run: dict[str, Any]) -> int:
+        return 1
+
+    app = PgFlow(db_url)
+    app.register(flow)
+    try:
+        app.ensure_flow(flow)
+        assert stored_limits(db_url, "ensured") == [("", 3, None, None, False, None, 2, True)]
+    finally:
+        flow.bind(None)
+        app.close()
+
+
+# -- rate buckets: pruned once full again ------------------------------------------------------
+
+
+def test_prune_deletes_the_buckets_full_again_and_a_deleted_one_admits_as_a_full_one(
+    db_url: str,
+) -> None:
+    client = Client(db_url)
+    try:
+        client.upsert_flow(
+            "per_key", steps=[{"slug": "pay"}], rate_limit="2/h", concurrency_key="customer"
+        )
+        for customer in ("acme", "bolt", "bolt"):
+            client.start_flow("per_key", {"customer": customer})
+        with connect(db_url) as conn:
+            read, claimed = claim(conn, "per_key", register_worker(conn, "per_key"))
+            assert len(claimed) == 3
+            buckets = conn.execute(test_query("limits_buckets"), {"flow_slug": "per_key"})
+            assert buckets.fetchall() == [("acme", 1.0), ("bolt", 0.0)]
+            # 31 minutes on: acme's one missing token is back (full), bolt has one of two.
+            for key in ("acme", "bolt"):
+                conn.execute(
+                    test_query("limits_age_bucket"),
+                    {"flow_slug": "per_key", "key": key, "seconds": 31 * 60},
+                )
+        assert client.prune(older_than="7d").rate_buckets == 1
+        with connect(db_url) as conn:
+            left = conn.execute(test_query("limits_buckets"), {"flow_slug": "per_key"})
+            assert [key for key, _ in left.fetchall()] == ["bolt"]
+        # acme's missing bucket admits two, as a full one; bolt's kept bucket one.
+        runs = {
+            client.start_flow("per_key", {"customer": c}): c
+            for c in ("acme", "acme", "acme", "bolt", "bolt")
+        }
+        with connect(db_url) as conn:
+            read, claimed = claim(conn, "per_key", register_worker(conn, "per_key"))
+            claimed_runs = run_of(conn, "per_key", claimed)
+        assert len(read) == 5
+        assert sorted(runs[claimed_runs[m]] for m in claimed) == ["acme", "acme", "bolt"]
+
+        # A bucket whose scope has no rate limit any more goes too.
+        with connect(db_url) as conn:
+            write_limits(conn, "per_key", {})
+        assert client.prune(older_than="7d").rate_buckets == 2
+    finally:
+        client.close()
+
+
+def test_a_claim_waiting_on_a_bucket_being_pruned_admits_from_a_full_one_and_debits_it(
+    db_url: str,
+) -> None:
+    client = Client(db_url)
+    try:
+        client.upsert_flow("waits", steps=[{"slug": "pay"}], rate_limit="2/h")
+        client.start_flow("waits", {})
+        with connect(db_url) as conn:
+            assert len(claim(conn, "waits", register_worker(conn, "waits"))[1]) == 1
+            conn.execute(
+                test_query("limits_age_bucket"), {"flow_slug": "waits", "key": "", "seconds": 7200}
+            )
+        client.start_flow("waits", {})
+        claimed: list[list[int]] = []
+        with connect(db_url, autocommit=False) as pruning:
+            row = pruning.execute(query("control.prune_rate_buckets"), {"batch_size": 10})
+            assert row.fetchone() == (1,)  # deleted, not committed yet: the row stays locked
+
+            def claimer() -> None:
+                with connect(db_url) as conn:
+                    claimed.append(claim(conn, "waits", register_worker(conn, "waits"))[1])
+
+            thread = threading.Thread(target=claimer)
+            thread.start()
+            thread.join(1.0)
+            assert thread.is_alive()  # the claim waits for the pruning transaction
+            pruning.commit()
+        thread.join(30)
+        assert [len(c) for c in claimed] == [1]
+        with connect(db_url) as conn:
+            buckets = conn.execute(test_query("limits_buckets"), {"flow_slug": "waits"})
+            ((key, tokens),) = buckets.fetchall()
+        assert key == "" and 0.99 < tokens < 1.01  # recreated full (2), debited by the claim
+    finally:
+        client.close()
+
+
+def test_pruning_buckets_while_threads_claim_never_admits_beyond_a_key_s_tokens(
+    db_url: str,
+) -> None:
+    """A flow rate limit of 3 an hour per customer, and 2 slots for the step: claims keep
+    creating full buckets (tasks deferred for want of a slot) that the pruner deletes while
+    other claims admit. Every customer is admitted exactly its 3 tokens, never more."""
+    client = Client(db_url)
+    customers = [f"c{i:02}" for i in range(12)]
+    client.upsert_flow(
+        "hammered",
+        steps=[{"slug": "pay", "max_concurrency": 2}],
+        rate_limit="3/h",
+        concurrency_key="customer",
+    )
+    customer_of = {
+        str(client.start_flow("hammered", {"customer": c})): c for c in customers for _ in range(5)
+    }
+    client.close()
+    admitted: list[str] = []
+    pruned: list[int] = []
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def claimer() -> None:
+        try:
+            with connect(db_url) as conn:
+                worker_id = register_worker(conn, "hammered")
+                while not stop.is_set():
+                    read = [
+                        r[0]
+                        for r in conn.execute(
+                            query("worker.read_messages"),
+                            {"queue_name": "hammered", "vt": 30, "qty": 4},
+                        ).fetchall()
+                    ]
+                    if not read:
+                        time.sleep(0.05)
+                        continue
+                    rows = conn.execute(
+                        query("worker.claim_tasks"),
+                        {
+                            "flow_slug": "hammered",
+                            "msg_ids": read,
+                            "worker_id": worker_id,
+                            "read_visibility": 30,
+                        },
+                    ).fetchall()
+                    for run_id, step_slug, task_index, *_ in rows:
+                        with lock:
+                            admitted.append(customer_of[str(run_id)])
+                        conn.execute(
+                            test_query("sqlworker_complete"),
+                            {
+                                "run_id": run_id,
+                                "step_slug": step_slug,
+                                "task_index": task_index,
+                                "output": Jsonb(1),
+                            },
+                        )
+        except BaseException as exc:  # reported by the test
+            failures.append(exc)
+
+    def pruner() -> None:
+        try:
+            with connect(db_url) as conn:
+                while not stop.is_set():
+                    row = conn.execute(
+                        query("control.prune_rate_buckets"), {"batch_size": 5}
+                    ).fetchone()
+                    pruned.append(row[0] if row else 0)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=claimer) for _ in range(4)]
+    threads += [threading.Thread(target=pruner) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 90
+    try:
+        while len(admitted) < 3 * len(customers) and time.monotonic() < deadline and not failures:
+            time.sleep(0.1)
+        time.sleep(1.5)  # a claim over the tokens would have been admitted by now
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert not failures, failures
+    counts = {c: admitted.count(c) for c in customers}
+    assert counts == {c: 3 for c in customers}
+    assert sum(pruned) > 0  # the pruner did delete buckets meanwhile

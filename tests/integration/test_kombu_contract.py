@@ -14,6 +14,7 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import kombu
 import pytest
@@ -61,7 +62,8 @@ def _kombu_integration_common() -> ModuleType:
     return module
 
 
-common = _kombu_integration_common()
+# Loaded from a file at run time: its classes are unknown to the type checker.
+common: Any = _kombu_integration_common()
 
 
 @pytest.fixture

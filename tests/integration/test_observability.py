@@ -356,7 +356,7 @@ def test_task_spans_join_the_trace_that_started_the_run(
         ("obs_list.make", 0, 1),
     ]
     assert all(s.status.status_code is not StatusCode.ERROR for s in task_spans(done))
-    doomed_spans = sorted(task_spans(failed), key=lambda s: s.attributes["pgflow.attempt"])  # type: ignore[arg-type,return-value]
+    doomed_spans = sorted(task_spans(failed), key=lambda s: s.attributes["pgflow.attempt"])  # type: ignore[arg-type,return-value,index]
     assert [(s.attributes["pgflow.outcome"], s.status.status_code) for s in doomed_spans] == [  # type: ignore[index]
         ("retried", StatusCode.ERROR),
         ("failed", StatusCode.ERROR),

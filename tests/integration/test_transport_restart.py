@@ -47,7 +47,7 @@ def restart_url(server: ThrowawayServer, request: pytest.FixtureRequest) -> str:
     return broker_url(url)
 
 
-class Collecting(ConsumerMixin):  # type: ignore[misc]
+class Collecting(ConsumerMixin):
     def __init__(self, url: str, queue: kombu.Queue) -> None:
         self.connection = kombu.Connection(url, transport_options={"polling_interval": 0.5})
         self.queue = queue
@@ -71,7 +71,7 @@ def wait_for(condition: Any, timeout: float) -> bool:
         if condition():
             return True
         time.sleep(0.05)
-    return condition()
+    return bool(condition())
 
 
 def publish_all(url: str, queue: kombu.Queue, bodies: list[int]) -> None:

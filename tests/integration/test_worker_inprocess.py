@@ -15,13 +15,16 @@ from pgflow_kombu.client import Client
 from pgflow_kombu.db.connect import connect
 from pgflow_kombu.db.urls import database_of
 from pgflow_kombu.flows import Flow
-from pgflow_kombu.worker import ExitCode, PgmqSource, Worker
+from pgflow_kombu.observability.hooks import Hooks
+from pgflow_kombu.worker import ClaimingSource, ExitCode, PgmqSource, Worker
 from tests.support.sql import test_query
 
-SOURCES = ["kombu", "pgmq"]
+SOURCES = ["claim", "kombu", "pgmq"]
 
 
 def make_source(kind: str, url: str) -> Any:
+    if kind == "claim":
+        return ClaimingSource(url)
     if kind == "pgmq":
         return PgmqSource(url, poll_interval=0.05)
     from pgflow_kombu.worker.consumer import KombuSource
@@ -220,6 +223,20 @@ def test_graceful_stop_finishes_running_work_and_hands_back_the_rest(
     assert len(done) == 1
     assert [(t.status, t.attempts_count) for t in waiting] == [("queued", 0)] * 3
     assert worker.stats.released == 3
+
+
+def test_a_backlog_is_never_claimed_beyond_the_prefetch(
+    run_worker: Callable[..., Worker], client: Client
+) -> None:
+    # Read on the loop thread right after each claim, before any of its tasks can finish.
+    held_after_claims: list[int] = []
+    workers: list[Worker] = []
+    hooks = Hooks()
+    hooks.on_tasks_claimed(lambda batch: held_after_claims.append(workers[0].held))
+    workers.append(run_worker({"nap": nap}, concurrency=2, prefetch=3, hooks=hooks))
+    runs = [client.start_flow("nap", 0.05) for _ in range(12)]
+    assert [client.wait(r, timeout=60).status for r in runs] == ["completed"] * len(runs)
+    assert held_after_claims and max(held_after_claims) == 3  # full, never beyond
 
 
 def test_a_report_refused_for_a_lock_timeout_is_sent_again_and_completes_once(

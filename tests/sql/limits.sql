@@ -27,3 +27,14 @@ FROM pgflow.step_tasks AS t
 JOIN pgflow.runs AS r ON r.run_id = t.run_id
 JOIN pgmq.{} AS q ON q.msg_id = t.message_id
 WHERE t.flow_slug = %(flow_slug)s AND t.message_id = %(msg_id)s;
+
+-- name: limits_buckets
+SELECT key, tokens FROM pgflow_kombu.rate_buckets WHERE flow_slug = %(flow_slug)s ORDER BY key;
+
+-- name: limits_age_bucket
+UPDATE pgflow_kombu.rate_buckets SET refilled_at = refilled_at - make_interval(secs => %(seconds)s)
+WHERE flow_slug = %(flow_slug)s AND key = %(key)s;
+
+-- name: limits_run_of_messages
+SELECT message_id, run_id FROM pgflow.step_tasks
+WHERE flow_slug = %(flow_slug)s AND message_id = ANY (%(ids)s::bigint[]);

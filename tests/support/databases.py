@@ -15,7 +15,7 @@ from tests.support.sql import test_query
 
 
 def ensure_template(
-    admin_url: str, name: str, build: Callable[[str], None], *, fingerprint: str
+    admin_url: str, name: str, build: Callable[[str], object], *, fingerprint: str
 ) -> None:
     """Make sure template database ``name`` exists and was built from ``fingerprint``.
 

@@ -29,11 +29,13 @@ def unavailable_reason() -> str | None:
 
 
 class NetNamespace:
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "pgfk") -> None:
+        # ``prefix`` keeps the names of one user of namespaces apart from another's (interface
+        # names are at most 15 characters: keep it at 4).
         tag = f"{os.getpid() % 100000}{random.randrange(100):02d}"
-        self.name = f"pgfk{tag}"
-        self.host_if = f"pgfkh{tag}"
-        self.ns_if = f"pgfkn{tag}"
+        self.name = f"{prefix}{tag}"
+        self.host_if = f"{prefix}h{tag}"
+        self.ns_if = f"{prefix}n{tag}"
         taken = _ip("-o", "-4", "addr", "show").stdout
         subnet = random.choice([n for n in range(256) if f"10.213.{n}." not in taken])
         self.host_ip = f"10.213.{subnet}.1"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import cast
 
 from typing_extensions import LiteralString
 
@@ -14,8 +13,8 @@ _DIR = Path(__file__).resolve().parent.parent / "sql"
 
 
 @cache
-def _queries() -> dict[str, str]:
-    found: dict[str, str] = {}
+def _queries() -> dict[str, LiteralString]:
+    found: dict[str, LiteralString] = {}
     for path in sorted(_DIR.glob("*.sql")):
         for name, body in parse_queries(path.read_text()).items():
             found[name] = body
@@ -23,7 +22,7 @@ def _queries() -> dict[str, str]:
 
 
 def test_query(name: str) -> LiteralString:
-    return cast(LiteralString, _queries()[name])
+    return _queries()[name]
 
 
 test_query.__test__ = False  # type: ignore[attr-defined]  # not a pytest test

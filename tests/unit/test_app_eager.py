@@ -59,7 +59,7 @@ def test_input_is_validated_before_running(app: PgFlow) -> None:
     with pytest.raises(
         StepInputError, match="step 'square': invalid input n: Input should be a valid integer"
     ):
-        square.delay("not a number")
+        square.delay("not a number")  # type: ignore[arg-type]
 
 
 def test_duplicate_slugs_are_refused(app: PgFlow) -> None:

@@ -54,7 +54,7 @@ URL = ["--database-url", "postgresql://x/y"]
 def test_worker_takes_the_app_given_before_the_subcommand(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
 
-    def fake_run(url: str, **options: Any) -> int:
+    def fake_run(url: str, settings: Any, **options: Any) -> int:
         seen.update(options, url=url)
         return 0
 
@@ -112,7 +112,7 @@ def test_progress_without_a_terminal_prints_a_line_every_few_seconds(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     clock = [100.0]
-    monkeypatch.setattr(cli_output.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr("pgflow_kombu.cli_output.time.monotonic", lambda: clock[0])
     progress = cli_output.Progress()  # stderr is captured: not a terminal
     assert not progress.live and progress.interval == cli_output.PROGRESS_EVERY
     run = run_with(())

@@ -83,14 +83,14 @@ def _retention_of(args: list[str], env: dict[str, str] | None = None) -> object:
     import click
     from click.testing import CliRunner
 
-    from pgflow_kombu.worker.command import worker_options
+    from pgflow_kombu.worker.command import worker_options, worker_settings
 
     seen: dict[str, object] = {}
 
     @click.command()
     @worker_options()
     def command(**options: object) -> None:
-        seen.update(options)
+        seen["retention"] = worker_settings(options).retention
 
     result = CliRunner().invoke(command, ["-A", "x:app", *args], env=env)
     return seen.get("retention") if result.exit_code == 0 else result.output
@@ -149,7 +149,7 @@ def test_a_task_of_a_cancelled_run_that_waited_for_a_slot_is_not_run() -> None:
     async def run_sync(call: object) -> object:
         raise AssertionError("not called")
 
-    result = asyncio.run(aexecute({"f": flow}, waiting, run_sync))  # type: ignore[arg-type]
+    result = asyncio.run(aexecute({"f": flow}, waiting, run_sync))
     assert result.error == "CancelledError: run r1 was cancelled"
     assert calls == [5]
 

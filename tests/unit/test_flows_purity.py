@@ -21,7 +21,17 @@ FORBIDDEN = (
     "pgflow_kombu.worker",
     "pgflow_kombu.client",
     "pgflow_kombu.app",
+    "pgflow_kombu.app_base",
+    "pgflow_kombu.app_flows",
+    "pgflow_kombu.app_runs",
+    "pgflow_kombu.app_schedules",
+    "pgflow_kombu.app_workers",
     "pgflow_kombu.cli",
+    "pgflow_kombu.cli_base",
+    "pgflow_kombu.cli_db",
+    "pgflow_kombu.cli_flows",
+    "pgflow_kombu.cli_runs",
+    "pgflow_kombu.cli_schedules",
 )
 
 

@@ -36,6 +36,8 @@ class FakeDispatcher:
         *,
         delay_seconds: float | None = None,
         scheduled_at: datetime.datetime | None = None,
+        priority: int | None = None,
+        idempotency_key: str | None = None,
     ) -> str:
         self.started.append(
             {"flow": flow.slug, "input": input, "delay": delay_seconds, "at": scheduled_at}

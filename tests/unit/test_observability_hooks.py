@@ -9,7 +9,7 @@ import pytest
 
 from pgflow_kombu.observability import Hooks, RunCompleted, RunFailed, TaskRetried, TaskStarted
 from pgflow_kombu.worker.events import WorkerEvents
-from pgflow_kombu.worker.tasks import ClaimedTask, Outcome
+from pgflow_kombu.worker.tasks import ClaimedTask, Outcome, ReportResult
 
 
 def claimed(attempt: int = 1) -> ClaimedTask:
@@ -40,7 +40,7 @@ def test_parent_callbacks_run_after_own_and_removal_works() -> None:
 def test_a_raising_callback_is_logged_and_the_next_still_runs(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    hooks, calls = Hooks(), []
+    hooks, calls = Hooks(), list[object]()
 
     @hooks.on("run_completed")
     def broken(event: object) -> None:
@@ -55,7 +55,7 @@ def test_a_raising_callback_is_logged_and_the_next_still_runs(
 
 
 def test_worker_events_tell_retries_from_final_failures_and_finished_runs() -> None:
-    hooks, seen = Hooks(), []
+    hooks, seen = Hooks(), list[object]()
     for name in ("task_started", "task_retried", "task_failed", "run_failed", "run_completed"):
         hooks.on(name, seen.append)
     events = WorkerEvents(hooks)
@@ -63,10 +63,10 @@ def test_worker_events_tell_retries_from_final_failures_and_finished_runs() -> N
     events.task_started(first)
     events.settled(
         [
-            (Outcome(first, error="E: x", duration=0.5), "failed", True, None),
+            (Outcome(first, error="E: x", duration=0.5), ReportResult.FAILED, True, None),
             (
                 Outcome(second, error="E: y", timed_out=True, duration=1.0),
-                "failed",
+                ReportResult.FAILED,
                 False,
                 "failed",
             ),
@@ -76,7 +76,7 @@ def test_worker_events_tell_retries_from_final_failures_and_finished_runs() -> N
     assert seen[1] == TaskRetried("f", "s", 2, first.run_id, 1, "w-1", 0.5, "E: x", False)
     assert [type(e).__name__ for e in seen[2:]] == ["TaskFailed", "RunFailed"]
     assert seen[3] == RunFailed("f", second.run_id, "s", "E: y")
-    events.settled([(Outcome(first, output=1), "completed", None, "completed")])
+    events.settled([(Outcome(first, output=1), ReportResult.COMPLETED, None, "completed")])
     assert seen[-1] == RunCompleted("f", first.run_id)
 
 
@@ -88,4 +88,4 @@ def test_nothing_is_built_without_callbacks() -> None:
     events = WorkerEvents(Exploding())
     events.task_started(claimed())
     events.claimed([claimed()])
-    events.settled([(Outcome(claimed(), output=1), "completed", None, "completed")])
+    events.settled([(Outcome(claimed(), output=1), ReportResult.COMPLETED, None, "completed")])

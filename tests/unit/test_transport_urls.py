@@ -11,7 +11,7 @@ from pgflow_kombu.db.urls import to_libpq
 from pgflow_kombu.transport.urls import kombu_url, url_from_client
 
 
-def libpq(conn: kombu.Connection) -> dict[str, object]:
+def libpq(conn: kombu.Connection) -> dict[str, str | int | None]:
     """What libpq makes of the URL the transport builds for ``conn``."""
     return conninfo_to_dict(to_libpq(url_from_client(conn)))
 

@@ -12,10 +12,11 @@ import pytest
 
 from pgflow_kombu.errors import ConfigurationError
 from pgflow_kombu.flows import Flow, task
+from pgflow_kombu.settings import WorkerSettings
 from pgflow_kombu.worker import Worker
 from pgflow_kombu.worker.loading import flows_of, load_flows
 from pgflow_kombu.worker.logs import JsonFormatter, TextFormatter
-from pgflow_kombu.worker.options import check_options, select_flows
+from pgflow_kombu.worker.options import select_flows
 
 URL = "postgresql://nobody@127.0.0.1:1/none"
 
@@ -32,36 +33,9 @@ def solo(x: int) -> int:
     return x
 
 
-def options(**overrides: object) -> dict[str, object]:
-    base: dict[str, object] = {
-        "concurrency": 4,
-        "pool": "threads",
-        "prefetch": None,
-        "shutdown_timeout": 30.0,
-        "heartbeat_interval": 5.0,
-        "stalled_after": 30.0,
-    }
-    return {**base, **overrides}
-
-
 def test_prefetch_defaults_to_twice_the_concurrency() -> None:
-    assert check_options(**options(concurrency=3)) == 6  # type: ignore[arg-type]
-    assert check_options(**options(prefetch=1)) == 1  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        ({"concurrency": 0}, "concurrency must be >= 1"),
-        ({"pool": "gevent"}, "unknown pool 'gevent'"),
-        ({"prefetch": 0}, "prefetch must be >= 1"),
-        ({"shutdown_timeout": 0}, "shutdown_timeout must be > 0"),
-        ({"stalled_after": 5.0}, "must exceed heartbeat_interval"),
-    ],
-)
-def test_bad_options_say_what_is_wrong(overrides: dict[str, object], message: str) -> None:
-    with pytest.raises(ConfigurationError, match=message):
-        check_options(**options(**overrides))  # type: ignore[arg-type]
+    assert WorkerSettings(concurrency=3).claim_ahead == 6
+    assert WorkerSettings(concurrency=3, prefetch=1).claim_ahead == 1
 
 
 def test_queues_select_flows_and_unknown_ones_are_named() -> None:

@@ -222,7 +222,7 @@ def test_each_attempt_ends_exactly_once_under_load(pool: Pool, collector: Collec
     for i in range(n):
         pool.submit(make_task("double", i, index=i))
     outcomes = collector.take(n)
-    assert sorted(o.output for o in outcomes) == [2 * i for i in range(n)]
+    assert sorted(o.output for o in outcomes) == [2 * i for i in range(n)]  # type: ignore[type-var]
     with pytest.raises(queue.Empty):
         collector.get(timeout=0.2)
 

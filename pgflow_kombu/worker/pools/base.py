@@ -234,6 +234,13 @@ class SlotPool:
         with self._cond:
             return self._cond.wait_for(lambda: self._running == 0, timeout)
 
+    def cancel_run(self, run_id: str) -> None:
+        """The run was cancelled. Threads and processes cannot be interrupted: their handlers
+        see ``ctx.cancelled`` and their results are discarded (the asyncio pool does more)."""
+
+    def kill(self) -> None:
+        """The worker exits at once. Nothing to do for threads, which die with the process."""
+
     def _may_start(self, task: ClaimedTask) -> bool:
         """Whether ``task`` may start now (the worker's gate says so, if it set one)."""
         return self.gate is None or self.gate(task)
@@ -318,6 +325,14 @@ class Pool(Protocol):
 
     def terminate(self) -> None:
         """Release resources now (kill children); running handlers are abandoned."""
+        ...
+
+    def cancel_run(self, run_id: str) -> None:
+        """Interrupt the running attempts of a cancelled run, where the pool can (any thread)."""
+        ...
+
+    def kill(self) -> None:
+        """Stop every handler now, without waiting (before a forced exit of the process)."""
         ...
 
     @property

@@ -1,0 +1,1 @@
+"""The job benchmark (``benchmarks/worker.py``): systems, scenarios, servers and the report."""
