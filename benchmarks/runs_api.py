@@ -44,6 +44,7 @@ from pgflow_kombu.client.history import encode_cursor  # noqa: E402
 from pgflow_kombu.db import embedded, migrations  # noqa: E402
 from pgflow_kombu.db.admin import create_database, drop_database  # noqa: E402
 from pgflow_kombu.db.connect import connect  # noqa: E402
+from pgflow_kombu.db.input_index import set_input_index  # noqa: E402
 from pgflow_kombu.db.queries import query  # noqa: E402
 from pgflow_kombu.db.urls import with_database  # noqa: E402
 from tests.support.sql import test_query  # noqa: E402
@@ -201,6 +202,14 @@ def part1(url: str, n: int, repeat: int) -> None:
             print(f"{label:48} {ms:10.1f}  {shown}")
             if params is not None:
                 print(f"{'':61}{plan_summary(url, params)}")
+        # The input filter again with the optional GIN index (pgflow-kombu db input-index).
+        set_input_index(url, True)
+        label, call, params = next(c for c in cases if c[0].startswith("find_runs(input"))
+        ms, _ = timed(call, repeat)
+        print(f"{label + ' + input index':48} {ms:10.1f}")
+        if params is not None:
+            print(f"{'':61}{plan_summary(url, params)}")
+        set_input_index(url, False)
     finally:
         client.close()
 

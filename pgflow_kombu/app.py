@@ -31,9 +31,6 @@ class PgFlow(FlowsFacade, RunsFacade, SchedulesFacade, WorkersFacade):
     (``countdown``/``eta``/``enqueue_in``) into the future.
     """
 
-    def __repr__(self) -> str:
-        return f"<PgFlow flows={sorted(self._flows)}>"
-
     def close(self) -> None:
         """Stop this app's workers, if any, and close connections."""
         self.stop_worker()

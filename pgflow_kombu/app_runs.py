@@ -12,7 +12,7 @@ import psycopg
 from pgflow_kombu.app_base import AppBase
 from pgflow_kombu.client import FlowRef, flow_slug_of
 from pgflow_kombu.client.control import DEFAULT_PRUNE_BATCH
-from pgflow_kombu.client.inputs import as_uuid, check_idempotency
+from pgflow_kombu.client.inputs import as_uuid, check_idempotency, check_idempotency_keys
 from pgflow_kombu.errors import ConfigurationError, FlowNotFound
 from pgflow_kombu.flows import Flow
 from pgflow_kombu.flows.dispatch import check_schedule
@@ -123,22 +123,48 @@ class RunsFacade(AppBase):
         *,
         connection: psycopg.Connection[Any] | None = None,
         priority: int | None = None,
+        idempotency_keys: Sequence[str | None] | None = None,
+        idempotency_ttl: float | None = None,
     ) -> list[RunHandle]:
-        """Start one run per input in one transaction: much faster than a loop for bulk work."""
+        """Start one run per input in one transaction: much faster than a loop for bulk work.
+
+        ``idempotency_keys`` (one per input, ``None`` for none): an input whose key was already
+        used for the flow, or earlier in the batch, gets that run's handle and starts nothing
+        (see :meth:`Client.start_many`)."""
         slug = flow_slug_of(flow)
         registered = self._registered_or_eager(slug)
+        inputs = list(inputs)
+        dedup = check_idempotency_keys(idempotency_keys, len(inputs), idempotency_ttl)
         if registered is not None:
             inputs = [registered.prepare_input(i) for i in inputs]
-            if self.eager:
-                return [self._start_eager(registered, i, connection=connection) for i in inputs]
-            self.ensure_flow(registered)
-        run_ids = self.client.start_many(
-            registered if registered is not None else slug,
-            inputs,
-            connection=connection,
-            priority=priority,
-        )
-        return [RunHandle(self.client, run_id, slug) for run_id in run_ids]
+            if self.eager:  # in turn, as the database would: a repeated key gives the first run
+                keys = dedup or [None] * len(inputs)
+                handles = [
+                    self._start_eager(
+                        registered,
+                        data,
+                        connection=connection,
+                        idempotency_key=key,
+                        idempotency_ttl=None if key is None else idempotency_ttl,
+                    )
+                    for data, key in zip(inputs, keys, strict=True)
+                ]
+            else:
+                self.ensure_flow(registered)
+        if registered is None or not self.eager:
+            run_ids = self.client.start_many(
+                registered if registered is not None else slug,
+                inputs,
+                connection=connection,
+                priority=priority,
+                idempotency_keys=dedup,
+                idempotency_ttl=idempotency_ttl,
+            )
+            handles = [RunHandle(self.client, run_id, slug) for run_id in run_ids]
+        if slug in self._tasks:  # a task's handles return its value from get(), as delay's do
+            for handle in handles:
+                handle.result_key = slug
+        return handles
 
     def _registered_or_eager(self, slug: str) -> Flow | None:
         """The registered flow of ``slug``; an eager app can run nothing else."""

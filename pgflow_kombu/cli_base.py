@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pgflow_kombu.db import embedded
+from pgflow_kombu.db.urls import redact
 from pgflow_kombu.errors import (
     ConfigurationError,
     FlowNotFound,
@@ -103,8 +104,9 @@ def app_database_url(target: Any) -> str | None:
         if isinstance(dispatcher := flow.dispatcher, PgFlow) and dispatcher.settings.database_url
     }
     if len(urls) > 1:
+        listed = ", ".join(sorted(redact(url) for url in urls))
         raise ConfigurationError(
-            "the flows given with -A belong to apps on different databases: "
+            f"the flows given with -A belong to apps on different databases ({listed}): "
             f"pass --database-url or set {URL_ENV}"
         )
     return urls.pop() if urls else None

@@ -9,7 +9,7 @@ import click
 from pgflow_kombu import cli_output as out
 from pgflow_kombu.cli_base import database_url
 from pgflow_kombu.cli_globals import json_option
-from pgflow_kombu.db import embedded, migrations
+from pgflow_kombu.db import embedded, input_index, migrations
 
 __all__ = ["db"]
 
@@ -56,6 +56,17 @@ def db_status(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{state.version:04d}_{state.name:<32} {when}{how}")
     if any(s.pending for s in states):
         sys.exit(1)
+
+
+@db.command("input-index")
+@click.option("--drop", is_flag=True, help="Drop the index instead of creating it.")
+@click.pass_context
+def db_input_index(ctx: click.Context, drop: bool) -> None:
+    """Create (or --drop) the index that find_runs' input filter reads (off by default: it costs
+    every job an entry per input path); CONCURRENTLY, running jobs go on."""
+    changed = input_index.set_input_index(database_url(ctx), not drop)
+    state = "dropped" if drop else "created"
+    click.echo(f"input index {state}" if changed else f"input index already {state}")
 
 
 @db.command("embedded-stop")

@@ -14,6 +14,7 @@ import click
 from pgflow_kombu import cli_output as out
 from pgflow_kombu.cli_base import EXIT_RUN_FAILED, SECONDS, client_for
 from pgflow_kombu.cli_globals import json_option
+from pgflow_kombu.client.control import DEFAULT_PRUNE_BATCH
 from pgflow_kombu.errors import ConfigurationError, FlowInputError, RunTimeout
 from pgflow_kombu.flows.dispatch import MAX_DELAY
 
@@ -76,7 +77,8 @@ def _json_argument(text: str, param_hint: str) -> Any:
     try:
         return run_input(json.loads(text, parse_constant=refuse))
     except ValueError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint=param_hint) from None
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        raise click.BadParameter(f"{shown!r} is not JSON: {exc}", param_hint=param_hint) from None
     except FlowInputError as exc:
         raise click.BadParameter(str(exc), param_hint=param_hint) from None
 
@@ -262,7 +264,9 @@ def runs_delete(ctx: click.Context, run_id: str, yes: bool) -> None:
     metavar="AGE",
     help="Delete runs finished longer ago than this (7d, 12h, 30m), and archived messages.",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=DEFAULT_PRUNE_BATCH, show_default=True
+)
 @json_option
 @click.pass_context
 def runs_prune(ctx: click.Context, older_than: str, batch_size: int, as_json: bool) -> None:

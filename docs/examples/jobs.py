@@ -39,5 +39,13 @@ try:
         kwargs={"to": "c@d.e", "subject": "once"}, idempotency_key="welcome-c@d.e"
     )
     assert again.run_id == first.run_id
+
+    # One key per input in a batch: a used or repeated key gives its run and starts nothing.
+    batch = app.start_many(
+        send_email,
+        [{"to": "c@d.e", "subject": "once"}, {"to": "f@g.h", "subject": "hi"}] * 2,
+        idempotency_keys=["welcome-c@d.e", "welcome-f@g.h"] * 2,
+    )
+    assert batch[0].run_id == first.run_id and batch[3].run_id == batch[1].run_id
 finally:
     app.close()

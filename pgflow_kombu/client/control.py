@@ -104,14 +104,14 @@ def prune_batches(
     stop: Callable[[], bool] = lambda: False,
 ) -> tuple[int, int, int]:
     """Run ``prune_runs``, ``prune_archives`` then ``prune_rate_buckets`` batch after batch
-    until one comes back short
-    (or ``stop()`` says so); ``count(sql, params)`` runs one statement in its own transaction
-    and returns the number it deleted. ``pause`` seconds between batches leave the server to
-    other work. Returns (runs, archived messages, rate buckets) deleted."""
+    until one comes back short (or ``stop()`` says so); ``count(sql, params)`` runs one
+    statement in its own transaction and returns the number it deleted. ``pause`` seconds
+    between batches leave the server to other work. Returns (runs, archived messages, rate
+    buckets) deleted."""
     totals = []
+    params = {"older_than": age.total_seconds(), "batch_size": batch_size}
     for name in ("control.prune_runs", "control.prune_archives", "control.prune_rate_buckets"):
         total = 0
-        params = {"older_than": age.total_seconds(), "batch_size": batch_size}
         while True:
             deleted = count(query(name), params)
             total += deleted

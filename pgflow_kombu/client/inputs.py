@@ -3,6 +3,7 @@ before anything is written."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -21,6 +22,7 @@ from pgflow_kombu.flows.options import check_priority
 __all__ = [
     "as_uuid",
     "check_idempotency",
+    "check_idempotency_keys",
     "check_run_priority",
     "check_timeout",
     "delay_from",
@@ -64,12 +66,44 @@ def check_idempotency(key: str | None, ttl: float | None) -> str | None:
     """An idempotency key (a non-empty string, or None) and its time to live (seconds > 0)."""
     if key is not None and (not isinstance(key, str) or not key or "\x00" in key):
         raise FlowInputError(f"idempotency_key must be a non-empty string, got {key!r}")
-    if ttl is not None:
-        if key is None:
-            raise FlowInputError("idempotency_ttl needs an idempotency_key")
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-            raise FlowInputError(f"idempotency_ttl must be a number of seconds > 0, got {ttl!r}")
+    if ttl is not None and key is None:
+        raise FlowInputError("idempotency_ttl needs an idempotency_key")
+    _check_ttl(ttl)
     return key
+
+
+def _check_ttl(ttl: float | None) -> None:
+    if ttl is not None and (
+        isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0
+    ):
+        raise FlowInputError(f"idempotency_ttl must be a number of seconds > 0, got {ttl!r}")
+
+
+def check_idempotency_keys(
+    keys: Sequence[str | None] | None, count: int, ttl: float | None
+) -> list[str | None] | None:
+    """A batch's idempotency keys: one per input (``count``), each a non-empty string or None
+    (no key), checked like :func:`check_idempotency`; the error names the first bad one."""
+    if keys is None:
+        if ttl is not None:
+            raise FlowInputError("idempotency_ttl needs idempotency_keys")
+        return None
+    if isinstance(keys, (str, bytes)) or not isinstance(keys, Sequence):
+        raise FlowInputError(
+            f"idempotency_keys must be a list with one key (or None) per input, got {keys!r}"
+        )
+    if len(keys) != count:
+        raise FlowInputError(
+            f"idempotency_keys has {len(keys)} keys but there are {count} inputs: give one key "
+            "(or None) per input"
+        )
+    for index, key in enumerate(keys):
+        if key is not None and (not isinstance(key, str) or not key or "\x00" in key):
+            raise FlowInputError(
+                f"idempotency_keys[{index}] must be a non-empty string or None, got {key!r}"
+            )
+    _check_ttl(ttl)
+    return list(keys)
 
 
 def check_timeout(timeout: float | None) -> None:

@@ -18,6 +18,7 @@ from pgflow_kombu.client.base import ClientBase, FlowRef, flow_slug_of
 from pgflow_kombu.client.inputs import (
     as_uuid,
     check_idempotency,
+    check_idempotency_keys,
     check_run_priority,
     check_timeout,
     delay_from,
@@ -159,12 +160,23 @@ class RunsMixin(ClientBase):
         *,
         connection: psycopg.Connection[Any] | None = None,
         priority: int | None = None,
+        idempotency_keys: Sequence[str | None] | None = None,
+        idempotency_ttl: float | None = None,
     ) -> list[UUID]:
-        """Start one run per input in a single transaction (one statement for all).
-        ``priority`` applies to each run; a flow object gives each run its concurrency keys."""
+        """Start one run per input in a single transaction (one statement for all); returns
+        their ids in input order. ``priority`` applies to each run; a flow object gives each
+        run its concurrency keys.
+
+        ``idempotency_keys`` (one per input, ``None`` for none) deduplicate as
+        :meth:`start_flow`'s key does, as if each input were started in turn: an input whose
+        key was already used for the flow gets that key's run and starts nothing, and a key
+        repeated in the batch gives its later inputs the run of its first. Concurrent batches
+        sharing keys make one run per key. ``idempotency_ttl`` applies to every key.
+        """
         slug = flow_slug_of(flow)
         check_run_priority(priority, slug)
         datas = [run_input(data, index) for index, data in enumerate(inputs)]
+        dedup = check_idempotency_keys(idempotency_keys, len(datas), idempotency_ttl)
         if not datas:
             return []
         keys = [run_keys_of(flow, data) for data in datas]
@@ -177,6 +189,10 @@ class RunsMixin(ClientBase):
             "traceparent": None,
             "tracestate": None,
         }
+        name = "client.start_flows"
+        if dedup is not None:  # keys reserved and new runs started together (0099)
+            name = "idempotency.start_flows_idempotent"
+            params.update(idempotency_keys=dedup, ttl_seconds=idempotency_ttl)
         try:
             with (
                 self.connection(connection) as conn,
@@ -184,7 +200,7 @@ class RunsMixin(ClientBase):
             ):
                 if span is not None:  # every run keeps the start span's trace context
                     params.update(span.params)
-                rows = conn.execute(query("client.start_flows"), params).fetchall()
+                rows = conn.execute(query(name), params).fetchall()
         except DatabaseError as exc:
             raise self._start_failure(slug, exc) from exc
         return [row[1] for row in rows]

@@ -27,18 +27,7 @@ __all__ = ["define_flow"]
 _LIMITS = LimitKeywords.__optional_keys__
 
 _STEP_KEYS = frozenset(
-    {
-        "slug",
-        "deps",
-        "step_type",
-        "options",
-        "condition",
-        "max_attempts",
-        "base_delay",
-        "timeout",
-        "start_delay",
-        *_LIMITS,
-    }
+    {"slug", "deps", "step_type", "options", "condition", *STEP_OPTION_NAMES, *_LIMITS}
 )
 
 
@@ -55,11 +44,11 @@ def define_flow(
     (``"single"``, the default, or ``"map"``) and optional ``max_attempts``, ``base_delay``,
     ``timeout``, ``start_delay`` (top-level or inside ``options``, as :meth:`Flow.shape` writes
     them), optional limits ``max_concurrency``, ``rate_limit``, ``concurrency_key`` (top-level,
-    as the flow's own limits and ``priority`` are keywords here) and an optional ``condition`` mapping (``if_``, ``if_not``, ``when_unmet``,
-    ``when_exhausted``: see :mod:`~pgflow_kombu.flows.conditions`). Steps must come after their
-    dependencies; a cycle is reported as such. ``handlers``
-    optionally maps step slugs to functions (bound by parameter name as with ``@flow.step``);
-    steps without one have a shape but cannot run.
+    as the flow's own limits and ``priority`` are keywords here) and an optional ``condition``
+    mapping (``if_``, ``if_not``, ``when_unmet``, ``when_exhausted``: see
+    :mod:`~pgflow_kombu.flows.conditions`). Steps must come after their dependencies; a cycle is
+    reported as such. ``handlers`` optionally maps step slugs to functions (bound by parameter
+    name as with ``@flow.step``); steps without one have a shape but cannot run.
     """
     check_keywords(options, FlowDataKeywords, "define_flow()")
     flow = Flow(slug, **options)

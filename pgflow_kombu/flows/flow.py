@@ -151,9 +151,9 @@ class Flow:
     ) -> Step:
         """Add a step; the general form behind the decorators and data-defined flows.
 
-        ``handler`` is the function (or a prepared :class:`Handler`). With one and no ``binder`` the binder is inferred from the signature (see
-        :mod:`pgflow_kombu.flows.inference`); for a single step given without ``depends_on``
-        the dependencies are inferred too. A map step has at most one dependency (none: it maps
+        ``handler`` is the function (or a prepared :class:`Handler`). With one and no ``binder``
+        the binder is inferred from the signature (see :mod:`pgflow_kombu.flows.inference`); for
+        a single step given without ``depends_on`` the dependencies are inferred too. A map step has at most one dependency (none: it maps
         over the run input). ``if_``, ``if_not``, ``when_unmet`` and ``when_exhausted`` make it
         conditional (see :mod:`~pgflow_kombu.flows.conditions`). Returns the new :class:`Step`.
         """

@@ -393,6 +393,3 @@ class ConsumingChannel(virtual.Channel):
         for pgmq_queue, ids in by_queue.items():
             with self.db(consumer=True) as conn:
                 store.extend(conn, table_name(pgmq_queue), ids, self.options.visibility_timeout)
-
-    def held_messages(self) -> Iterator[Any]:
-        return iter(self.qos.held()) if self._qos is not None else iter(())

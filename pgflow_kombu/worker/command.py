@@ -24,11 +24,9 @@ __all__ = ["default_text", "run_command", "setting_flag", "worker_options", "wor
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-ENV = WORKER_ENV_PREFIX
-
 
 def _opt(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
-    return click.option(*names, envvar=ENV + env, show_envvar=True, **kwargs)
+    return click.option(*names, envvar=WORKER_ENV_PREFIX + env, show_envvar=True, **kwargs)
 
 
 # Short forms of the settings' options (the long form is always --<field-name>).
@@ -109,7 +107,7 @@ def _decorators(
             "-A",
             "--app",
             "app_ref",
-            envvar=[ENV + "APP", "PGFLOW_APP"],
+            envvar=[WORKER_ENV_PREFIX + "APP", "PGFLOW_APP"],
             show_envvar=True,
             required=app_callback is None,
             callback=app_callback,

@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Any
+from typing import TypeVar
 
 from pgflow_kombu.errors import PgFlowError
 from pgflow_kombu.worker.cancellation import Cancellations
@@ -30,6 +30,8 @@ from pgflow_kombu.worker.tasks import ClaimedTask, Outcome, ReportResult
 __all__ = ["TaskHandoff"]
 
 log = logging.getLogger("pgflow_kombu.worker")
+
+Item = TypeVar("Item")
 
 
 class TaskHandoff:
@@ -107,32 +109,17 @@ class TaskHandoff:
 
     def _drain_reported(self) -> None:
         self._hand_back_not_started()
-        handles: list[Any] = []
-        while True:
-            try:
-                task = self._done_tasks.get_nowait()
-            except queue.Empty:
-                break
-            self._held -= 1
-            handles.append(task.delivery)
-        if handles and self._source is not None:
-            self._source.ack(handles)
-        while True:
-            try:
-                done = self._reported.get_nowait()
-            except queue.Empty:
-                break
+        finished = _take_all(self._done_tasks)
+        self._held -= len(finished)
+        if finished and self._source is not None:
+            self._source.ack([task.delivery for task in finished])
+        for done in _take_all(self._reported):
             for outcome, result in done:
                 self._claims.forget(outcome.task)
                 self.stats.count_report(result)
 
     def _hand_back_not_started(self) -> None:
-        tasks: list[ClaimedTask] = []
-        while True:
-            try:
-                tasks.append(self._not_started.get_nowait())
-            except queue.Empty:
-                break
+        tasks = _take_all(self._not_started)
         if not tasks:
             return
         self._held -= len(tasks)
@@ -148,3 +135,13 @@ class TaskHandoff:
         self._wakeup.set()
         if self._source is not None:
             self._source.wake()
+
+
+def _take_all(items: queue.SimpleQueue[Item]) -> list[Item]:
+    """What ``items`` holds now, taken without waiting."""
+    taken: list[Item] = []
+    while True:
+        try:
+            taken.append(items.get_nowait())
+        except queue.Empty:
+            return taken

@@ -4,10 +4,10 @@ rate-limit buckets that are full again.
 A thread of its own (a long prune never delays heartbeats) wakes every ``interval`` seconds and
 tries a session advisory lock, so one worker at a time prunes however many run; the others skip
 the round. The holder deletes ``batch_size`` rows per transaction (``pgflow_kombu.prune_runs``,
-``prune_archives`` then ``prune_rate_buckets``) with a short pause between batches, so the rows it locks are few and
-briefly held and the workers' claims and reports go on meanwhile. A session lock cannot live
-behind a transaction pooler, so poll-only mode (``PGFLOW_POLL_ONLY``) refuses a retention: run
-``pgflow-kombu runs prune`` on a schedule instead.
+``prune_archives`` then ``prune_rate_buckets``) with a short pause between batches, so the rows it
+locks are few and briefly held and the workers' claims and reports go on meanwhile. A session
+lock cannot live behind a transaction pooler, so poll-only mode (``PGFLOW_POLL_ONLY``) refuses a
+retention: run ``pgflow-kombu runs prune`` on a schedule instead.
 """
 
 from __future__ import annotations

@@ -91,7 +91,8 @@ class Outcome:
 
 
 class ReportResult(StrEnum):
-    """What ``pgflow_kombu.report_tasks`` did with one report (sql/migrations/0030_worker.sql)."""
+    """What ``pgflow_kombu.report_tasks`` did with one report (its body:
+    sql/migrations/0092_set_based_reports.sql)."""
 
     COMPLETED = "completed"  # the output was stored
     FAILED = "failed"  # the error was stored (the task retries or fails)

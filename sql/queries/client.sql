@@ -116,9 +116,6 @@ SELECT
 -- name: listen_runs
 LISTEN pgflow_kombu_run;
 
--- name: unlisten_all
-UNLISTEN *;
-
 -- name: start_flow_controlled
 SELECT pgflow_kombu.start_flow_controlled(
     flow_slug => %(flow_slug)s, input => %(input)s::jsonb, run_id => %(run_id)s::uuid,

@@ -1,5 +1,6 @@
 -- Queries of run control (pgflow_kombu.client.control and the worker's retention): cancel,
--- retry, delete and prune runs (and idle rate buckets); the cancelled runs among those a worker holds.
+-- retry, delete and prune runs (and idle rate buckets); the cancelled runs among those a worker
+-- holds.
 
 -- name: cancel_run
 SELECT pgflow_kombu.cancel_run(%(run_id)s::uuid, %(reason)s::text);

@@ -99,3 +99,17 @@ LEFT JOIN LATERAL (
 LEFT JOIN pgflow_kombu.skipped_steps AS k ON k.run_id = ss.run_id AND k.step_slug = ss.step_slug
 WHERE ss.run_id = %(run_id)s
 ORDER BY s.step_index;
+
+-- name: input_index_state
+-- The optional index of runs' inputs (pgflow_kombu.db.input_index): absent (no row), valid, or
+-- left invalid by an interrupted CREATE INDEX CONCURRENTLY.
+SELECT x.indisvalid AS valid
+FROM pg_index AS x
+WHERE x.indexrelid = to_regclass('pgflow.pgflow_kombu_runs_input');
+
+-- name: input_index_create
+CREATE INDEX CONCURRENTLY IF NOT EXISTS pgflow_kombu_runs_input
+    ON pgflow.runs USING gin (input jsonb_path_ops);
+
+-- name: input_index_drop
+DROP INDEX CONCURRENTLY IF EXISTS pgflow.pgflow_kombu_runs_input;

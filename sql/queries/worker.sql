@@ -22,10 +22,6 @@ SET last_heartbeat_at = now()
 WHERE w.worker_id = ANY(%(worker_ids)s::uuid[])
 RETURNING w.worker_id, w.queue_name, w.deprecated_at IS NOT NULL AS deprecated;
 
--- name: deprecate
-UPDATE pgflow.workers SET deprecated_at = coalesce(deprecated_at, now())
-WHERE worker_id = ANY(%(worker_ids)s::uuid[]);
-
 -- name: claim_tasks
 SELECT run_id, step_slug, task_index, msg_id, input, attempt, timeout
 FROM pgflow_kombu.claim_tasks(

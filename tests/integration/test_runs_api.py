@@ -14,6 +14,7 @@ from psycopg.types.json import Jsonb
 
 from pgflow_kombu.client import Client
 from pgflow_kombu.db.connect import connect
+from pgflow_kombu.db.input_index import has_input_index, set_input_index
 from pgflow_kombu.errors import ConfigurationError
 from pgflow_kombu.types import Run
 from tests.support.sql import test_query
@@ -233,3 +234,42 @@ def test_the_app_facades_are_the_clients(db_url: str, history: list[dict[str, An
         assert sum(app.count_runs().values()) == len(history)
     finally:
         app.close()
+
+
+def test_the_input_index_is_created_and_dropped_on_request(
+    client: Client, db_url: str, history: list[dict[str, Any]]
+) -> None:
+    from click.testing import CliRunner
+
+    from pgflow_kombu.cli import cli
+
+    def invoke(*args: str) -> str:
+        result = CliRunner().invoke(cli, ["--database-url", db_url, "db", "input-index", *args])
+        assert result.exit_code == 0, result.output
+        return result.output.strip()
+
+    def definition() -> str | None:
+        with connect(db_url) as conn:
+            row = conn.execute(test_query("runs_api_input_index_def")).fetchone()
+        return None if row is None else str(row[0])
+
+    even = newest_first([r for r in history if r["input"]["tag"] == "even"])
+    assert definition() is None and not has_input_index(db_url)  # off by default
+    assert [r.run_id for r in walk(client, 4, input_contains={"tag": "even"})[0]] == even
+
+    assert invoke() == "input index created"
+    assert "gin (input jsonb_path_ops)" in (definition() or "")
+    assert has_input_index(db_url)
+    assert invoke() == "input index already created"
+    assert [r.run_id for r in walk(client, 4, input_contains={"tag": "even"})[0]] == even
+
+    with connect(db_url) as conn:
+        conn.execute(test_query("runs_api_invalidate_input_index"))
+    assert not has_input_index(db_url)
+    assert set_input_index(db_url, True) is True  # rebuilt
+    assert has_input_index(db_url)
+
+    assert invoke("--drop") == "input index dropped"
+    assert definition() is None
+    assert invoke("--drop") == "input index already dropped"
+    assert [r.run_id for r in walk(client, 4, input_contains={"tag": "even"})[0]] == even

@@ -27,6 +27,11 @@ def test_get_returns_the_tasks_value(db_url: str) -> None:
         assert handle.wait(timeout=5).output == {"add": {"sum": 5}}
         assert add.apply_async((1, 1)).get(timeout=60) == {"sum": 2}
         assert app.enqueue("add", {"a": 1, "b": 2}).get(timeout=60) == {"add": {"sum": 3}}
+        batch = app.start_many(add, [{"a": 1, "b": 3}, {"a": 2, "b": 4}])
+        assert [h.get(timeout=60) for h in batch] == [{"sum": 4}, {"sum": 6}]
+        assert batch[0].output == {"add": {"sum": 4}}
+        by_slug = app.start_many("add", [{"a": 0, "b": 1}])  # the app's task, named
+        assert [h.get(timeout=60) for h in by_slug] == [{"sum": 1}]
         with pytest.raises(RunFailed, match="ValueError: bad 1"):
             fails.delay(1).get(timeout=60)
     finally:

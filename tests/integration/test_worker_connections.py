@@ -16,16 +16,18 @@ from pgflow_kombu import PgFlow
 from pgflow_kombu.db.connect import connect
 from pgflow_kombu.db.urls import database_of
 from pgflow_kombu.worker import Worker
+from pgflow_kombu.worker.consumer import KombuSource
 from tests.support.sql import test_query
 
-# docs/worker.md, "Connections per worker": the same numbers.
+# docs/worker.md, "Connections per worker": the same numbers, by message source.
+COMMON = {"claims": 1, "reports": 2, "heartbeat": 1, "scheduler": 1}
 EXPECTED = {
-    "claims": 1,
-    "reports": 2,
-    "heartbeat": 1,
-    "scheduler": 1,
-    "transport listener": 1,
-    "transport reads, acks, declarations, sweeps": 3,
+    "claim": {**COMMON, "listen": 1},
+    "kombu": {
+        **COMMON,
+        "transport listener": 1,
+        "transport reads, acks, declarations, sweeps": 3,
+    },
 }
 
 
@@ -47,23 +49,30 @@ def census(url: str) -> Counter[str]:
     return roles
 
 
-@pytest.mark.parametrize("concurrency", [1, 8])
-def test_connections_of_one_worker_process(db_url: str, concurrency: int) -> None:
+@pytest.mark.parametrize(("source", "concurrency"), [("claim", 1), ("claim", 8), ("kombu", 4)])
+def test_connections_of_one_worker_process(db_url: str, source: str, concurrency: int) -> None:
     app = PgFlow(db_url)
+    expected = Counter(EXPECTED[source])
 
     @app.task
     def noop(i: int) -> int:
         return i
 
-    worker = Worker(app.flows, db_url, concurrency=concurrency, heartbeat_interval=0.5)
+    worker = Worker(
+        app.flows,
+        db_url,
+        source=KombuSource(db_url) if source == "kombu" else None,
+        concurrency=concurrency,
+        heartbeat_interval=0.5,
+    )
     worker.start()
     try:
         handles: list[Any] = [noop.delay(i) for i in range(3 * concurrency)]
         for handle in handles:
             handle.wait(timeout=30)
         # the transport sweeps for expired queues at its first drain and then every 5 s
-        assert settled(db_url, Counter(EXPECTED)) == Counter(EXPECTED)
-        assert sum(EXPECTED.values()) == 9
+        assert settled(db_url, expected) == expected
+        assert sum(expected.values()) == {"claim": 6, "kombu": 9}[source]
     finally:
         worker.stop(10)
         app.close()

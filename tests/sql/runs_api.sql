@@ -62,16 +62,16 @@ SELECT started_at, run_id FROM pgflow.runs
 ORDER BY started_at DESC, run_id DESC OFFSET %(depth)s LIMIT 1;
 
 -- name: runs_api_bench_events_off
-ALTER TABLE pgflow.step_states DISABLE TRIGGER pgflow_kombu_step_event;
-ALTER TABLE pgflow.runs DISABLE TRIGGER pgflow_kombu_run_event;
+ALTER TABLE pgflow.step_states DISABLE TRIGGER pgflow_kombu_steps_updated;
+ALTER TABLE pgflow.runs DISABLE TRIGGER pgflow_kombu_runs_updated;
 
 -- name: runs_api_bench_events_on
-ALTER TABLE pgflow.step_states ENABLE TRIGGER pgflow_kombu_step_event;
-ALTER TABLE pgflow.runs ENABLE TRIGGER pgflow_kombu_run_event;
+ALTER TABLE pgflow.step_states ENABLE TRIGGER pgflow_kombu_steps_updated;
+ALTER TABLE pgflow.runs ENABLE TRIGGER pgflow_kombu_runs_updated;
 
 -- name: runs_api_bench_drop_indexes
-DROP INDEX pgflow.pgflow_kombu_runs_started_at, pgflow.pgflow_kombu_runs_flow_started_at,
-    pgflow.pgflow_kombu_runs_status_started_at, pgflow.pgflow_kombu_runs_input;
+DROP INDEX IF EXISTS pgflow.pgflow_kombu_runs_started_at, pgflow.pgflow_kombu_runs_flow_started_at,
+    pgflow.pgflow_kombu_runs_not_completed, pgflow.pgflow_kombu_runs_input;
 
 -- name: runs_api_bench_sync_off
 SET synchronous_commit = off;
@@ -90,3 +90,12 @@ EXPLAIN (ANALYZE, FORMAT JSON) {};
 -- name: events_fail_run
 -- A status change of a run by hand (stands in for a writer's transaction).
 UPDATE pgflow.runs SET status = 'failed', failed_at = now() WHERE run_id = %(run_id)s;
+
+-- name: runs_api_input_index_def
+SELECT indexdef FROM pg_indexes
+WHERE schemaname = 'pgflow' AND indexname = 'pgflow_kombu_runs_input';
+
+-- name: runs_api_invalidate_input_index
+-- What an interrupted CREATE INDEX CONCURRENTLY leaves behind.
+UPDATE pg_index SET indisvalid = false
+WHERE indexrelid = 'pgflow.pgflow_kombu_runs_input'::regclass;

@@ -29,3 +29,12 @@ SELECT clock_timestamp();
 SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - tick_at)),
        max(extract(epoch FROM started_at - tick_at))
 FROM pgflow_kombu.schedule_ticks WHERE schedule_name = %(name)s AND NOT manual;
+
+-- name: idempotency_keys_of_flow
+SELECT key, run_id FROM pgflow_kombu.idempotency_keys WHERE flow_slug = %(flow_slug)s ORDER BY key;
+
+-- name: start_flows_idempotent_raw
+SELECT ordinal, run_id, created FROM pgflow_kombu.start_flows_idempotent(
+    flow_slug => %(flow_slug)s, inputs => %(inputs)s::jsonb[],
+    idempotency_keys => %(idempotency_keys)s::text[])
+ORDER BY ordinal;

@@ -14,7 +14,7 @@ SELECT queue_name, worker_id, last_heartbeat_at FROM pgflow.workers ORDER BY que
 
 -- name: seeds_silence_run_notifications
 -- Runs finish without their NOTIFY, as behind a pooler that drops notifications.
-ALTER TABLE pgflow.runs DISABLE TRIGGER pgflow_kombu_run_finished;
+ALTER TABLE pgflow.runs DISABLE TRIGGER pgflow_kombu_runs_updated;
 
 -- name: seeds_finish_run
 UPDATE pgflow.runs

@@ -235,3 +235,7 @@ $$;
 
 -- name: sqlcore_bench_call_procedure
 CALL public.sqlcore_bench(%(flow_slug)s, %(steps)s, %(n)s, %(worker_id)s);
+
+-- name: notify_listen_all
+-- Every channel our triggers notify on: finished runs, dashboards' step changes, watched runs.
+LISTEN pgflow_kombu_run; LISTEN pgflow_kombu_step; LISTEN pgflow_kombu_events;

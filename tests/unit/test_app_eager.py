@@ -170,6 +170,28 @@ def test_eager_runs_honour_run_id_and_idempotency_keys(app: PgFlow) -> None:
         once.apply_async((4,), idempotency_key="")
 
 
+def test_eager_start_many_honours_idempotency_keys(app: PgFlow) -> None:
+    calls: list[int] = []
+
+    @app.task
+    def each(n: int) -> int:
+        calls.append(n)
+        return n
+
+    first = app.start_flow(each, {"n": 1}, idempotency_key="a")
+    handles = app.start_many(
+        each, [{"n": 2}, {"n": 3}, {"n": 4}, {"n": 5}], idempotency_keys=["a", "b", None, "b"]
+    )
+    assert handles[0].run_id == first.run_id
+    assert handles[3].run_id == handles[1].run_id != handles[2].run_id
+    assert [h.get() for h in handles] == [1, 3, 4, 3]  # a task's handles give its value
+    assert [h.output for h in handles] == [{"each": n} for n in (1, 3, 4, 3)]
+    assert calls == [1, 3, 4]
+    with pytest.raises(FlowInputError, match=r"idempotency_keys\[1\] .* got ''"):
+        app.start_many(each, [{"n": 6}, {"n": 7}], idempotency_keys=["c", ""])
+    assert calls == [1, 3, 4]  # nothing ran
+
+
 def test_eager_runs_refuse_what_they_cannot_honour(app: PgFlow) -> None:
     @app.task
     def later(n: int) -> int:
