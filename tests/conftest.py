@@ -17,19 +17,48 @@ import pytest
 
 from pgflow_kombu.db import embedded, migrations
 from pgflow_kombu.db.connect import connect
-from tests.support.databases import clone_database, drop, ensure_template
+from tests.support.databases import (
+    clone_database,
+    drop,
+    ensure_template,
+    raise_max_connections,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
+# Parallel test processes (pytest -n) share one server; several tests that each run four workers
+# at once outgrow the embedded server's default of 100 connections.
+PARALLEL_MAX_CONNECTIONS = 400
+
+
+def _embedded_url() -> str:
+    os.environ.setdefault(embedded.DATA_DIR_ENV, str(ROOT / ".pgdata"))
+    return embedded.server_url(announce=False)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Before pytest-xdist starts its test processes: give the embedded server room for them all
+    (a restart, once per data directory: the setting is kept)."""
+    config = session.config
+    if hasattr(config, "workerinput") or os.environ.get("PGFLOW_TEST_DATABASE_URL"):
+        return
+    if not config.getoption("numprocesses", None):  # -n; None without pytest-xdist
+        return
+    if raise_max_connections(_embedded_url(), PARALLEL_MAX_CONNECTIONS):
+        embedded.stop()
+        _embedded_url()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first, the rest in its order: in parallel runs (pytest -n) a long test then
+    overlaps many short ones instead of running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")
 def pg_admin_url() -> str:
     """URL of a server where tests may create databases."""
-    url = os.environ.get("PGFLOW_TEST_DATABASE_URL")
-    if url:
-        return url
-    os.environ.setdefault(embedded.DATA_DIR_ENV, str(ROOT / ".pgdata"))
-    return embedded.server_url(announce=False)
+    return os.environ.get("PGFLOW_TEST_DATABASE_URL") or _embedded_url()
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ kombu; it is downloaded once into ``.reference/kombu`` (never committed) and imp
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import subprocess
 import sys
@@ -29,28 +30,31 @@ def _kombu_integration_common() -> ModuleType:
     version = kombu.__version__
     source = REFERENCE / f"kombu-{version}"
     common = source / "t" / "integration" / "common.py"
-    if not common.exists():
-        REFERENCE.mkdir(parents=True, exist_ok=True)
-        sdist = REFERENCE / f"kombu-{version}.tar.gz"
-        if not sdist.exists():
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pip",
-                    "download",
-                    "--no-deps",
-                    "--no-binary",
-                    ":all:",
-                    f"kombu=={version}",
-                    "-d",
-                    str(REFERENCE),
-                ],
-                check=True,
-                capture_output=True,
-            )
-        with tarfile.open(sdist) as archive:
-            archive.extractall(REFERENCE, filter="data")
+    REFERENCE.mkdir(parents=True, exist_ok=True)
+    # Parallel test processes collect this module at once: one downloads, the others wait.
+    with open(REFERENCE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not common.exists():
+            sdist = REFERENCE / f"kombu-{version}.tar.gz"
+            if not sdist.exists():
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "pip",
+                        "download",
+                        "--no-deps",
+                        "--no-binary",
+                        ":all:",
+                        f"kombu=={version}",
+                        "-d",
+                        str(REFERENCE),
+                    ],
+                    check=True,
+                    capture_output=True,
+                )
+            with tarfile.open(sdist) as archive:
+                archive.extractall(REFERENCE, filter="data")
     spec = importlib.util.spec_from_file_location("kombu_integration_common", common)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -33,6 +33,8 @@ from tests.celery_app.worker import ROOT, Worker
 from tests.e2e_apps.harness import WorkerProcess
 from tests.support.netns import NetNamespace, unavailable_reason
 
+pytestmark = pytest.mark.slow  # each cuts a link for CUT_FOR seconds
+
 APP = "tests.e2e_apps.netfaults:app"
 
 # Dead peers are noticed after 1 + 1 * 2 s idle, or 3 s of unacknowledged data.

@@ -7,12 +7,16 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
+
 from pgflow_kombu import PgFlow
 from pgflow_kombu.db.connect import connect
 from pgflow_kombu.flows.schedules import next_tick
 from pgflow_kombu.worker import Worker
 from tests.e2e_apps.harness import WorkerProcess
 from tests.support.sql import test_query
+
+pytestmark = pytest.mark.slow  # each watches a schedule for a fixed window
 
 WINDOW = 60  # seconds of schedule observed
 

@@ -101,6 +101,7 @@ def throwaway_server(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         embedded.stop(directory)
 
 
+@pytest.mark.slow
 def test_workers_reconnect_after_a_postgres_restart(throwaway_server: tuple[Path, str]) -> None:
     directory, url = throwaway_server
     with (

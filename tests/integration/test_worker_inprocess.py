@@ -135,10 +135,12 @@ def waits(run: int) -> int:
 
 
 nap = Flow("nap")
+NAPPING = threading.Event()
 
 
 @nap.step
 def naps(run: float) -> str:
+    NAPPING.set()
     time.sleep(run)
     return "rested"
 
@@ -205,12 +207,15 @@ def test_a_hung_handler_times_out_and_never_completes_late(
 def test_graceful_stop_finishes_running_work_and_hands_back_the_rest(
     run_worker: Callable[..., Worker], client: Client
 ) -> None:
+    NAPPING.clear()
     worker = run_worker({"nap": nap}, concurrency=1, prefetch=4)
     runs = [client.start_flow("nap", 1.0) for _ in range(4)]
     deadline = time.monotonic() + 10
     while worker.held < 4 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert worker.held == 4
+    # Holding four is not yet running one: on a busy machine the stop could come first.
+    assert NAPPING.wait(10)
     assert worker.stop(10) == ExitCode.OK
     states = [client.get_run_with_states(r) for r in runs]
     done = [s for s in states if s.status == "completed"]

@@ -11,6 +11,7 @@ from pgflow_kombu.db.admin import create_database, database_exists, drop_databas
 from pgflow_kombu.db.connect import connect
 from pgflow_kombu.db.queries import query
 from pgflow_kombu.db.urls import with_database
+from tests.support.sql import test_query
 
 
 def ensure_template(
@@ -59,3 +60,13 @@ def drop(admin_url: str, url: str) -> None:
 
     with connect(admin_url) as conn:
         drop_database(conn, database_of(url))
+
+
+def raise_max_connections(admin_url: str, at_least: int) -> bool:
+    """Configure the server to allow ``at_least`` connections; True when it needs a restart."""
+    with connect(admin_url) as conn:
+        row = conn.execute(test_query("max_connections")).fetchone()
+        if row is not None and row[0] >= at_least:
+            return False
+        conn.execute(sql.SQL(test_query("set_max_connections")).format(sql.Literal(at_least)))
+    return True
