@@ -80,7 +80,7 @@ def test_connections_of_one_worker_process(db_url: str, source: str, concurrency
     assert settled(db_url, Counter()) == Counter()
 
 
-def settled(url: str, expected: Counter[str], timeout: float = 10.0) -> Counter[str]:
+def settled(url: str, expected: Counter[str], timeout: float = 30.0) -> Counter[str]:
     """The census once it equals ``expected``, or the last one after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     found = census(url)

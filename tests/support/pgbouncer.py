@@ -8,13 +8,14 @@ turns a direct URL into the same database through the pooler.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 __all__ = ["PGBOUNCER", "PgBouncer", "unavailable_reason"]
 
@@ -49,7 +50,8 @@ class PgBouncer:
         listen_addr: str = "127.0.0.1",
     ):
         parts = urlsplit(server_url)
-        self.server_host = parts.hostname or "127.0.0.1"
+        # a Unix-socket server (the embedded one) is named by ?host=<socket directory>
+        self.server_host = parse_qs(parts.query).get("host", [parts.hostname or "127.0.0.1"])[0]
         self.server_port = parts.port or 5432
         self.user = parts.username or "postgres"
         self.pool_mode = pool_mode
@@ -63,7 +65,8 @@ class PgBouncer:
     def url_for(self, url: str, host: str = "127.0.0.1") -> str:
         """``url``'s database, through this pooler (reached at ``host``)."""
         parts = urlsplit(url)
-        return urlunsplit(parts._replace(netloc=f"{self.user}@{host}:{self.port}"))
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k not in ("host", "port")])
+        return urlunsplit(parts._replace(netloc=f"{self.user}@{host}:{self.port}", query=query))
 
     def start(self) -> None:
         (self.dir / "users.txt").write_text(f'"{self.user}" ""\n')
@@ -89,10 +92,11 @@ class PgBouncer:
         )
         command = [shutil.which(PGBOUNCER) or "pgbouncer", str(ini)]
         if os.geteuid() == 0:  # pgbouncer refuses to run as root: drop to the server's account
-            shutil.chown(self.dir, RUN_AS)
+            run_as = self._server_account()
+            shutil.chown(self.dir, run_as)
             for path in self.dir.iterdir():
-                shutil.chown(path, RUN_AS)
-            command[1:1] = ["-u", RUN_AS]
+                shutil.chown(path, run_as)
+            command[1:1] = ["-u", run_as]
         self._proc = subprocess.Popen(
             command,
             stdout=subprocess.DEVNULL,
@@ -113,6 +117,13 @@ class PgBouncer:
         log = self.log()
         self.stop()
         raise RuntimeError(f"pgbouncer did not listen on {self.port} within 10 s: {log}")
+
+    def _server_account(self) -> str:
+        """The account that may reach the server: a Unix-socket server's directory is open only to
+        its owner (the embedded server's); a TCP server is reached as RUN_AS."""
+        if self.server_host.startswith("/"):
+            return pwd.getpwuid(os.stat(self.server_host).st_uid).pw_name
+        return RUN_AS
 
     def log(self) -> str:
         path = self.dir / "pgbouncer.log"
