@@ -71,7 +71,8 @@ def test_connections_of_one_worker_process(db_url: str, source: str, concurrency
         for handle in handles:
             handle.wait(timeout=30)
         # the transport sweeps for expired queues at its first drain and then every 5 s
-        assert settled(db_url, expected) == expected
+        found = settled(db_url, expected)
+        assert matches(found, expected), found
         assert sum(expected.values()) == {"claim": 6, "kombu": 9}[source]
     finally:
         worker.stop(10)
@@ -80,11 +81,22 @@ def test_connections_of_one_worker_process(db_url: str, source: str, concurrency
     assert settled(db_url, Counter()) == Counter()
 
 
+def matches(found: Counter[str], expected: Counter[str]) -> bool:
+    """``found`` is ``expected``, but for the reporter: its second connection opens only when a
+    batch is reported while another is in flight, so 1 of the 2 is enough."""
+    if not expected:
+        return found == expected
+    others = Counter({k: v for k, v in found.items() if k != "reports"})
+    return others == expected - Counter(reports=expected["reports"]) and (
+        1 <= found["reports"] <= expected["reports"]
+    )
+
+
 def settled(url: str, expected: Counter[str], timeout: float = 30.0) -> Counter[str]:
     """The census once it equals ``expected``, or the last one after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     found = census(url)
-    while found != expected and time.monotonic() < deadline:
+    while not matches(found, expected) and time.monotonic() < deadline:
         time.sleep(0.2)
         found = census(url)
     return found
