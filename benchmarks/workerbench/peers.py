@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import threading
 from typing import Any
 
 from benchmarks.workerbench.ours import fresh_database, remove_database
-from benchmarks.workerbench.system import RedisCounted
+from benchmarks.workerbench.system import PerThread, RedisCounted
 from benchmarks.workerbench.tasks import (
     CELERY_READY_QUEUE,
     PROC_QUEUE,
@@ -171,9 +170,9 @@ class PgQueuerPeer(RedisCounted):
     def __init__(self, admin_url: str) -> None:
         self.admin_url = admin_url
         self.database = f"{RUN_TAG}_pgq_{os.getpid()}"
-        self._local = threading.local()
-        self._connections: list[Any] = []
-        self._lock = threading.Lock()
+        self._clients: PerThread[tuple[Any, Any]] = PerThread(
+            self._open_client, lambda client: client[0].close()
+        )
 
     def setup(self) -> None:
         from pgflow_kombu.db.urls import to_libpq
@@ -191,24 +190,21 @@ class PgQueuerPeer(RedisCounted):
         async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
             await Queries(PsycopgDriver(conn)).install()
 
+    def _open_client(self) -> tuple[Any, Any]:
+        import psycopg
+        from pgqueuer.adapters.drivers.psycopg import SyncPsycopgDriver
+        from pgqueuer.adapters.persistence.queries import SyncQueries
+
+        conn = psycopg.connect(self.url, autocommit=True)
+        return conn, SyncQueries(SyncPsycopgDriver(conn))
+
     def queries(self) -> Any:
         """This thread's synchronous pgqueuer client."""
-        found = getattr(self._local, "queries", None)
-        if found is None:
-            import psycopg
-            from pgqueuer.adapters.drivers.psycopg import SyncPsycopgDriver
-            from pgqueuer.adapters.persistence.queries import SyncQueries
-
-            conn = psycopg.connect(self.url, autocommit=True)
-            with self._lock:
-                self._connections.append(conn)
-            found = self._local.queries = SyncQueries(SyncPsycopgDriver(conn))
-        return found
+        return self._clients.get()[1]
 
     def teardown(self) -> None:
         self.stop_worker()
-        for conn in self._connections:
-            conn.close()
+        self._clients.close_all()
         assert self.database is not None
         remove_database(self.admin_url, self.database)
 

@@ -17,7 +17,7 @@ import uuid
 from typing import Any
 
 from benchmarks.workerbench.ours import fresh_database, remove_database
-from benchmarks.workerbench.system import RedisCounted, bench_query
+from benchmarks.workerbench.system import PerThread, RedisCounted, bench_query
 from benchmarks.workerbench.tasks import RUN_TAG, count_done, stamp_started
 
 FLOW = "bench_ref"
@@ -46,9 +46,7 @@ class ReferenceSql(RedisCounted):
     def __init__(self, admin_url: str) -> None:
         self.admin_url = admin_url
         self.database = f"{RUN_TAG}_ref_{os.getpid()}"
-        self._local = threading.local()
-        self._connections: list[Any] = []
-        self._lock = threading.Lock()
+        self._connections: PerThread[Any] = PerThread(self._open, lambda conn: conn.close())
 
     def setup(self) -> None:
         assert self.database is not None
@@ -58,21 +56,18 @@ class ReferenceSql(RedisCounted):
 
     def teardown(self) -> None:
         self.stop_worker()
-        for conn in self._connections:
-            conn.close()
+        self._connections.close_all()
         assert self.database is not None
         remove_database(self.admin_url, self.database)
 
+    def _open(self) -> Any:
+        from pgflow_kombu.db.connect import connect
+
+        return connect(self.url)
+
     def connection(self) -> Any:
         """This thread's connection (autocommit: one transaction per call, as pgflow's client)."""
-        found = getattr(self._local, "conn", None)
-        if found is None:
-            from pgflow_kombu.db.connect import connect
-
-            found = self._local.conn = connect(self.url)
-            with self._lock:
-                self._connections.append(found)
-        return found
+        return self._connections.get()
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         return [sys.executable, "-m", "benchmarks.workerbench.reference", self.url], {}

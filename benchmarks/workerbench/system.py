@@ -6,10 +6,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from benchmarks.workerbench.tasks import COUNT_KEY, RUN_TAG, STAMP_KEY, redis_client
 
@@ -24,6 +25,35 @@ def bench_query(name: str) -> Any:
     from tests.support.sql import test_query
 
     return test_query(name)
+
+
+T = TypeVar("T")
+
+
+class PerThread(Generic[T]):
+    """One object per producer thread (a connection, a client), made on first use in that
+    thread; ``close_all`` closes every one made."""
+
+    def __init__(self, make: Callable[[], T], close: Callable[[T], None]) -> None:
+        self._make = make
+        self._close = close
+        self._local = threading.local()
+        self._made: list[T] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        found: T | None = getattr(self._local, "value", None)
+        if found is None:
+            found = self._local.value = self._make()
+            with self._lock:
+                self._made.append(found)
+        return found
+
+    def close_all(self) -> None:
+        with self._lock:
+            made, self._made = self._made, []
+        for value in made:
+            self._close(value)
 
 
 class Counter:
